@@ -1,0 +1,195 @@
+//! The wasmtime engine, the linker with every capability, and the per-instance store state.
+//!
+//! One engine serves every component: the component model, async, epoch interruption for CPU
+//! deadlines, the pooling allocator (instances are carved out of pre-reserved slots, so a new
+//! instance per request is cheap), and an on-disk cache of compiled code, so that a restart
+//! does not compile unchanged components again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use thiserror::Error;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    StoreLimits, StoreLimitsBuilder,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::bindings;
+use crate::log::{LogCapability, LogCtx};
+use crate::outbound_http::OutboundHttpHooks;
+use crate::postgres::{PgCapability, PgCtx, PgCtxView};
+use crate::redis::{RedisCapability, RedisCtx, RedisCtxView};
+use crate::variables::{ComponentVariables, VariablesCapability};
+
+/// How often the epoch advances; the granularity of CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The most resources (streams, connections, ...) one instance may hold.
+pub const MAX_RESOURCES_PER_INSTANCE: usize = 4096;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Instances that may exist at once: the pooling allocator reserves this many slots.
+    pub max_instances: u32,
+    /// The largest linear memory any instance may have, in bytes (a slot's size).
+    pub max_memory_bytes: usize,
+    /// Where compiled code is cached; `None` disables the cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// A guest ran past its CPU deadline.
+#[derive(Debug, Error)]
+#[error("the guest ran past its CPU deadline")]
+pub struct CpuDeadlineExceeded;
+
+/// Builds the engine.
+pub fn build_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(settings.max_instances)
+        .total_core_instances(settings.max_instances.saturating_mul(4))
+        .total_memories(settings.max_instances.saturating_mul(2))
+        .total_tables(settings.max_instances.saturating_mul(2))
+        .total_stacks(settings.max_instances)
+        .max_memory_size(settings.max_memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    if let Some(dir) = &settings.cache_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        let mut cache_config = CacheConfig::new();
+        cache_config.with_directory(dir);
+        config.cache(Some(
+            Cache::new(cache_config)
+                .map_err(anyhow::Error::from)
+                .context("cannot open the compile cache")?,
+        ));
+    }
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("cannot configure wasmtime")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
+pub fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(EPOCH_TICK);
+        loop {
+            ticks.tick().await;
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        }
+    });
+}
+
+/// A linker with WASI, wasi:http and every nexus capability.
+pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
+    let mut linker: Linker<InstanceState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    bindings::fermyon::spin::redis::add_to_linker::<_, RedisCapability>(&mut linker, |state| {
+        RedisCtxView {
+            ctx: &mut state.redis,
+            table: &mut state.table,
+        }
+    })?;
+    bindings::spin::postgres::postgres::add_to_linker::<_, PgCapability>(&mut linker, |state| {
+        PgCtxView {
+            ctx: &mut state.pg,
+            table: &mut state.table,
+        }
+    })?;
+    bindings::fermyon::spin::variables::add_to_linker::<_, VariablesCapability>(
+        &mut linker,
+        |state| &state.variables,
+    )?;
+    bindings::nexus::platform::log::add_to_linker::<_, LogCapability>(&mut linker, |state| {
+        &mut state.log
+    })?;
+    Ok(linker)
+}
+
+/// Compiles (or loads from the cache) the component at `path`.
+pub fn load_component(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    Component::from_file(engine, path)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot load the component {}", path.display()))
+}
+
+/// The state of one instance: every capability's context, and the limits it runs under.
+pub struct InstanceState {
+    pub table: ResourceTable,
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub http_hooks: OutboundHttpHooks,
+    pub redis: RedisCtx,
+    pub pg: PgCtx,
+    pub variables: ComponentVariables,
+    pub log: LogCtx,
+    pub limits: StoreLimits,
+    /// When the guest must stop running.
+    pub cpu_deadline: Instant,
+}
+
+/// What an instance is built from, besides its capabilities' contexts.
+pub struct InstanceLimits {
+    pub max_memory_bytes: usize,
+    pub cpu_timeout: Duration,
+}
+
+impl InstanceState {
+    /// The store limits for an instance: memory as configured, and no more than a component
+    /// needs of everything else.
+    pub fn store_limits(max_memory_bytes: usize) -> StoreLimits {
+        StoreLimitsBuilder::new()
+            .memory_size(max_memory_bytes)
+            .instances(64)
+            .memories(64)
+            .tables(64)
+            .trap_on_grow_failure(true)
+            .build()
+    }
+
+    pub fn new_table() -> ResourceTable {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
+        table
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// Shared, read-only parts of a component's instances.
+pub struct SharedComponent {
+    pub name: Arc<str>,
+    pub allowed: Arc<crate::allowed_hosts::AllowedHosts>,
+    pub variables: ComponentVariables,
+    pub environment: Vec<(String, String)>,
+}

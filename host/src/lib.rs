@@ -1,0 +1,23 @@
+//! The nexus host: a wasmtime embedding that serves the components of a Spin manifest.
+//!
+//! Each capability is a module with its own context, limits and backends (`redis`,
+//! `postgres`, `outbound_http`, `variables`, `log`); `engine` wires them into one linker,
+//! `server` serves HTTP with a fresh instance per request, and `platform` provides the
+//! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins).
+#![forbid(unsafe_code)]
+
+pub mod allowed_hosts;
+pub mod bindings;
+pub mod build;
+pub mod engine;
+pub mod log;
+pub mod manifest;
+pub mod metrics;
+pub mod migrate;
+pub mod outbound_http;
+pub mod platform;
+pub mod postgres;
+pub mod redis;
+pub mod routes;
+pub mod server;
+pub mod variables;

@@ -1,0 +1,231 @@
+//! `nexus`: serves a Spin application's components with nexus's extras.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use nexus_host::engine::{EngineSettings, build_engine, spawn_epoch_ticker};
+use nexus_host::manifest::Manifest;
+use nexus_host::platform::{Platform, PlatformConfig};
+use nexus_host::server::{App, ServeSettings, serve};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "nexus",
+    version,
+    about = "The nexus host: serves the WebAssembly components of a Spin manifest"
+)]
+struct Cli {
+    /// Log format; `json` (the default when stderr is not a terminal) is one object per line.
+    #[arg(long, global = true, env = "NEXUS_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the application: Redis and PostgreSQL from REDIS_URL and DATABASE_URL, or embedded.
+    Up(UpArgs),
+    /// Apply the database migrations to DATABASE_URL (or to the embedded PostgreSQL).
+    Migrate(DataArgs),
+    /// Run the components' build commands, as `spin build` does.
+    Build {
+        #[arg(long, short = 'f', default_value = "spin.toml", env = "NEXUS_MANIFEST")]
+        manifest: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Where embedded data (the embedded PostgreSQL) and the compile cache live.
+    /// Default: `.nexus` beside the manifest.
+    #[arg(long, env = "NEXUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The manifest, to place the default data directory.
+    #[arg(long, short = 'f', default_value = "spin.toml", env = "NEXUS_MANIFEST")]
+    manifest: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3000", env = "NEXUS_LISTEN")]
+    listen: SocketAddr,
+    /// Run the components' build commands first, as `spin up --build` does.
+    #[arg(long)]
+    build: bool,
+    /// Requests served at once (each holds one instance slot).
+    #[arg(long, default_value_t = 1000, env = "NEXUS_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: u32,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value_t = 30, env = "NEXUS_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: u64,
+    /// Compile components afresh instead of using the on-disk cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl DataArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            self.manifest
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(".nexus")
+        })
+    }
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Build { manifest } => Manifest::load(&manifest)
+            .map_err(Into::into)
+            .and_then(|m| nexus_host::build::build_components(&m)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Migrates the platform database, retrying while the server is not up yet (as when nexus and
+/// PostgreSQL start together on Kubernetes).
+async fn migrate_platform(platform: &Platform) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match nexus_host::migrate::migrate_url(&platform.database_url).await {
+            Ok(applied) => {
+                tracing::info!(applied = ?applied, "database schema is up to date");
+                return Ok(());
+            }
+            Err(err) if attempt < 10 && format!("{err:#}").contains("cannot connect") => {
+                attempt += 1;
+                tracing::warn!(error = %format!("{err:#}"), attempt, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+async fn migrate(args: DataArgs) -> anyhow::Result<()> {
+    let platform = Platform::start(PlatformConfig::from_env(), &args.data_dir()).await?;
+    let result = migrate_platform(&platform).await;
+    platform.shutdown()?;
+    result
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.data.manifest)?;
+    if args.build {
+        nexus_host::build::build_components(&manifest)?;
+    }
+    let data_dir = args.data.data_dir();
+    let platform = Arc::new(Platform::start(PlatformConfig::from_env(), &data_dir).await?);
+    migrate_platform(&platform).await?;
+
+    let engine = build_engine(&EngineSettings {
+        max_instances: args.max_concurrent_requests,
+        max_memory_bytes: App::max_memory_bytes(&manifest),
+        cache_dir: (!args.no_cache).then(|| data_dir.join("compile-cache")),
+    })?;
+    spawn_epoch_ticker(&engine);
+    let settings = ServeSettings {
+        max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
+            .unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    let app = Arc::new(App::new(
+        &manifest,
+        engine,
+        Arc::clone(&platform),
+        &settings,
+    )?);
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    // The first line on stdout says where to reach the app; scripts and tests read it.
+    println!("nexus is serving http://{address}");
+    for trigger in &manifest.http_triggers {
+        if let Some(route) = &trigger.route {
+            println!("  http://{address}{route} -> {}", trigger.component);
+        }
+    }
+    tracing::info!(%address, app = %manifest.application.name, "serving");
+
+    serve(app, listener, &settings, shutdown_signal()).await?;
+    match Arc::try_unwrap(platform) {
+        Ok(platform) => platform.shutdown()?,
+        Err(_) => tracing::warn!(
+            "requests still hold the platform; leaving the embedded servers to the OS"
+        ),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,523 @@
+//! The Spin application manifest (`spin.toml`, manifest version 2), as the nexus host reads it.
+//!
+//! nexus serves the same manifest that `spin up` serves: components, HTTP triggers, variables and
+//! `allowed_outbound_hosts` mean here what they mean to Spin. Settings only nexus understands
+//! live where Spin ignores them: `[application.tool.nexus]` and `[component.NAME.tool.nexus]`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a manifest cannot be served.
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    #[error("cannot read the manifest {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the manifest {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("the manifest {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A parsed and checked manifest, with paths resolved against its directory.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The directory the manifest is in; relative paths in it are relative to this.
+    pub dir: PathBuf,
+    pub application: Application,
+    pub variables: BTreeMap<String, VariableDecl>,
+    pub components: BTreeMap<String, ComponentDecl>,
+    pub http_triggers: Vec<HttpTrigger>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    spin_manifest_version: u32,
+    application: Application,
+    #[serde(default)]
+    variables: BTreeMap<String, VariableDecl>,
+    #[serde(default)]
+    trigger: RawTriggers,
+    #[serde(default)]
+    component: BTreeMap<String, ComponentDecl>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+    #[serde(flatten)]
+    other: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawHttpTrigger {
+    #[serde(default)]
+    id: Option<String>,
+    route: RawRoute,
+    #[serde(default)]
+    component: Option<toml::Value>,
+    #[serde(default)]
+    executor: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawRoute {
+    Path(String),
+    Private { private: bool },
+}
+
+/// `[application]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Application {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub authors: Vec<String>,
+    #[serde(default)]
+    pub tool: ApplicationTools,
+}
+
+/// `[application.tool]`: only the `nexus` table is read; other tools' tables are kept out of
+/// the way, as Spin does with ours.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ApplicationTools {
+    #[serde(default)]
+    pub nexus: AppNexusSettings,
+}
+
+/// `[application.tool.nexus]`: host-wide defaults for every component.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppNexusSettings {
+    #[serde(flatten)]
+    pub limits: ComponentLimits,
+}
+
+/// `[variables]` entry: a default, or `required = true`; `secret` hides the value from logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariableDecl {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// `[component.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ComponentDecl {
+    pub source: ComponentSource,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub build: Option<BuildDecl>,
+    #[serde(default)]
+    pub tool: ComponentTools,
+    /// Spin features nexus does not serve yet; accepted so that the manifest stays Spin's, and
+    /// refused when a component relies on them (see [`Manifest::load`]).
+    #[serde(default)]
+    pub files: Vec<toml::Value>,
+    #[serde(default)]
+    pub key_value_stores: Vec<String>,
+    #[serde(default)]
+    pub sqlite_databases: Vec<String>,
+    #[serde(default)]
+    pub ai_models: Vec<String>,
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub exclude_files: Vec<String>,
+    #[serde(default)]
+    pub dependencies_inherit_configuration: bool,
+}
+
+/// Where a component's Wasm comes from. Only local files are served by nexus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ComponentSource {
+    Local(PathBuf),
+    Remote(BTreeMap<String, toml::Value>),
+}
+
+/// `[component.NAME.build]`, run by `nexus up --build` as `spin build` would.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuildDecl {
+    pub command: BuildCommands,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    #[serde(default)]
+    pub watch: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BuildCommands {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl BuildCommands {
+    pub fn as_list(&self) -> Vec<&str> {
+        match self {
+            Self::One(command) => vec![command.as_str()],
+            Self::Many(commands) => commands.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `[component.NAME.tool]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ComponentTools {
+    #[serde(default)]
+    pub nexus: ComponentNexusSettings,
+}
+
+/// `[component.NAME.tool.nexus]`: per-component settings that Spin has no place for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentNexusSettings {
+    #[serde(flatten)]
+    pub limits: ComponentLimits,
+}
+
+/// The limits of one instance, each optional so that a component inherits the application's.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentLimits {
+    /// Linear memory one instance may grow to, in MiB.
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    /// How long the guest may run for one request, in milliseconds (epoch interruption).
+    #[serde(default)]
+    pub cpu_timeout_ms: Option<u64>,
+    /// How long one request may take end to end, I/O included, in milliseconds.
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    /// The largest request body the component is handed, in bytes; larger ones get 413.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
+}
+
+impl ComponentLimits {
+    /// This component's limits, falling back to `defaults` where it sets none.
+    pub fn or(&self, defaults: &ComponentLimits) -> ComponentLimits {
+        ComponentLimits {
+            max_memory_mb: self.max_memory_mb.or(defaults.max_memory_mb),
+            cpu_timeout_ms: self.cpu_timeout_ms.or(defaults.cpu_timeout_ms),
+            request_timeout_ms: self.request_timeout_ms.or(defaults.request_timeout_ms),
+            max_request_body_bytes: self
+                .max_request_body_bytes
+                .or(defaults.max_request_body_bytes),
+        }
+    }
+}
+
+/// One `[[trigger.http]]`: a route served by a component.
+#[derive(Debug, Clone)]
+pub struct HttpTrigger {
+    pub id: Option<String>,
+    /// `None` for a private route (reachable only by service chaining, which nexus does not
+    /// offer yet: such a trigger is accepted and not served).
+    pub route: Option<String>,
+    pub component: String,
+}
+
+impl Manifest {
+    /// Reads and checks the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &dir).map_err(|err| match err {
+            ManifestError::Parse { source, .. } => ManifestError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            ManifestError::Invalid { message, .. } => ManifestError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses manifest text whose relative paths are relative to `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join("spin.toml");
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|source| ManifestError::Parse {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        if raw.spin_manifest_version != 2 {
+            return Err(invalid(format!(
+                "spin_manifest_version {} is not supported; nexus reads version 2",
+                raw.spin_manifest_version
+            )));
+        }
+        if let Some(kind) = raw.trigger.other.keys().next() {
+            return Err(invalid(format!(
+                "trigger type `{kind}` is not served by nexus (only `http` is)"
+            )));
+        }
+        for (name, decl) in &raw.variables {
+            check_variable_name(name).map_err(&invalid)?;
+            if decl.required && decl.default.is_some() {
+                return Err(invalid(format!(
+                    "variable `{name}` cannot be both required and have a default"
+                )));
+            }
+            if !decl.required && decl.default.is_none() {
+                return Err(invalid(format!(
+                    "variable `{name}` needs a default or `required = true`"
+                )));
+            }
+        }
+        for (name, component) in &raw.component {
+            check_component_unsupported(name, component).map_err(&invalid)?;
+            for variable in component.variables.keys() {
+                check_variable_name(variable).map_err(&invalid)?;
+            }
+        }
+
+        let mut http_triggers = Vec::new();
+        for trigger in raw.trigger.http {
+            if trigger.executor.is_some() {
+                return Err(invalid(
+                    "HTTP trigger `executor` (e.g. WAGI) is not supported by nexus".into(),
+                ));
+            }
+            let component = match trigger.component {
+                Some(toml::Value::String(name)) => name,
+                Some(_) => {
+                    return Err(invalid(
+                        "inline trigger components are not supported; name a [component.X]".into(),
+                    ));
+                }
+                None => return Err(invalid("an HTTP trigger without a component".into())),
+            };
+            if !raw.component.contains_key(&component) {
+                return Err(invalid(format!(
+                    "an HTTP trigger names component `{component}`, which is not declared"
+                )));
+            }
+            let route = match trigger.route {
+                RawRoute::Path(route) => {
+                    crate::routes::check_route(&route).map_err(&invalid)?;
+                    Some(route)
+                }
+                RawRoute::Private { private: true } => None,
+                RawRoute::Private { private: false } => {
+                    return Err(invalid(
+                        "`route = { private = false }` is not a route".into(),
+                    ));
+                }
+            };
+            http_triggers.push(HttpTrigger {
+                id: trigger.id,
+                route,
+                component,
+            });
+        }
+
+        Ok(Manifest {
+            dir: dir.to_owned(),
+            application: raw.application,
+            variables: raw.variables,
+            components: raw.component,
+            http_triggers,
+        })
+    }
+
+    /// The file a component's Wasm is read from.
+    pub fn component_path(&self, name: &str) -> Option<PathBuf> {
+        match &self.components.get(name)?.source {
+            ComponentSource::Local(path) => Some(self.dir.join(path)),
+            ComponentSource::Remote(_) => None,
+        }
+    }
+
+    /// The components that HTTP triggers serve, each once, in manifest order of first use.
+    pub fn served_components(&self) -> Vec<&str> {
+        let mut seen = Vec::new();
+        for trigger in &self.http_triggers {
+            if trigger.route.is_some() && !seen.contains(&trigger.component.as_str()) {
+                seen.push(trigger.component.as_str());
+            }
+        }
+        seen
+    }
+}
+
+/// Spin's rule for variable names: lower-case ASCII letters, digits and `_`, starting with a
+/// letter.
+fn check_variable_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if starts_with_letter
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid variable name (lower-case letters, digits and `_`, starting with a letter)"
+        ))
+    }
+}
+
+fn check_component_unsupported(name: &str, component: &ComponentDecl) -> Result<(), String> {
+    let unsupported = [
+        ("files", !component.files.is_empty()),
+        ("key_value_stores", !component.key_value_stores.is_empty()),
+        ("sqlite_databases", !component.sqlite_databases.is_empty()),
+        ("ai_models", !component.ai_models.is_empty()),
+        ("dependencies", !component.dependencies.is_empty()),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, used)| *used) {
+        return Err(format!(
+            "component `{name}` uses `{field}`, which nexus does not serve yet"
+        ));
+    }
+    if let ComponentSource::Remote(_) = component.source {
+        return Err(format!(
+            "component `{name}` has a remote source; nexus serves local files only (`source = \"path.wasm\"`)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "demo"
+[application.tool.nexus]
+max_memory_mb = 64
+
+[variables]
+greeting = { default = "hi" }
+token = { required = true, secret = true }
+
+[[trigger.http]]
+route = "/hello/..."
+component = "hello"
+
+[[trigger.http]]
+route = { private = true }
+component = "hello"
+
+[component.hello]
+source = "target/hello.wasm"
+allowed_outbound_hosts = ["https://example.com"]
+[component.hello.variables]
+greeting = "{{ greeting }}"
+[component.hello.tool.nexus]
+cpu_timeout_ms = 50
+"#;
+
+    #[test]
+    fn reads_components_routes_variables_and_nexus_settings() {
+        let manifest = Manifest::parse(MANIFEST, Path::new("/app")).unwrap();
+        assert_eq!(manifest.application.name, "demo");
+        assert_eq!(manifest.http_triggers.len(), 2);
+        assert_eq!(
+            manifest.http_triggers[0].route.as_deref(),
+            Some("/hello/...")
+        );
+        assert_eq!(manifest.http_triggers[1].route, None);
+        assert_eq!(manifest.served_components(), vec!["hello"]);
+        assert_eq!(
+            manifest.component_path("hello"),
+            Some(PathBuf::from("/app/target/hello.wasm"))
+        );
+        let hello = &manifest.components["hello"];
+        let limits = hello
+            .tool
+            .nexus
+            .limits
+            .or(&manifest.application.tool.nexus.limits);
+        assert_eq!(limits.max_memory_mb, Some(64));
+        assert_eq!(limits.cpu_timeout_ms, Some(50));
+        assert!(manifest.variables["token"].required);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_serve() {
+        let cases = [
+            (
+                MANIFEST.replace("spin_manifest_version = 2", "spin_manifest_version = 1"),
+                "version",
+            ),
+            (
+                MANIFEST.replace("component = \"hello\"\n\n[[", "component = \"nope\"\n\n[["),
+                "not declared",
+            ),
+            (MANIFEST.replace("\"/hello/...\"", "\"hello\""), "route"),
+            (
+                MANIFEST.replace("greeting = { default", "Greeting = { default"),
+                "variable name",
+            ),
+            (
+                MANIFEST.replace(
+                    "source = \"target/hello.wasm\"",
+                    "source = \"x.wasm\"\nkey_value_stores = [\"default\"]",
+                ),
+                "key_value_stores",
+            ),
+            (
+                MANIFEST.replace(
+                    "[[trigger.http]]\nroute = \"/hello/...\"",
+                    "[[trigger.redis]]\nchannel = \"x\"\n[[trigger.http]]\nroute = \"/hello/...\"",
+                ),
+                "trigger type",
+            ),
+            (
+                MANIFEST.replace("cpu_timeout_ms = 50", "cpu_timeout = 50"),
+                "unknown field",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Manifest::parse(&text, Path::new("/app")).unwrap_err();
+            assert!(
+                err.to_string().contains(expected),
+                "expected `{expected}` in: {err}"
+            );
+        }
+    }
+}

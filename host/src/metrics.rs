@@ -1,0 +1,136 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub component: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrapLabels {
+    pub component: String,
+    /// `cpu_deadline`, `memory`, `timeout` or `trap`.
+    pub reason: &'static str,
+}
+
+/// Every metric the host records.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<ComponentLabels, Histogram>,
+    pub instantiation_duration: Family<ComponentLabels, Histogram>,
+    pub traps: Family<TrapLabels, Counter>,
+    pub in_flight: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("nexus");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<ComponentLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
+        let instantiation_duration =
+            Family::<ComponentLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(latency_buckets())
+            });
+        let traps = Family::<TrapLabels, Counter>::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served by components, by final status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from routing a request to its response headers, per component",
+            request_duration.clone(),
+        );
+        registry.register(
+            "instantiation_duration_seconds",
+            "Time to instantiate a component for one request",
+            instantiation_duration.clone(),
+        );
+        registry.register(
+            "guest_traps",
+            "Guest executions that ended in a trap, by reason",
+            traps.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being served by components now",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            instantiation_duration,
+            traps,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let metrics = Metrics::default();
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                component: "hello".into(),
+                status: 200,
+            })
+            .inc();
+        metrics
+            .traps
+            .get_or_create(&TrapLabels {
+                component: "hello".into(),
+                reason: "cpu_deadline",
+            })
+            .inc();
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"nexus_http_requests_total{component="hello",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nexus_guest_traps_total{component="hello",reason="cpu_deadline"} 1"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! The PostgreSQL capability: `spin:postgres/postgres@4.0.0` for components.
+//!
+//! A guest opens a connection by address, as under Spin; the address must be allowed by the
+//! component's `allowed_outbound_hosts`. The connection is taken from a pool per address, and
+//! the embedded address `postgres://nexus.embedded/...` reaches the embedded PostgreSQL when
+//! no `DATABASE_URL` is configured (its pool holds one connection: PGlite serves one client at a
+//! time). Backends sit behind [`PgBackend`] so that tests can swap them.
+
+pub mod convert;
+#[cfg(feature = "embedded-postgres")]
+pub mod embedded;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use futures::future::BoxFuture;
+use thiserror::Error;
+use wasmtime::component::{HasData, Resource, ResourceTable};
+
+use crate::allowed_hosts::{AllowedHosts, OutboundAddress, redact_credentials};
+use crate::bindings::spin::postgres::postgres::{
+    self as wit, DbError, Error as WitError, ParameterValue, QueryError, RowSet,
+};
+use crate::redis::EMBEDDED_HOST;
+
+/// Connections kept per PostgreSQL address, across all instances of the host.
+pub const POOL_SIZE: usize = 16;
+/// How long an instance waits for a pooled connection before its `open` fails.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How many PostgreSQL connections one instance may hold open at once.
+pub const MAX_CONNECTIONS_PER_INSTANCE: usize = 8;
+/// The most rows one query may return to a guest; beyond it the query fails rather than
+/// buffering without bound in the host.
+pub const MAX_ROWS: usize = 100_000;
+
+/// Run when a connection goes back to its pool, so that no guest inherits another's open
+/// transaction or session settings.
+const RESET_SESSION: &str = "ROLLBACK; RESET ALL; DISCARD TEMP";
+
+/// What went wrong below the guest-visible interface.
+#[derive(Debug, Error)]
+pub enum PgBackendError {
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+    #[error("no connection could be had: {0}")]
+    Unavailable(String),
+}
+
+/// A pooled client: a tokio-postgres client that goes back to its pool when dropped.
+pub type PgClient = deadpool_postgres::Object;
+
+/// Where connections come from.
+pub trait PgBackend: Send + Sync {
+    fn connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<PgClient, PgBackendError>>;
+}
+
+/// Routes addresses to the embedded database or to pools of real connections.
+pub struct PgBackends {
+    /// The connection string of the embedded PostgreSQL, when it runs.
+    embedded_url: Option<String>,
+    pools: Mutex<HashMap<String, Pool>>,
+}
+
+impl PgBackends {
+    pub fn new(embedded_url: Option<String>) -> Self {
+        Self {
+            embedded_url,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pool(&self, address: &str) -> Result<Pool, PgBackendError> {
+        let parsed = OutboundAddress::parse(address)
+            .map_err(|err| PgBackendError::InvalidAddress(err.to_string()))?;
+        let embedded = parsed.host == EMBEDDED_HOST;
+        // Every embedded address shares one pool of one connection: PGlite serves one client at
+        // a time, and a second pool would wait on the first.
+        let key = if embedded { EMBEDDED_HOST } else { address };
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pool) = pools.get(key) {
+            return Ok(pool.clone());
+        }
+        let pool = if embedded {
+            let url = self.embedded_url.as_deref().ok_or_else(|| {
+                PgBackendError::Unavailable(
+                    "the embedded PostgreSQL runs only when DATABASE_URL is not set".into(),
+                )
+            })?;
+            build_pool(url, 1)?
+        } else {
+            build_pool(address, POOL_SIZE)?
+        };
+        pools.insert(key.to_owned(), pool.clone());
+        Ok(pool)
+    }
+}
+
+/// A pool of `size` connections to `url`.
+pub fn build_pool(url: &str, size: usize) -> Result<Pool, PgBackendError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|err| {
+        PgBackendError::InvalidAddress(format!("{}: {err}", redact_credentials(url)))
+    })?;
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Custom(RESET_SESSION.into()),
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .timeouts(Timeouts {
+            wait: Some(POOL_WAIT),
+            create: Some(POOL_WAIT),
+            recycle: Some(POOL_WAIT),
+        })
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|err| PgBackendError::InvalidAddress(err.to_string()))
+}
+
+impl PgBackend for PgBackends {
+    fn connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<PgClient, PgBackendError>> {
+        Box::pin(async move {
+            let pool = self.pool(address)?;
+            pool.get().await.map_err(|err| {
+                PgBackendError::Unavailable(format!("{}: {err}", redact_credentials(address)))
+            })
+        })
+    }
+}
+
+/// A guest's open connection (the `connection` resource).
+pub struct PgConnection {
+    client: PgClient,
+}
+
+/// The capability's per-instance context.
+pub struct PgCtx {
+    backend: Arc<dyn PgBackend>,
+    allowed: Arc<AllowedHosts>,
+    open: usize,
+}
+
+impl PgCtx {
+    pub fn new(backend: Arc<dyn PgBackend>, allowed: Arc<AllowedHosts>) -> Self {
+        Self {
+            backend,
+            allowed,
+            open: 0,
+        }
+    }
+}
+
+/// What the bindings are implemented on.
+pub struct PgCtxView<'a> {
+    pub ctx: &'a mut PgCtx,
+    pub table: &'a mut ResourceTable,
+}
+
+/// The `HasData` marker for [`PgCtxView`].
+pub struct PgCapability;
+
+impl HasData for PgCapability {
+    type Data<'a> = PgCtxView<'a>;
+}
+
+fn query_failed(err: tokio_postgres::Error) -> WitError {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut extras = Vec::new();
+            let mut extra = |key: &str, value: Option<&str>| {
+                if let Some(value) = value {
+                    extras.push((key.to_owned(), value.to_owned()));
+                }
+            };
+            extra("hint", db.hint());
+            extra("schema", db.schema());
+            extra("table", db.table());
+            extra("column", db.column());
+            extra("constraint", db.constraint());
+            WitError::QueryFailed(QueryError::DbError(DbError {
+                as_text: err.to_string(),
+                severity: db.severity().to_owned(),
+                code: db.code().code().to_owned(),
+                message: db.message().to_owned(),
+                detail: db.detail().map(str::to_owned),
+                extras,
+            }))
+        }
+        None => WitError::QueryFailed(QueryError::Text(err.to_string())),
+    }
+}
+
+fn bind(params: Vec<ParameterValue>) -> Result<Vec<convert::BoundParameter>, WitError> {
+    params.into_iter().map(convert::to_parameter).collect()
+}
+
+fn as_refs(params: &[convert::BoundParameter]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+impl wit::Host for PgCtxView<'_> {}
+
+impl wit::HostConnection for PgCtxView<'_> {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, WitError>> {
+        let redacted = redact_credentials(&address);
+        if OutboundAddress::parse(&address).is_err() {
+            return Ok(Err(WitError::ConnectionFailed(format!(
+                "`{redacted}` is not a connection URL"
+            ))));
+        }
+        if !self.ctx.allowed.allows_url(&address) {
+            tracing::warn!(address = %redacted, "postgres address refused: not in allowed_outbound_hosts");
+            return Ok(Err(WitError::ConnectionFailed(format!(
+                "{redacted} is not in this component's allowed_outbound_hosts"
+            ))));
+        }
+        if self.ctx.open >= MAX_CONNECTIONS_PER_INSTANCE {
+            return Ok(Err(WitError::ConnectionFailed(format!(
+                "an instance may hold at most {MAX_CONNECTIONS_PER_INSTANCE} connections"
+            ))));
+        }
+        match self.ctx.backend.connect(&address).await {
+            Ok(client) => {
+                self.ctx.open += 1;
+                Ok(Ok(self.table.push(PgConnection { client })?))
+            }
+            Err(err) => Ok(Err(WitError::ConnectionFailed(err.to_string()))),
+        }
+    }
+
+    async fn query(
+        &mut self,
+        conn: Resource<PgConnection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, WitError>> {
+        let bound = match bind(params) {
+            Ok(bound) => bound,
+            Err(err) => return Ok(Err(err)),
+        };
+        let conn = self.table.get(&conn)?;
+        let statement = match conn.client.prepare(&statement).await {
+            Ok(statement) => statement,
+            Err(err) => return Ok(Err(query_failed(err))),
+        };
+        let columns = statement.columns().iter().map(convert::column).collect();
+        let rows = match conn.client.query(&statement, &as_refs(&bound)).await {
+            Ok(rows) => rows,
+            Err(err) => return Ok(Err(query_failed(err))),
+        };
+        if rows.len() > MAX_ROWS {
+            return Ok(Err(WitError::Other(format!(
+                "the query returned {} rows; a guest may receive at most {MAX_ROWS}",
+                rows.len()
+            ))));
+        }
+        let rows = rows
+            .iter()
+            .map(|row| (0..row.len()).map(|i| convert::value(row, i)).collect())
+            .collect::<Result<Vec<_>, WitError>>();
+        Ok(rows.map(|rows| RowSet { columns, rows }))
+    }
+
+    async fn execute(
+        &mut self,
+        conn: Resource<PgConnection>,
+        statement: String,
+        params: Vec<ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, WitError>> {
+        let bound = match bind(params) {
+            Ok(bound) => bound,
+            Err(err) => return Ok(Err(err)),
+        };
+        let conn = self.table.get(&conn)?;
+        Ok(conn
+            .client
+            .execute(statement.as_str(), &as_refs(&bound))
+            .await
+            .map_err(query_failed))
+    }
+
+    async fn drop(&mut self, conn: Resource<PgConnection>) -> wasmtime::Result<()> {
+        self.table.delete(conn)?;
+        self.ctx.open = self.ctx.open.saturating_sub(1);
+        Ok(())
+    }
+}

@@ -1,0 +1,696 @@
+//! The embedded Redis: an in-process store that stands in for a Redis server when none is
+//! configured, so that `nexus up` works on a bare machine. It lives as long as the process and
+//! is shared by every component of the host; it is not persisted and not shared across nodes.
+//!
+//! Commands it serves (arguments and replies as Redis's own; anything else gets
+//! `ERR unknown command`):
+//!
+//! | family | commands |
+//! |---|---|
+//! | keys | `DEL` `EXISTS` `EXPIRE` `PEXPIRE` `TTL` `PTTL` `PERSIST` `TYPE` `DBSIZE` `FLUSHDB` `FLUSHALL` `PING` `ECHO` |
+//! | strings | `GET` `SET` (with `EX` `PX` `NX` `XX`) `SETNX` `GETDEL` `MGET` `MSET` `APPEND` `STRLEN` `INCR` `INCRBY` `DECR` `DECRBY` |
+//! | hashes | `HSET` `HGET` `HDEL` `HGETALL` `HKEYS` `HVALS` `HLEN` `HEXISTS` `HINCRBY` |
+//! | sets | `SADD` `SREM` `SMEMBERS` `SISMEMBER` `SCARD` |
+//! | lists | `LPUSH` `RPUSH` `LPOP` `RPOP` `LRANGE` `LLEN` |
+//! | pub/sub | `PUBLISH` (delivered to in-process subscribers of [`EmbeddedRedis::subscribe`]) |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use redis::Value;
+use tokio::sync::broadcast;
+
+use super::{RedisBackendError, RedisSession};
+
+/// How many published messages a slow in-process subscriber may fall behind by.
+const SUBSCRIBER_BACKLOG: usize = 1024;
+
+#[derive(Debug, Clone)]
+enum Data {
+    String(Vec<u8>),
+    Hash(BTreeMap<Vec<u8>, Vec<u8>>),
+    Set(BTreeSet<Vec<u8>>),
+    List(VecDeque<Vec<u8>>),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    data: Data,
+    expires_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Keyspace {
+    entries: HashMap<Vec<u8>, Entry>,
+}
+
+impl Keyspace {
+    /// The live entry at `key`, removing it first if it has expired.
+    fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        let expired = self
+            .entries
+            .get(key)
+            .is_some_and(|entry| entry.expires_at.is_some_and(|at| at <= now));
+        if expired {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
+    }
+}
+
+/// The store; cheap to share.
+#[derive(Debug, Default)]
+pub struct EmbeddedRedis {
+    keyspace: Mutex<Keyspace>,
+    channels: Mutex<HashMap<Vec<u8>, broadcast::Sender<Vec<u8>>>>,
+}
+
+/// A session on the embedded store.
+pub struct EmbeddedSession {
+    store: Arc<EmbeddedRedis>,
+}
+
+impl RedisSession for EmbeddedSession {
+    fn command<'a>(
+        &'a mut self,
+        name: &'a str,
+        args: Vec<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Value, RedisBackendError>> {
+        let reply = self.store.execute(name, &args);
+        Box::pin(async move { reply })
+    }
+}
+
+fn err(message: &str) -> RedisBackendError {
+    let code = message.split_whitespace().next().map(str::to_owned);
+    RedisBackendError::Command {
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn wrong_type() -> RedisBackendError {
+    err("WRONGTYPE Operation against a key holding the wrong kind of value")
+}
+
+fn not_integer() -> RedisBackendError {
+    err("ERR value is not an integer or out of range")
+}
+
+fn arity(name: &str) -> RedisBackendError {
+    err(&format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_lowercase()
+    ))
+}
+
+fn parse_int(bytes: &[u8]) -> Result<i64, RedisBackendError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(not_integer)
+}
+
+fn bulk(bytes: Vec<u8>) -> Value {
+    Value::BulkString(bytes)
+}
+
+fn count(n: usize) -> Value {
+    Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl EmbeddedRedis {
+    /// A new session on this store.
+    pub fn session(self: &Arc<Self>) -> EmbeddedSession {
+        EmbeddedSession {
+            store: Arc::clone(self),
+        }
+    }
+
+    /// Receives what is published on `channel` from now on.
+    pub fn subscribe(&self, channel: &[u8]) -> broadcast::Receiver<Vec<u8>> {
+        let mut channels = lock(&self.channels);
+        channels
+            .entry(channel.to_vec())
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BACKLOG).0)
+            .subscribe()
+    }
+
+    fn publish(&self, channel: &[u8], payload: Vec<u8>) -> usize {
+        let mut channels = lock(&self.channels);
+        let Some(sender) = channels.get(channel) else {
+            return 0;
+        };
+        let delivered = sender.send(payload).unwrap_or(0);
+        if sender.receiver_count() == 0 {
+            channels.remove(channel);
+        }
+        delivered
+    }
+
+    /// Runs one command.
+    pub fn execute(&self, name: &str, args: &[Vec<u8>]) -> Result<Value, RedisBackendError> {
+        let upper = name.to_ascii_uppercase();
+        if upper == "PUBLISH" {
+            let [channel, payload] = args else {
+                return Err(arity(name));
+            };
+            return Ok(count(self.publish(channel, payload.clone())));
+        }
+        let now = Instant::now();
+        let mut keyspace = lock(&self.keyspace);
+        let ks = &mut *keyspace;
+        match (upper.as_str(), args) {
+            ("PING", []) => Ok(Value::SimpleString("PONG".into())),
+            ("PING", [message]) | ("ECHO", [message]) => Ok(bulk(message.clone())),
+            ("DBSIZE", []) => Ok(count(ks.entries.len())),
+            ("FLUSHDB" | "FLUSHALL", _) => {
+                ks.entries.clear();
+                Ok(Value::Okay)
+            }
+            ("DEL", keys) if !keys.is_empty() => {
+                let mut removed = 0;
+                for key in keys {
+                    if ks.live(key, now).is_some() {
+                        ks.entries.remove(key);
+                        removed += 1;
+                    }
+                }
+                Ok(count(removed))
+            }
+            ("EXISTS", keys) if !keys.is_empty() => Ok(count(
+                keys.iter()
+                    .filter(|key| ks.live(key, now).is_some())
+                    .count(),
+            )),
+            ("EXPIRE" | "PEXPIRE", [key, amount]) => {
+                let amount = parse_int(amount)?;
+                let millis = if upper == "EXPIRE" {
+                    amount.saturating_mul(1000)
+                } else {
+                    amount
+                };
+                match ks.live(key, now) {
+                    Some(_) if millis <= 0 => {
+                        ks.entries.remove(key);
+                        Ok(Value::Int(1))
+                    }
+                    Some(entry) => {
+                        entry.expires_at = Some(now + Duration::from_millis(millis.unsigned_abs()));
+                        Ok(Value::Int(1))
+                    }
+                    None => Ok(Value::Int(0)),
+                }
+            }
+            ("TTL" | "PTTL", [key]) => Ok(Value::Int(match ks.live(key, now) {
+                None => -2,
+                Some(Entry {
+                    expires_at: None, ..
+                }) => -1,
+                Some(Entry {
+                    expires_at: Some(at),
+                    ..
+                }) => {
+                    let left = at.saturating_duration_since(now);
+                    let left = if upper == "TTL" {
+                        left.as_secs_f64().ceil() as i64
+                    } else {
+                        i64::try_from(left.as_millis()).unwrap_or(i64::MAX)
+                    };
+                    left.max(0)
+                }
+            })),
+            ("PERSIST", [key]) => Ok(Value::Int(match ks.live(key, now) {
+                Some(entry) if entry.expires_at.is_some() => {
+                    entry.expires_at = None;
+                    1
+                }
+                _ => 0,
+            })),
+            ("TYPE", [key]) => Ok(Value::SimpleString(
+                match ks.live(key, now).map(|entry| &entry.data) {
+                    None => "none",
+                    Some(Data::String(_)) => "string",
+                    Some(Data::Hash(_)) => "hash",
+                    Some(Data::Set(_)) => "set",
+                    Some(Data::List(_)) => "list",
+                }
+                .into(),
+            )),
+            ("GET", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Nil),
+                Some(Data::String(value)) => Ok(bulk(value.clone())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("GETDEL", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Nil),
+                Some(Data::String(_)) => match ks.entries.remove(key.as_slice()) {
+                    Some(Entry {
+                        data: Data::String(value),
+                        ..
+                    }) => Ok(bulk(value)),
+                    _ => Ok(Value::Nil),
+                },
+                Some(_) => Err(wrong_type()),
+            },
+            ("SET", [key, value, options @ ..]) => set(ks, now, key, value, options),
+            ("SETNX", [key, value]) => {
+                let reply = set(ks, now, key, value, &[b"NX".to_vec()])?;
+                Ok(Value::Int(i64::from(reply == Value::Okay)))
+            }
+            ("MGET", keys) if !keys.is_empty() => Ok(Value::Array(
+                keys.iter()
+                    .map(|key| match ks.live(key, now).map(|entry| &entry.data) {
+                        Some(Data::String(value)) => bulk(value.clone()),
+                        _ => Value::Nil,
+                    })
+                    .collect(),
+            )),
+            ("MSET", pairs) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+                for pair in pairs.chunks(2) {
+                    if let [key, value] = pair {
+                        ks.entries.insert(
+                            key.clone(),
+                            Entry {
+                                data: Data::String(value.clone()),
+                                expires_at: None,
+                            },
+                        );
+                    }
+                }
+                Ok(Value::Okay)
+            }
+            ("APPEND", [key, value]) => {
+                let entry = string_entry(ks, now, key)?;
+                entry.extend_from_slice(value);
+                Ok(count(entry.len()))
+            }
+            ("STRLEN", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::String(value)) => Ok(count(value.len())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("INCR", [key]) => incr_by(ks, now, key, 1),
+            ("DECR", [key]) => incr_by(ks, now, key, -1),
+            ("INCRBY", [key, by]) => incr_by(ks, now, key, parse_int(by)?),
+            ("DECRBY", [key, by]) => incr_by(ks, now, key, parse_int(by)?.saturating_neg()),
+            ("HSET", [key, pairs @ ..]) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+                let hash = hash_entry(ks, now, key)?;
+                let mut added = 0;
+                for pair in pairs.chunks(2) {
+                    if let [field, value] = pair
+                        && hash.insert(field.clone(), value.clone()).is_none()
+                    {
+                        added += 1;
+                    }
+                }
+                Ok(count(added))
+            }
+            ("HGET", [key, field]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Nil),
+                Some(Data::Hash(hash)) => Ok(hash.get(field).cloned().map_or(Value::Nil, bulk)),
+                Some(_) => Err(wrong_type()),
+            },
+            ("HEXISTS", [key, field]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::Hash(hash)) => Ok(Value::Int(i64::from(hash.contains_key(field)))),
+                Some(_) => Err(wrong_type()),
+            },
+            ("HDEL", [key, fields @ ..]) if !fields.is_empty() => {
+                let removed = match ks.live(key, now).map(|entry| &mut entry.data) {
+                    None => 0,
+                    Some(Data::Hash(hash)) => fields
+                        .iter()
+                        .filter(|field| hash.remove(*field).is_some())
+                        .count(),
+                    Some(_) => return Err(wrong_type()),
+                };
+                drop_if_empty(ks, key);
+                Ok(count(removed))
+            }
+            ("HGETALL" | "HKEYS" | "HVALS" | "HLEN", [key]) => {
+                match ks.live(key, now).map(|entry| &entry.data) {
+                    None if upper == "HLEN" => Ok(Value::Int(0)),
+                    None => Ok(Value::Array(Vec::new())),
+                    Some(Data::Hash(hash)) => Ok(match upper.as_str() {
+                        "HLEN" => count(hash.len()),
+                        "HKEYS" => Value::Array(hash.keys().cloned().map(bulk).collect()),
+                        "HVALS" => Value::Array(hash.values().cloned().map(bulk).collect()),
+                        _ => Value::Array(
+                            hash.iter()
+                                .flat_map(|(field, value)| {
+                                    [bulk(field.clone()), bulk(value.clone())]
+                                })
+                                .collect(),
+                        ),
+                    }),
+                    Some(_) => Err(wrong_type()),
+                }
+            }
+            ("HINCRBY", [key, field, by]) => {
+                let by = parse_int(by)?;
+                let hash = hash_entry(ks, now, key)?;
+                let current = hash.get(field).map(|v| parse_int(v)).transpose()?;
+                let next = current
+                    .unwrap_or(0)
+                    .checked_add(by)
+                    .ok_or_else(not_integer)?;
+                hash.insert(field.clone(), next.to_string().into_bytes());
+                Ok(Value::Int(next))
+            }
+            ("SADD", [key, members @ ..]) if !members.is_empty() => {
+                let set = set_entry(ks, now, key)?;
+                Ok(count(
+                    members.iter().filter(|m| set.insert((*m).clone())).count(),
+                ))
+            }
+            ("SREM", [key, members @ ..]) if !members.is_empty() => {
+                let removed = match ks.live(key, now).map(|entry| &mut entry.data) {
+                    None => 0,
+                    Some(Data::Set(set)) => members.iter().filter(|m| set.remove(*m)).count(),
+                    Some(_) => return Err(wrong_type()),
+                };
+                drop_if_empty(ks, key);
+                Ok(count(removed))
+            }
+            ("SMEMBERS", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Array(Vec::new())),
+                Some(Data::Set(set)) => Ok(Value::Array(set.iter().cloned().map(bulk).collect())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("SISMEMBER", [key, member]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::Set(set)) => Ok(Value::Int(i64::from(set.contains(member)))),
+                Some(_) => Err(wrong_type()),
+            },
+            ("SCARD", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::Set(set)) => Ok(count(set.len())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("LPUSH" | "RPUSH", [key, values @ ..]) if !values.is_empty() => {
+                let list = list_entry(ks, now, key)?;
+                for value in values {
+                    if upper == "LPUSH" {
+                        list.push_front(value.clone());
+                    } else {
+                        list.push_back(value.clone());
+                    }
+                }
+                Ok(count(list.len()))
+            }
+            ("LPOP" | "RPOP", [key]) => {
+                let popped = match ks.live(key, now).map(|entry| &mut entry.data) {
+                    None => None,
+                    Some(Data::List(list)) if upper == "LPOP" => list.pop_front(),
+                    Some(Data::List(list)) => list.pop_back(),
+                    Some(_) => return Err(wrong_type()),
+                };
+                drop_if_empty(ks, key);
+                Ok(popped.map_or(Value::Nil, bulk))
+            }
+            ("LLEN", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::List(list)) => Ok(count(list.len())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("LRANGE", [key, start, stop]) => {
+                let (start, stop) = (parse_int(start)?, parse_int(stop)?);
+                match ks.live(key, now).map(|entry| &entry.data) {
+                    None => Ok(Value::Array(Vec::new())),
+                    Some(Data::List(list)) => {
+                        let len = i64::try_from(list.len()).unwrap_or(i64::MAX);
+                        let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+                        let (start, stop) = (norm(start), norm(stop).min(len - 1));
+                        if start > stop {
+                            return Ok(Value::Array(Vec::new()));
+                        }
+                        let (start, stop) = (
+                            usize::try_from(start).unwrap_or(0),
+                            usize::try_from(stop).unwrap_or(0),
+                        );
+                        Ok(Value::Array(
+                            list.iter()
+                                .skip(start)
+                                .take(stop - start + 1)
+                                .cloned()
+                                .map(bulk)
+                                .collect(),
+                        ))
+                    }
+                    Some(_) => Err(wrong_type()),
+                }
+            }
+            (
+                "DEL" | "EXISTS" | "MGET" | "MSET" | "HSET" | "HDEL" | "SADD" | "SREM" | "LPUSH"
+                | "RPUSH" | "PING" | "ECHO" | "DBSIZE" | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL"
+                | "PERSIST" | "TYPE" | "GET" | "GETDEL" | "SET" | "SETNX" | "APPEND" | "STRLEN"
+                | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "HGET" | "HEXISTS" | "HGETALL" | "HKEYS"
+                | "HVALS" | "HLEN" | "HINCRBY" | "SMEMBERS" | "SISMEMBER" | "SCARD" | "LPOP"
+                | "RPOP" | "LLEN" | "LRANGE",
+                _,
+            ) => Err(arity(name)),
+            _ => Err(err(&format!(
+                "ERR unknown command '{name}' (the embedded Redis serves a subset; see the docs)"
+            ))),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+    // more than losing the whole store, so a poisoned lock is simply taken over.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn drop_if_empty(ks: &mut Keyspace, key: &[u8]) {
+    let empty = ks.entries.get(key).is_some_and(|entry| match &entry.data {
+        Data::Hash(hash) => hash.is_empty(),
+        Data::Set(set) => set.is_empty(),
+        Data::List(list) => list.is_empty(),
+        Data::String(_) => false,
+    });
+    if empty {
+        ks.entries.remove(key);
+    }
+}
+
+fn set(
+    ks: &mut Keyspace,
+    now: Instant,
+    key: &[u8],
+    value: &[u8],
+    options: &[Vec<u8>],
+) -> Result<Value, RedisBackendError> {
+    let mut expires_at = None;
+    let (mut only_new, mut only_existing) = (false, false);
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => only_new = true,
+            b"XX" => only_existing = true,
+            unit @ (b"EX" | b"PX") => {
+                let amount = options.next().ok_or_else(|| err("ERR syntax error"))?;
+                let amount = parse_int(amount)?;
+                if amount <= 0 {
+                    return Err(err("ERR invalid expire time in 'set' command"));
+                }
+                let millis = if unit == b"EX" {
+                    amount.saturating_mul(1000)
+                } else {
+                    amount
+                };
+                expires_at = Some(now + Duration::from_millis(millis.unsigned_abs()));
+            }
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    let exists = ks.live(key, now).is_some();
+    if (only_new && exists) || (only_existing && !exists) {
+        return Ok(Value::Nil);
+    }
+    ks.entries.insert(
+        key.to_vec(),
+        Entry {
+            data: Data::String(value.to_vec()),
+            expires_at,
+        },
+    );
+    Ok(Value::Okay)
+}
+
+fn incr_by(
+    ks: &mut Keyspace,
+    now: Instant,
+    key: &[u8],
+    by: i64,
+) -> Result<Value, RedisBackendError> {
+    let entry = string_entry(ks, now, key)?;
+    let current = if entry.is_empty() {
+        0
+    } else {
+        parse_int(entry)?
+    };
+    let next = current.checked_add(by).ok_or_else(not_integer)?;
+    *entry = next.to_string().into_bytes();
+    Ok(Value::Int(next))
+}
+
+/// The value at `key`, created empty with `make` if absent; a value of another kind is an error.
+fn entry_of<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+    make: fn() -> Data,
+) -> &'a mut Data {
+    // Drops the entry first if it has expired, so that it starts afresh.
+    ks.live(key, now);
+    &mut ks
+        .entries
+        .entry(key.to_vec())
+        .or_insert_with(|| Entry {
+            data: make(),
+            expires_at: None,
+        })
+        .data
+}
+
+fn string_entry<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+) -> Result<&'a mut Vec<u8>, RedisBackendError> {
+    match entry_of(ks, now, key, || Data::String(Vec::new())) {
+        Data::String(value) => Ok(value),
+        _ => Err(wrong_type()),
+    }
+}
+
+fn hash_entry<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+) -> Result<&'a mut BTreeMap<Vec<u8>, Vec<u8>>, RedisBackendError> {
+    match entry_of(ks, now, key, || Data::Hash(BTreeMap::new())) {
+        Data::Hash(hash) => Ok(hash),
+        _ => Err(wrong_type()),
+    }
+}
+
+fn set_entry<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+) -> Result<&'a mut BTreeSet<Vec<u8>>, RedisBackendError> {
+    match entry_of(ks, now, key, || Data::Set(BTreeSet::new())) {
+        Data::Set(set) => Ok(set),
+        _ => Err(wrong_type()),
+    }
+}
+
+fn list_entry<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+) -> Result<&'a mut VecDeque<Vec<u8>>, RedisBackendError> {
+    match entry_of(ks, now, key, || Data::List(VecDeque::new())) {
+        Data::List(list) => Ok(list),
+        _ => Err(wrong_type()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(store: &EmbeddedRedis, parts: &[&str]) -> Result<Value, RedisBackendError> {
+        let args: Vec<Vec<u8>> = parts[1..].iter().map(|p| p.as_bytes().to_vec()).collect();
+        store.execute(parts[0], &args)
+    }
+
+    #[test]
+    fn strings_counters_and_expiry() {
+        let store = EmbeddedRedis::default();
+        assert_eq!(run(&store, &["SET", "k", "v"]).unwrap(), Value::Okay);
+        assert_eq!(run(&store, &["get", "k"]).unwrap(), bulk(b"v".to_vec()));
+        assert_eq!(run(&store, &["SET", "k", "w", "NX"]).unwrap(), Value::Nil);
+        assert_eq!(run(&store, &["INCRBY", "n", "5"]).unwrap(), Value::Int(5));
+        assert_eq!(run(&store, &["DECR", "n"]).unwrap(), Value::Int(4));
+        assert!(run(&store, &["INCR", "k"]).is_err());
+        assert_eq!(run(&store, &["TTL", "k"]).unwrap(), Value::Int(-1));
+        assert_eq!(run(&store, &["PEXPIRE", "k", "30"]).unwrap(), Value::Int(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(run(&store, &["GET", "k"]).unwrap(), Value::Nil);
+        assert_eq!(run(&store, &["TTL", "k"]).unwrap(), Value::Int(-2));
+        assert_eq!(
+            run(&store, &["SET", "e", "1", "EX", "100"]).unwrap(),
+            Value::Okay
+        );
+        assert_eq!(run(&store, &["TTL", "e"]).unwrap(), Value::Int(100));
+    }
+
+    #[test]
+    fn hashes_sets_lists_and_types() {
+        let store = EmbeddedRedis::default();
+        assert_eq!(
+            run(&store, &["HSET", "h", "a", "1", "b", "2"]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            run(&store, &["HINCRBY", "h", "a", "9"]).unwrap(),
+            Value::Int(10)
+        );
+        assert_eq!(run(&store, &["HLEN", "h"]).unwrap(), Value::Int(2));
+        assert_eq!(
+            run(&store, &["SADD", "s", "x", "y", "x"]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            run(&store, &["SREM", "s", "x", "y"]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            run(&store, &["EXISTS", "s"]).unwrap(),
+            Value::Int(0),
+            "empty sets vanish"
+        );
+        assert_eq!(
+            run(&store, &["RPUSH", "l", "1", "2", "3"]).unwrap(),
+            Value::Int(3)
+        );
+        assert_eq!(run(&store, &["LPUSH", "l", "0"]).unwrap(), Value::Int(4));
+        assert_eq!(
+            run(&store, &["LRANGE", "l", "1", "-2"]).unwrap(),
+            Value::Array(vec![bulk(b"1".to_vec()), bulk(b"2".to_vec())])
+        );
+        let Err(RedisBackendError::Command { code, .. }) = run(&store, &["SADD", "h", "z"]) else {
+            panic!("SADD on a hash must fail");
+        };
+        assert_eq!(code.as_deref(), Some("WRONGTYPE"));
+        assert_eq!(
+            run(&store, &["TYPE", "l"]).unwrap(),
+            Value::SimpleString("list".into())
+        );
+        assert!(run(&store, &["GET"]).is_err(), "arity is checked");
+        assert!(
+            run(&store, &["SUBSCRIBE", "c"]).is_err(),
+            "unknown commands are refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_in_process_subscribers() {
+        let store = EmbeddedRedis::default();
+        assert_eq!(
+            run(&store, &["PUBLISH", "c", "nobody"]).unwrap(),
+            Value::Int(0)
+        );
+        let mut rx = store.subscribe(b"c");
+        assert_eq!(run(&store, &["PUBLISH", "c", "hi"]).unwrap(), Value::Int(1));
+        assert_eq!(rx.recv().await.unwrap(), b"hi".to_vec());
+    }
+}

@@ -1,0 +1,770 @@
+//! The HTTP trigger: serves every routed component, a fresh instance per request.
+//!
+//! Each request gets a request id (the client's `x-request-id` if it sent a sane one), is
+//! routed with Spin's rules, and is handed to a new instance of its component, made from the
+//! component's `InstancePre` under its limits: a memory cap (`StoreLimits`), a CPU deadline
+//! (epoch interruption), an end-to-end timeout, and a cap on the request body. A guest that
+//! traps, loops or runs out of memory costs only its own request a 5xx. The host's own
+//! endpoints are `/healthz`, `/readyz` and `/metrics`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+use crate::allowed_hosts::AllowedHosts;
+use crate::engine::{CpuDeadlineExceeded, InstanceState};
+use crate::log::LogCtx;
+use crate::manifest::{ComponentLimits, Manifest};
+use crate::metrics::{ComponentLabels, Metrics, RequestLabels, TrapLabels};
+use crate::outbound_http::OutboundHttpHooks;
+use crate::platform::Platform;
+use crate::postgres::{PgBackend, PgCtx};
+use crate::redis::{RedisBackend, RedisCtx};
+use crate::routes::{RouteMatch, Router};
+use crate::variables::{AppVariables, ComponentVariables};
+
+/// Limits applied where neither the component nor the application sets one.
+pub const DEFAULT_LIMITS: ComponentLimits = ComponentLimits {
+    max_memory_mb: Some(128),
+    cpu_timeout_ms: Some(5_000),
+    request_timeout_ms: Some(30_000),
+    max_request_body_bytes: Some(10 * 1024 * 1024),
+};
+
+/// How long a request waits for an instance slot before it gets 503.
+const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The header that carries the request id, in and out.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// One component, ready to be instantiated.
+pub struct ServedComponent {
+    pub name: Arc<str>,
+    pre: ProxyPre<InstanceState>,
+    allowed: Arc<AllowedHosts>,
+    variables: ComponentVariables,
+    environment: Vec<(String, String)>,
+    max_memory_bytes: usize,
+    cpu_timeout: Duration,
+    request_timeout: Duration,
+    max_request_body_bytes: u64,
+}
+
+/// Everything the server needs to answer requests.
+pub struct App {
+    engine: Engine,
+    components: Vec<Arc<ServedComponent>>,
+    router: Router,
+    /// For each route given to the router, the index of its component.
+    route_components: Vec<usize>,
+    platform: Arc<Platform>,
+    pub metrics: Arc<Metrics>,
+    instance_slots: Arc<Semaphore>,
+}
+
+/// Host-wide serving settings.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Requests served at once; matches the pooling allocator's instance slots.
+    pub max_concurrent_requests: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl App {
+    /// Compiles the manifest's served components and wires their capabilities.
+    pub fn new(
+        manifest: &Manifest,
+        engine: Engine,
+        platform: Arc<Platform>,
+        settings: &ServeSettings,
+    ) -> anyhow::Result<App> {
+        let variables = AppVariables::resolve(
+            manifest,
+            |name| std::env::var(name).ok(),
+            &platform.variables,
+        )?;
+        let linker = crate::engine::build_linker(&engine)?;
+        let mut components = Vec::new();
+        let mut names = Vec::new();
+        for name in manifest.served_components() {
+            let decl = &manifest.components[name];
+            let path = manifest
+                .component_path(name)
+                .with_context(|| format!("component `{name}` has no local source"))?;
+            let started = Instant::now();
+            let component: Component = crate::engine::load_component(&engine, &path)?;
+            let pre = linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component `{name}` imports something the nexus host does not provide")
+                })?;
+            let pre = ProxyPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                format!("component `{name}` is not an HTTP component (it must export wasi:http/incoming-handler)")
+            })?;
+            tracing::info!(
+                component = name,
+                path = %path.display(),
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "component ready"
+            );
+            let component_variables = variables
+                .for_component(&decl.variables)
+                .with_context(|| format!("component `{name}`'s variables"))?;
+            let allowed_entries = decl
+                .allowed_outbound_hosts
+                .iter()
+                .map(|entry| component_variables.expand(entry))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("component `{name}`'s allowed_outbound_hosts"))?;
+            let allowed = AllowedHosts::parse(&allowed_entries)
+                .with_context(|| format!("component `{name}`'s allowed_outbound_hosts"))?;
+            let limits = decl
+                .tool
+                .nexus
+                .limits
+                .or(&manifest.application.tool.nexus.limits)
+                .or(&DEFAULT_LIMITS);
+            let mib =
+                |mb: u64| usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+            components.push(Arc::new(ServedComponent {
+                name: name.into(),
+                pre,
+                allowed: Arc::new(allowed),
+                variables: component_variables,
+                environment: decl
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                max_memory_bytes: mib(limits.max_memory_mb.unwrap_or(128)),
+                cpu_timeout: Duration::from_millis(limits.cpu_timeout_ms.unwrap_or(5_000)),
+                request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(30_000)),
+                max_request_body_bytes: limits.max_request_body_bytes.unwrap_or(u64::MAX),
+            }));
+            names.push(name);
+        }
+        let served: Vec<(&str, usize)> = manifest
+            .http_triggers
+            .iter()
+            .filter_map(|trigger| {
+                let route = trigger.route.as_deref()?;
+                let index = names.iter().position(|n| *n == trigger.component)?;
+                Some((route, index))
+            })
+            .collect();
+        let router = Router::new(served.iter().map(|(route, _)| *route))
+            .map_err(|message| anyhow::anyhow!("{message}"))?;
+        Ok(App {
+            engine,
+            components,
+            router,
+            route_components: served.iter().map(|(_, index)| *index).collect(),
+            platform,
+            metrics: Arc::new(Metrics::default()),
+            instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+        })
+    }
+
+    /// The largest memory any served component may use, for sizing the pooling allocator.
+    pub fn max_memory_bytes(manifest: &Manifest) -> usize {
+        let defaults = manifest.application.tool.nexus.limits.or(&DEFAULT_LIMITS);
+        manifest
+            .served_components()
+            .iter()
+            .map(|name| {
+                manifest.components[*name]
+                    .tool
+                    .nexus
+                    .limits
+                    .or(&defaults)
+                    .max_memory_mb
+                    .unwrap_or(128)
+            })
+            .max()
+            .unwrap_or(128)
+            .saturating_mul(1024 * 1024)
+            .try_into()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Answers one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<HyperOutgoingBody> {
+        let request_id = request_id(&req);
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %req.method(),
+            path = %req.uri().path()
+        );
+        async move {
+            let started = Instant::now();
+            let path = req.uri().path().to_owned();
+            let mut response = match path.as_str() {
+                "/healthz" => text_response(StatusCode::OK, "ok\n"),
+                "/readyz" => self.readiness().await,
+                "/metrics" => text_response(StatusCode::OK, &self.metrics.render()),
+                _ => match self.router.route(&path) {
+                    None => error_response(
+                        StatusCode::NOT_FOUND,
+                        "no-route",
+                        "no component serves this path",
+                        &request_id,
+                    ),
+                    Some(route) => {
+                        set_spin_headers(&mut req, &route, client);
+                        let component =
+                            Arc::clone(&self.components[self.route_components[route.target]]);
+                        let response = Arc::clone(&self)
+                            .serve_component(req, Arc::clone(&component), &request_id)
+                            .await;
+                        self.metrics
+                            .requests
+                            .get_or_create(&RequestLabels {
+                                component: component.name.to_string(),
+                                status: response.status().as_u16(),
+                            })
+                            .inc();
+                        self.metrics
+                            .request_duration
+                            .get_or_create(&ComponentLabels {
+                                component: component.name.to_string(),
+                            })
+                            .observe(started.elapsed().as_secs_f64());
+                        response
+                    }
+                },
+            };
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            tracing::info!(
+                status = response.status().as_u16(),
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "served"
+            );
+            response
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn readiness(&self) -> Response<HyperOutgoingBody> {
+        let checks = self.platform.check_ready().await;
+        let ready = checks.values().all(Result::is_ok);
+        let body = json!({
+            "ready": ready,
+            "checks": checks.iter().map(|(name, result)| {
+                (name.to_string(), match result {
+                    Ok(()) => json!("ok"),
+                    Err(err) => json!(err),
+                })
+            }).collect::<serde_json::Map<_, _>>(),
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
+    }
+
+    async fn serve_component(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        component: Arc<ServedComponent>,
+        request_id: &str,
+    ) -> Response<HyperOutgoingBody> {
+        let declared_length = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > component.max_request_body_bytes) {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                &format!(
+                    "the request body may be at most {} bytes",
+                    component.max_request_body_bytes
+                ),
+                request_id,
+            );
+        }
+        let Ok(Ok(_permit)) = tokio::time::timeout(
+            INSTANCE_SLOT_WAIT,
+            Arc::clone(&self.instance_slots).acquire_owned(),
+        )
+        .await
+        else {
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the host is serving as many requests as it can; retry shortly",
+                request_id,
+            );
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        };
+        self.metrics.in_flight.inc();
+        let response = self.run_instance(req, &component, request_id).await;
+        self.metrics.in_flight.dec();
+        response
+    }
+
+    fn new_store(&self, component: &ServedComponent, request_id: &str) -> Store<InstanceState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr();
+        for (key, value) in &component.environment {
+            wasi.env(key, value);
+        }
+        let redis_backend: Arc<dyn RedisBackend> = self.platform.redis.clone();
+        let pg_backend: Arc<dyn PgBackend> = self.platform.postgres.clone();
+        let state = InstanceState {
+            table: InstanceState::new_table(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: OutboundHttpHooks::new(
+                Arc::clone(&component.allowed),
+                Arc::clone(&component.name),
+            ),
+            redis: RedisCtx::new(redis_backend, Arc::clone(&component.allowed)),
+            pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed)),
+            variables: component.variables.clone(),
+            log: LogCtx::new(Arc::clone(&component.name), request_id.into()),
+            limits: InstanceState::store_limits(component.max_memory_bytes),
+            cpu_deadline: Instant::now() + component.cpu_timeout,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        // Check the deadline at every epoch tick, and yield to the executor in between so that
+        // a guest that never calls the host cannot hold a worker thread for its whole deadline.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().cpu_deadline {
+                Err(CpuDeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    async fn run_instance(
+        &self,
+        req: Request<Incoming>,
+        component: &Arc<ServedComponent>,
+        request_id: &str,
+    ) -> Response<HyperOutgoingBody> {
+        let labels = ComponentLabels {
+            component: component.name.to_string(),
+        };
+        let mut store = self.new_store(component, request_id);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = req.map(|body| LimitedBody {
+            inner: body,
+            remaining: component.max_request_body_bytes,
+            limit: component.max_request_body_bytes,
+        });
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .and_then(|req| Ok((req, store.data_mut().http().new_response_outparam(sender)?)));
+        let (req, out) = match prepared {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot pass the request to the guest");
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    "the request cannot be served",
+                    request_id,
+                );
+            }
+        };
+        let pre = component.pre.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let instantiation_labels = labels.clone();
+        let guest = tokio::spawn(
+            async move {
+                let instantiated = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                metrics
+                    .instantiation_duration
+                    .get_or_create(&instantiation_labels)
+                    .observe(instantiated.elapsed().as_secs_f64());
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .in_current_span(),
+        );
+        let mut deadline = Box::pin(tokio::time::sleep(component.request_timeout));
+        let abort = guest.abort_handle();
+        let mut guest = guest;
+
+        // Wait for the response headers, for the guest to end without them, or for the timeout.
+        // `biased`: a guest that set its response and then ended must be seen as answering.
+        let waited = tokio::select! {
+            biased;
+            answer = receiver => match answer {
+                Ok(Ok(response)) => Waited::Answered(response),
+                Ok(Err(code)) => Waited::GuestError(code),
+                Err(_) => tokio::select! {
+                    // The guest dropped its response-outparam: wait for it to end.
+                    joined = &mut guest => Waited::Ended(joined),
+                    () = &mut deadline => Waited::TimedOut,
+                },
+            },
+            joined = &mut guest => Waited::Ended(joined),
+            () = &mut deadline => Waited::TimedOut,
+        };
+        match waited {
+            Waited::Answered(response) => {
+                // The guest may still be writing the body: keep it under the same timeout,
+                // and count its trap if it has one.
+                let metrics = Arc::clone(&self.metrics);
+                let component = Arc::clone(component);
+                tokio::spawn(
+                    async move {
+                        tokio::select! {
+                            joined = &mut guest => {
+                                record_outcome(&metrics, &component.name, joined);
+                            }
+                            () = deadline => {
+                                abort.abort();
+                                record_trap(&metrics, &component.name, "timeout");
+                                tracing::warn!("the guest was still writing its response at the timeout");
+                            }
+                        }
+                    }
+                    .in_current_span(),
+                );
+                response
+            }
+            Waited::GuestError(code) => {
+                tracing::warn!(error = ?code, "the guest answered with an error code");
+                abort.abort();
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "component-error",
+                    "the component failed to answer",
+                    request_id,
+                )
+            }
+            Waited::TimedOut => {
+                abort.abort();
+                record_trap(&self.metrics, &component.name, "timeout");
+                tracing::warn!(
+                    timeout_ms =
+                        u64::try_from(component.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "request timed out"
+                );
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the component did not answer in time",
+                    request_id,
+                )
+            }
+            Waited::Ended(joined) => match record_outcome(&self.metrics, &component.name, joined) {
+                Some("cpu_deadline") => error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "cpu-deadline-exceeded",
+                    "the component ran past its CPU deadline",
+                    request_id,
+                ),
+                Some("memory") => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "memory-limit-exceeded",
+                    "the component ran out of memory",
+                    request_id,
+                ),
+                Some(_) => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component-trapped",
+                    "the component failed",
+                    request_id,
+                ),
+                None => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no-response",
+                    "the component ended without answering",
+                    request_id,
+                ),
+            },
+        }
+    }
+}
+
+/// How waiting for a guest's answer ended.
+enum Waited {
+    Answered(Response<HyperOutgoingBody>),
+    GuestError(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode),
+    Ended(Result<wasmtime::Result<()>, tokio::task::JoinError>),
+    TimedOut,
+}
+
+/// Records how a guest ended; returns the trap reason, if it trapped.
+fn record_outcome(
+    metrics: &Metrics,
+    component: &str,
+    joined: Result<wasmtime::Result<()>, tokio::task::JoinError>,
+) -> Option<&'static str> {
+    let reason = match joined {
+        Ok(Ok(())) => return None,
+        Ok(Err(err)) => {
+            let reason = trap_reason(&err);
+            tracing::warn!(
+                component,
+                reason,
+                error = format!("{err:?}"),
+                "the guest trapped"
+            );
+            reason
+        }
+        Err(join) if join.is_cancelled() => return None,
+        Err(join) => {
+            tracing::error!(component, error = %join, "the guest task panicked");
+            "trap"
+        }
+    };
+    record_trap(metrics, component, reason);
+    Some(reason)
+}
+
+fn record_trap(metrics: &Metrics, component: &str, reason: &'static str) {
+    metrics
+        .traps
+        .get_or_create(&TrapLabels {
+            component: component.to_owned(),
+            reason,
+        })
+        .inc();
+}
+
+fn trap_reason(err: &wasmtime::Error) -> &'static str {
+    if err.downcast_ref::<CpuDeadlineExceeded>().is_some() {
+        return "cpu_deadline";
+    }
+    let text = format!("{err:?}");
+    if text.contains("growing memory") || text.contains("memory allocation") {
+        "memory"
+    } else {
+        "trap"
+    }
+}
+
+/// The request id: the client's, if it is short and printable; otherwise a new UUID.
+fn request_id<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Sets the headers Spin gives a component about its route, after removing any a client sent.
+fn set_spin_headers<B>(req: &mut Request<B>, route: &RouteMatch, client: SocketAddr) {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let headers = req.headers_mut();
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    let mut set = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+            headers.insert(name, value);
+        }
+    };
+    set("spin-full-url", &format!("http://{host}{path_and_query}"));
+    set("spin-path-info", &route.path_info);
+    set("spin-matched-route", &route.raw_route);
+    set("spin-raw-component-route", &route.raw_route);
+    set("spin-component-route", &route.component_route);
+    set("spin-base-path", "/");
+    set("spin-client-addr", &client.to_string());
+    for (name, value) in &route.params {
+        set(&format!("spin-path-match-{name}"), value);
+    }
+}
+
+/// A request body that fails once it passes `limit` bytes (for bodies without a length).
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                if len > self.remaining {
+                    return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                        Some(self.limit),
+                    ))));
+                }
+                self.remaining -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn full_body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(full_body(text.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(full_body(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error the host answers itself: a status, a stable code, and no internal detail.
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<HyperOutgoingBody> {
+    json_response(
+        status,
+        &json!({ "error": { "code": code, "message": message, "request_id": request_id } }),
+    )
+}
+
+/// Accepts connections until `shutdown` resolves, then lets in-flight requests finish (for at
+/// most the grace period).
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    settings: &ServeSettings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, client) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let service = hyper::service::service_fn(move |req| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(app.handle(req, client).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!(grace_s = settings.shutdown_grace.as_secs(), "shutdown grace period over; dropping the remaining connections");
+        }
+    }
+    Ok(())
+}
