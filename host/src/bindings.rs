@@ -17,6 +17,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "nexus:host-bindings/capabilities",
     imports: { default: async | trappable },
+    additional_derives: [PartialEq],
     with: {
         "fermyon:spin/redis.connection": crate::redis::RedisConnection,
         "spin:postgres/postgres.connection": crate::postgres::PgConnection,

@@ -78,18 +78,23 @@ pub fn build_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the engine lives.
-pub fn spawn_epoch_ticker(engine: &Engine) {
+///
+/// On a thread of its own, not a tokio task: a guest that never calls the host keeps its
+/// worker thread busy until the epoch moves, and if the ticker needed a worker (or the tokio
+/// timer, which idle workers may not be driving) the epoch would never move at all.
+pub fn spawn_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     let weak = engine.weak();
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(EPOCH_TICK);
-        loop {
-            ticks.tick().await;
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+    std::thread::Builder::new()
+        .name("nexus-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
             }
-        }
-    });
+        })
+        .context("cannot start the epoch thread")?;
+    Ok(())
 }
 
 /// A linker with WASI, wasi:http and every nexus capability.

@@ -75,6 +75,9 @@ struct UpArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30, env = "NEXUS_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: u64,
+    /// Where compiled components are cached. Default: `compile-cache` in the data directory.
+    #[arg(long, env = "NEXUS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Compile components afresh instead of using the on-disk cache.
     #[arg(long)]
     no_cache: bool,
@@ -174,9 +177,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let engine = build_engine(&EngineSettings {
         max_instances: args.max_concurrent_requests,
         max_memory_bytes: App::max_memory_bytes(&manifest),
-        cache_dir: (!args.no_cache).then(|| data_dir.join("compile-cache")),
+        cache_dir: (!args.no_cache).then(|| {
+            args.cache_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("compile-cache"))
+        }),
     })?;
-    spawn_epoch_ticker(&engine);
+    spawn_epoch_ticker(&engine)?;
     let settings = ServeSettings {
         max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
             .unwrap_or(usize::MAX),

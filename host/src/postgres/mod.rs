@@ -35,9 +35,10 @@ pub const MAX_CONNECTIONS_PER_INSTANCE: usize = 8;
 /// buffering without bound in the host.
 pub const MAX_ROWS: usize = 100_000;
 
-/// Run when a connection goes back to its pool, so that no guest inherits another's open
-/// transaction or session settings.
-const RESET_SESSION: &str = "ROLLBACK; RESET ALL; DISCARD TEMP";
+/// Run before a pooled connection is handed out again, so that no guest inherits another's
+/// session state. Inside a transaction a guest left open it fails, and the pool then replaces
+/// the connection instead of passing the transaction on.
+const RESET_SESSION: &str = "DISCARD ALL";
 
 /// What went wrong below the guest-visible interface.
 #[derive(Debug, Error)]

@@ -1,0 +1,343 @@
+//! The end-to-end harness: real Redis and PostgreSQL (a fresh database per test), a real
+//! `nexus up` process on port 0, and a local HTTP receiver that records what reaches it.
+//!
+//! The servers are the ones at `NEXUS_TEST_REDIS_URL` / `NEXUS_TEST_POSTGRES_URL` (default:
+//! Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 with trust auth); `scripts/services.sh`
+//! installs and starts them where they are missing. The components must be built first
+//! (`scripts/build-components.sh`; `scripts/test.sh` does both).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn redis_url() -> String {
+    std::env::var("NEXUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database the tests may create other databases from.
+pub fn admin_postgres_url() -> String {
+    std::env::var("NEXUS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The directory Cargo builds into (the `nexus` binary is in its `debug/` or `release/`).
+pub fn target_dir() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    bin.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("the nexus binary lives in <target>/<profile>/")
+}
+
+/// A built component of this workspace.
+pub fn wasm(crate_name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is not built: run scripts/build-components.sh (scripts/test.sh does) first",
+        path.display()
+    );
+    path
+}
+
+/// A database of its own for one test, dropped with it.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        let name = unique("nexus_test");
+        let admin = admin_postgres_url();
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("PostgreSQL at {admin} is not reachable ({err}): run scripts/services.sh")
+            });
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let mut url = url::Url::parse(&admin).expect("the admin URL is a URL");
+        url.set_path(&format!("/{name}"));
+        TestDatabase {
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_postgres_url();
+        // Drop runs inside the test's runtime; a thread with its own runtime can block on it.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Which Redis and PostgreSQL a `nexus up` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// REDIS_URL and DATABASE_URL set: the real servers (a fresh database).
+    Real,
+    /// Neither set: the embedded Redis and PostgreSQL.
+    Embedded,
+}
+
+/// A running `nexus up`, killed when dropped.
+pub struct Nexus {
+    child: Child,
+    pub base: String,
+    pub database: Option<TestDatabase>,
+    stderr: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Compiled components are cached across the tests' hosts, as across a real host's restarts.
+fn shared_cache_dir() -> PathBuf {
+    target_dir().join("nexus-test-compile-cache")
+}
+
+impl Nexus {
+    /// Starts `nexus up` on `manifest` (whose `{example}`, `{limits}` and `{hello}` placeholders
+    /// become the built components' paths) and waits until it is ready.
+    pub async fn start(manifest: &str, backends: Backends) -> Nexus {
+        Self::start_with(manifest, backends, &[]).await
+    }
+
+    pub async fn start_with(manifest: &str, backends: Backends, env: &[(&str, &str)]) -> Nexus {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let manifest = manifest
+            .replace("{example}", &wasm("nexus-example").display().to_string())
+            .replace(
+                "{limits}",
+                &wasm("nexus-fixture-limits").display().to_string(),
+            )
+            .replace("{hello}", &wasm("nexus-hello").display().to_string());
+        let manifest_path = dir.path().join("spin.toml");
+        std::fs::write(&manifest_path, manifest).expect("write the manifest");
+        let stderr = dir.path().join("nexus.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        command
+            .arg("up")
+            .arg("--manifest")
+            .arg(&manifest_path)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--cache-dir")
+            .arg(shared_cache_dir())
+            .arg("--log-format")
+            .arg("json")
+            .arg("--max-concurrent-requests")
+            .arg("64")
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("create the log file"))
+            .kill_on_drop(true);
+        let database = match backends {
+            Backends::Real => {
+                let database = TestDatabase::create().await;
+                command
+                    .env("REDIS_URL", redis_url())
+                    .env("DATABASE_URL", &database.url);
+                Some(database)
+            }
+            Backends::Embedded => None,
+        };
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start nexus");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let Some(first) = first else {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            panic!("nexus did not start; its log:\n{log}");
+        };
+        let base = first
+            .strip_prefix("nexus is serving ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
+        // Keep draining stdout so that the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Nexus {
+            child,
+            base,
+            database,
+            stderr,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the host has logged so far (one JSON object per line).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The parsed JSON log lines.
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().expect("the process is running");
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("nexus exits after SIGTERM")
+            .expect("wait for nexus")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A request that reached the [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A local HTTP server standing in for the far side of an outbound call: it records every
+/// request and answers 200 with `received`.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let addr = listener.local_addr().expect("the receiver's address");
+        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let recorded = Arc::clone(&requests);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorded = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let recorded = Arc::clone(&recorded);
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                recorded.lock().expect("the receiver's log").push(Received {
+                                    method: parts.method.to_string(),
+                                    path: parts.uri.path().to_owned(),
+                                    headers: parts.headers,
+                                    body,
+                                });
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from_static(b"received"),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.requests.lock().expect("the receiver's log").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
