@@ -2,6 +2,8 @@
 //! `Host` implementations are called directly, as the bindings would call them for a guest.
 //! Every Redis key carries a prefix of its own; every PostgreSQL test has a database of its own.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

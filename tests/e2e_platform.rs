@@ -4,6 +4,8 @@
 //! Each scenario is written once, as an `async fn(Backends)`, and run for both backends by
 //! `both_backends!`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //! Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 with trust auth); `scripts/services.sh`
 //! installs and starts them where they are missing. The components must be built first
 //! (`scripts/build-components.sh`; `scripts/test.sh` does both).
-#![allow(dead_code)]
+// A test harness: a failed set-up step is a failed test, so it panics with a message.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

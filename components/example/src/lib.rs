@@ -71,7 +71,7 @@ fn redis_put(key: &str, value: &[u8]) -> Response {
         Err(resp) => return resp,
     };
     let key = format!("example:{key}");
-    let stored = conn.set(&key, &value.to_vec()).and_then(|()| {
+    let stored = conn.set(&key, value).and_then(|()| {
         conn.execute(
             "EXPIRE",
             &[

@@ -5,6 +5,9 @@
 //! the embedded address `postgres://nexus.embedded/...` reaches the embedded PostgreSQL when
 //! no `DATABASE_URL` is configured (its pool holds one connection: PGlite serves one client at a
 //! time). Backends sit behind [`PgBackend`] so that tests can swap them.
+// The error is the interface's own `error` variant (with its structured `db-error`), which goes
+// to the guest by value; boxing it here would only move the copy.
+#![allow(clippy::result_large_err)]
 
 pub mod convert;
 #[cfg(feature = "embedded-postgres")]
