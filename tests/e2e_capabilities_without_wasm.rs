@@ -301,3 +301,36 @@ async fn postgres_values_round_trip_through_a_real_server() {
         matches!(refused, Err(PgError::ConnectionFailed(m)) if m.contains("allowed_outbound_hosts"))
     );
 }
+
+#[tokio::test]
+async fn migrations_apply_once_and_refuse_a_changed_history() {
+    let database = TestDatabase::create().await;
+    let first = nexus_host::migrate::migrate_url(&database.url)
+        .await
+        .unwrap();
+    let all: Vec<i64> = nexus_host::migrate::migrations()
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(first, all);
+    let again = nexus_host::migrate::migrate_url(&database.url)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "nothing is applied twice: {again:?}");
+
+    // A migration edited after it was applied is an error, not a silent difference.
+    database
+        .client()
+        .await
+        .execute(
+            "UPDATE nexus_schema_migrations SET checksum = 'edited' WHERE version = $1",
+            &[&all[0]],
+        )
+        .await
+        .unwrap();
+    let err = nexus_host::migrate::migrate_url(&database.url)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("has changed"), "{err:#}");
+}

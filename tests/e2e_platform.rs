@@ -521,3 +521,42 @@ async fn the_repository_manifest_serves_on_embedded_defaults() {
     .await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// Compiled components are cached on disk: a second start compiles nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compiled_components_are_cached_on_disk() {
+    let receiver = Receiver::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let entries = || {
+        walk(cache.path())
+            .into_iter()
+            .filter(|path| path.extension().is_none_or(|ext| ext != "stats"))
+            .count()
+    };
+    let env = [("NEXUS_CACHE_DIR", cache_dir.as_str())];
+    let first = Nexus::start_with(&manifest(&receiver), Backends::Embedded, &env).await;
+    drop(first);
+    let compiled = entries();
+    assert!(
+        compiled >= 3,
+        "one entry per component at least, found {compiled}"
+    );
+    let second = Nexus::start_with(&manifest(&receiver), Backends::Embedded, &env).await;
+    let hello = client().get(second.url("/hello")).send().await.unwrap();
+    assert_eq!(hello.status(), 200);
+    assert_eq!(entries(), compiled, "the second start reused the cache");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

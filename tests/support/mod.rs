@@ -169,8 +169,6 @@ impl Nexus {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .arg("--cache-dir")
-            .arg(shared_cache_dir())
             .arg("--log-format")
             .arg("json")
             .arg("--max-concurrent-requests")
@@ -178,6 +176,7 @@ impl Nexus {
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
+            .env("NEXUS_CACHE_DIR", shared_cache_dir())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("create the log file"))
             .kill_on_drop(true);
