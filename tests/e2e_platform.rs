@@ -104,6 +104,10 @@ both_backends!(
     sigterm_lets_in_flight_requests_finish,
 );
 
+async fn get_json(http: &reqwest::Client, url: String) -> (u16, Value) {
+    json(http.get(url).send().await.unwrap()).await
+}
+
 async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
@@ -118,13 +122,7 @@ async fn every_capability_answers_through_http(backends: Backends) {
     let http = client();
 
     // Variables: the manifest's value, and a clear error for an undeclared one.
-    let (status, body) = json(
-        http.get(nexus.url("/example/variables"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&http, nexus.url("/example/variables")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["greeting"], "hello from the test");
     assert!(
@@ -151,13 +149,7 @@ async fn every_capability_answers_through_http(backends: Backends) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["value"], "stored value");
     assert_eq!(body["reads"], 1);
-    let (status, _) = json(
-        http.get(nexus.url("/example/redis/never-stored-key"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = get_json(&http, nexus.url("/example/redis/never-stored-key")).await;
     assert_eq!(status, 404);
 
     if backends == Backends::Real {
@@ -197,7 +189,7 @@ async fn every_capability_answers_through_http(backends: Backends) {
         assert_eq!(status, 201, "{body}");
         assert!(body["id"].as_i64().is_some(), "{body}");
     }
-    let (status, body) = json(http.get(nexus.url("/example/notes")).send().await.unwrap()).await;
+    let (status, body) = get_json(&http, nexus.url("/example/notes")).await;
     assert_eq!(status, 200, "{body}");
     let bodies: Vec<&str> = body["notes"]
         .as_array()
@@ -300,7 +292,7 @@ async fn runaway_guests_fail_alone(backends: Backends) {
     let spinning = {
         let http = http.clone();
         let url = nexus.url("/limits/spin");
-        tokio::spawn(async move { json(http.get(url).send().await.unwrap()).await })
+        tokio::spawn(async move { get_json(&http, url).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..5 {
@@ -318,7 +310,7 @@ async fn runaway_guests_fail_alone(backends: Backends) {
     assert_eq!(body["error"]["code"], "cpu-deadline-exceeded");
 
     // Allocating without end hits the 32 MiB cap and fails cleanly.
-    let (status, body) = json(http.get(nexus.url("/limits/alloc")).send().await.unwrap()).await;
+    let (status, body) = get_json(&http, nexus.url("/limits/alloc")).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "memory-limit-exceeded");
     assert!(
@@ -420,7 +412,7 @@ async fn oversized_bodies_are_refused(backends: Backends) {
             response.status()
         );
     }
-    let (_, notes) = json(http.get(nexus.url("/example/notes")).send().await.unwrap()).await;
+    let (_, notes) = get_json(&http, nexus.url("/example/notes")).await;
     assert_eq!(
         notes["notes"].as_array().unwrap().len(),
         0,
@@ -434,11 +426,11 @@ async fn host_endpoints_answer(backends: Backends) {
     let http = client();
     let health = http.get(nexus.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let (status, ready) = json(http.get(nexus.url("/readyz")).send().await.unwrap()).await;
+    let (status, ready) = get_json(&http, nexus.url("/readyz")).await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["redis"], "ok");
     assert_eq!(ready["checks"]["postgres"], "ok");
-    let (status, body) = json(http.get(nexus.url("/no/such/route")).send().await.unwrap()).await;
+    let (status, body) = get_json(&http, nexus.url("/no/such/route")).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "no-route");
     let hello = http.get(nexus.url("/hello")).send().await.unwrap();
@@ -502,13 +494,7 @@ async fn the_repository_manifest_serves_on_embedded_defaults() {
     let http = client();
     let hello = http.get(nexus.url("/hello/")).send().await.unwrap();
     assert_eq!(hello.text().await.unwrap(), "Hello, nexus!\n");
-    let (status, body) = json(
-        http.get(nexus.url("/example/variables"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = get_json(&http, nexus.url("/example/variables")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["greeting"], "Hello from nexus");
     let (status, body) = json(

@@ -151,6 +151,21 @@ fn strings(values: &[String]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// `key` followed by `values`, as the set commands take them.
+fn key_and(key: String, values: &[String]) -> Vec<Vec<u8>> {
+    let mut args = vec![key.into_bytes()];
+    args.extend(strings(values));
+    args
+}
+
+/// A count reply (`DEL`, `SADD`, `SREM`).
+fn count(value: redis::Value) -> Result<u32, WitError> {
+    match value {
+        redis::Value::Int(n) => u32::try_from(n).map_err(|_| WitError::TypeError),
+        _ => type_error(),
+    }
+}
+
 /// Flattens a reply into the `execute` result list, as Spin does.
 fn flatten(value: redis::Value, out: &mut Vec<RedisResult>) -> Result<(), WitError> {
     use redis::Value;
@@ -278,10 +293,7 @@ impl wit::HostConnection for RedisCtxView<'_> {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, WitError>> {
         let reply = self.run(&conn, "DEL", strings(&keys)).await?;
-        Ok(reply.and_then(|value| match value {
-            redis::Value::Int(n) => u32::try_from(n).map_err(|_| WitError::TypeError),
-            _ => type_error(),
-        }))
+        Ok(reply.and_then(count))
     }
 
     async fn sadd(
@@ -290,13 +302,8 @@ impl wit::HostConnection for RedisCtxView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, WitError>> {
-        let mut args = vec![key.into_bytes()];
-        args.extend(strings(&values));
-        let reply = self.run(&conn, "SADD", args).await?;
-        Ok(reply.and_then(|value| match value {
-            redis::Value::Int(n) => u32::try_from(n).map_err(|_| WitError::TypeError),
-            _ => type_error(),
-        }))
+        let reply = self.run(&conn, "SADD", key_and(key, &values)).await?;
+        Ok(reply.and_then(count))
     }
 
     async fn smembers(
@@ -326,13 +333,8 @@ impl wit::HostConnection for RedisCtxView<'_> {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, WitError>> {
-        let mut args = vec![key.into_bytes()];
-        args.extend(strings(&values));
-        let reply = self.run(&conn, "SREM", args).await?;
-        Ok(reply.and_then(|value| match value {
-            redis::Value::Int(n) => u32::try_from(n).map_err(|_| WitError::TypeError),
-            _ => type_error(),
-        }))
+        let reply = self.run(&conn, "SREM", key_and(key, &values)).await?;
+        Ok(reply.and_then(count))
     }
 
     async fn execute(
