@@ -6,7 +6,6 @@
 //! does not compile unchanged components again.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -146,12 +145,6 @@ pub struct InstanceState {
     pub cpu_deadline: Instant,
 }
 
-/// What an instance is built from, besides its capabilities' contexts.
-pub struct InstanceLimits {
-    pub max_memory_bytes: usize,
-    pub cpu_timeout: Duration,
-}
-
 impl InstanceState {
     /// The store limits for an instance: memory as configured, and no more than a component
     /// needs of everything else.
@@ -189,12 +182,4 @@ impl WasiHttpView for InstanceState {
             hooks: &mut self.http_hooks,
         }
     }
-}
-
-/// Shared, read-only parts of a component's instances.
-pub struct SharedComponent {
-    pub name: Arc<str>,
-    pub allowed: Arc<crate::allowed_hosts::AllowedHosts>,
-    pub variables: ComponentVariables,
-    pub environment: Vec<(String, String)>,
 }
