@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
@@ -234,6 +235,23 @@ impl ComponentLimits {
     }
 }
 
+/// Limits applied where neither the component nor the application sets one.
+pub const DEFAULT_LIMITS: ComponentLimits = ComponentLimits {
+    max_memory_mb: Some(128),
+    cpu_timeout_ms: Some(5_000),
+    request_timeout_ms: Some(30_000),
+    max_request_body_bytes: Some(10 * 1024 * 1024),
+};
+
+/// A component's limits, every one of them decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_memory_bytes: usize,
+    pub cpu_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_request_body_bytes: u64,
+}
+
 /// One `[[trigger.http]]`: a route served by a component.
 #[derive(Debug, Clone)]
 pub struct HttpTrigger {
@@ -367,6 +385,26 @@ impl Manifest {
         }
     }
 
+    /// The limits of `component`: its own, else the application's, else [`DEFAULT_LIMITS`].
+    pub fn limits(&self, component: &str) -> Limits {
+        let own = self
+            .components
+            .get(component)
+            .map(|decl| decl.tool.nexus.limits.clone())
+            .unwrap_or_default();
+        let set = own
+            .or(&self.application.tool.nexus.limits)
+            .or(&DEFAULT_LIMITS);
+        // DEFAULT_LIMITS sets every field, so the fallbacks below are never taken.
+        let mb = set.max_memory_mb.unwrap_or(128);
+        Limits {
+            max_memory_bytes: usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            cpu_timeout: Duration::from_millis(set.cpu_timeout_ms.unwrap_or(5_000)),
+            request_timeout: Duration::from_millis(set.request_timeout_ms.unwrap_or(30_000)),
+            max_request_body_bytes: set.max_request_body_bytes.unwrap_or(u64::MAX),
+        }
+    }
+
     /// The components that HTTP triggers serve, each once, in manifest order of first use.
     pub fn served_components(&self) -> Vec<&str> {
         let mut seen = Vec::new();
@@ -466,14 +504,18 @@ cpu_timeout_ms = 50
             manifest.component_path("hello"),
             Some(PathBuf::from("/app/target/hello.wasm"))
         );
-        let hello = &manifest.components["hello"];
-        let limits = hello
-            .tool
-            .nexus
-            .limits
-            .or(&manifest.application.tool.nexus.limits);
-        assert_eq!(limits.max_memory_mb, Some(64));
-        assert_eq!(limits.cpu_timeout_ms, Some(50));
+        let limits = manifest.limits("hello");
+        assert_eq!(limits.max_memory_bytes, 64 << 20, "the application's");
+        assert_eq!(
+            limits.cpu_timeout,
+            Duration::from_millis(50),
+            "the component's own"
+        );
+        assert_eq!(
+            limits.request_timeout,
+            Duration::from_secs(30),
+            "the default"
+        );
         assert!(manifest.variables["token"].required);
     }
 

@@ -37,7 +37,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 use crate::allowed_hosts::AllowedHosts;
 use crate::engine::{CpuDeadlineExceeded, InstanceState};
 use crate::log::LogCtx;
-use crate::manifest::{ComponentLimits, Manifest};
+use crate::manifest::{Limits, Manifest};
 use crate::metrics::{ComponentLabels, Metrics, RequestLabels, TrapLabels};
 use crate::outbound_http::OutboundHttpHooks;
 use crate::platform::Platform;
@@ -45,14 +45,6 @@ use crate::postgres::{PgBackend, PgCtx};
 use crate::redis::{RedisBackend, RedisCtx};
 use crate::routes::{RouteMatch, Router};
 use crate::variables::{AppVariables, ComponentVariables};
-
-/// Limits applied where neither the component nor the application sets one.
-pub const DEFAULT_LIMITS: ComponentLimits = ComponentLimits {
-    max_memory_mb: Some(128),
-    cpu_timeout_ms: Some(5_000),
-    request_timeout_ms: Some(30_000),
-    max_request_body_bytes: Some(10 * 1024 * 1024),
-};
 
 /// How long a request waits for an instance slot before it gets 503.
 const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(2);
@@ -67,10 +59,7 @@ pub struct ServedComponent {
     allowed: Arc<AllowedHosts>,
     variables: ComponentVariables,
     environment: Vec<(String, String)>,
-    max_memory_bytes: usize,
-    cpu_timeout: Duration,
-    request_timeout: Duration,
-    max_request_body_bytes: u64,
+    limits: Limits,
 }
 
 /// Everything the server needs to answer requests.
@@ -145,14 +134,7 @@ impl App {
                 .with_context(|| format!("component `{name}`'s allowed_outbound_hosts"))?;
             let allowed = AllowedHosts::parse(&allowed_entries)
                 .with_context(|| format!("component `{name}`'s allowed_outbound_hosts"))?;
-            let limits = decl
-                .tool
-                .nexus
-                .limits
-                .or(&manifest.application.tool.nexus.limits)
-                .or(&DEFAULT_LIMITS);
-            let mib =
-                |mb: u64| usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+            let limits = manifest.limits(name);
             components.push(Arc::new(ServedComponent {
                 name: name.into(),
                 pre,
@@ -163,10 +145,7 @@ impl App {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                max_memory_bytes: mib(limits.max_memory_mb.unwrap_or(128)),
-                cpu_timeout: Duration::from_millis(limits.cpu_timeout_ms.unwrap_or(5_000)),
-                request_timeout: Duration::from_millis(limits.request_timeout_ms.unwrap_or(30_000)),
-                max_request_body_bytes: limits.max_request_body_bytes.unwrap_or(u64::MAX),
+                limits,
             }));
             names.push(name);
         }
@@ -194,24 +173,12 @@ impl App {
 
     /// The largest memory any served component may use, for sizing the pooling allocator.
     pub fn max_memory_bytes(manifest: &Manifest) -> usize {
-        let defaults = manifest.application.tool.nexus.limits.or(&DEFAULT_LIMITS);
         manifest
             .served_components()
             .iter()
-            .map(|name| {
-                manifest.components[*name]
-                    .tool
-                    .nexus
-                    .limits
-                    .or(&defaults)
-                    .max_memory_mb
-                    .unwrap_or(128)
-            })
+            .map(|name| manifest.limits(name).max_memory_bytes)
             .max()
-            .unwrap_or(128)
-            .saturating_mul(1024 * 1024)
-            .try_into()
-            .unwrap_or(usize::MAX)
+            .unwrap_or(1 << 20)
     }
 
     /// Answers one request.
@@ -310,13 +277,13 @@ impl App {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared_length.is_some_and(|len| len > component.max_request_body_bytes) {
+        if declared_length.is_some_and(|len| len > component.limits.max_request_body_bytes) {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",
                 &format!(
                     "the request body may be at most {} bytes",
-                    component.max_request_body_bytes
+                    component.limits.max_request_body_bytes
                 ),
                 request_id,
             );
@@ -364,8 +331,8 @@ impl App {
             pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed)),
             variables: component.variables.clone(),
             log: LogCtx::new(Arc::clone(&component.name), request_id.into()),
-            limits: InstanceState::store_limits(component.max_memory_bytes),
-            cpu_deadline: Instant::now() + component.cpu_timeout,
+            limits: InstanceState::store_limits(component.limits.max_memory_bytes),
+            cpu_deadline: Instant::now() + component.limits.cpu_timeout,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -395,8 +362,8 @@ impl App {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = req.map(|body| LimitedBody {
             inner: body,
-            remaining: component.max_request_body_bytes,
-            limit: component.max_request_body_bytes,
+            remaining: component.limits.max_request_body_bytes,
+            limit: component.limits.max_request_body_bytes,
         });
         let prepared = store
             .data_mut()
@@ -433,7 +400,7 @@ impl App {
             }
             .in_current_span(),
         );
-        let mut deadline = Box::pin(tokio::time::sleep(component.request_timeout));
+        let mut deadline = Box::pin(tokio::time::sleep(component.limits.request_timeout));
         let abort = guest.abort_handle();
         let mut guest = guest;
 
@@ -490,8 +457,8 @@ impl App {
                 abort.abort();
                 record_trap(&self.metrics, &component.name, "timeout");
                 tracing::warn!(
-                    timeout_ms =
-                        u64::try_from(component.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                    timeout_ms = u64::try_from(component.limits.request_timeout.as_millis())
+                        .unwrap_or(u64::MAX),
                     "request timed out"
                 );
                 error_response(
