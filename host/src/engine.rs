@@ -70,6 +70,9 @@ pub fn build_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
     if let Some(dir) = &settings.cache_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the compile cache {}", dir.display()))?;
+        // wasmtime's cache takes only absolute paths.
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve the compile cache {}", dir.display()))?;
         let mut cache_config = CacheConfig::new();
         cache_config.with_directory(dir);
         config.cache(Some(

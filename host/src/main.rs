@@ -85,13 +85,15 @@ struct UpArgs {
 
 impl DataArgs {
     fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| {
+        let dir = self.data_dir.clone().unwrap_or_else(|| {
             self.manifest
                 .parent()
                 .filter(|dir| !dir.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
                 .join(".nexus")
-        })
+        });
+        // Absolute, so that logs say where the data is and no library resolves it elsewhere.
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 }
 

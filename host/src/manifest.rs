@@ -269,10 +269,7 @@ impl Manifest {
             path: path.to_owned(),
             source,
         })?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = manifest_dir(path);
         Self::parse(&text, &dir).map_err(|err| match err {
             ManifestError::Parse { source, .. } => ManifestError::Parse {
                 path: path.to_owned(),
@@ -417,6 +414,15 @@ impl Manifest {
     }
 }
 
+/// The directory a manifest's relative paths start from. `spin.toml` alone has the empty path
+/// as its parent, which is no directory to run a build in: that is the current directory.
+fn manifest_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Spin's rule for variable names: lower-case ASCII letters, digits and `_`, starting with a
 /// letter.
 fn check_variable_name(name: &str) -> Result<(), String> {
@@ -517,6 +523,19 @@ cpu_timeout_ms = 50
             "the default"
         );
         assert!(manifest.variables["token"].required);
+    }
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(manifest_dir(Path::new("spin.toml")), PathBuf::from("."));
+        assert_eq!(
+            manifest_dir(Path::new("app/spin.toml")),
+            PathBuf::from("app")
+        );
+        assert_eq!(
+            manifest_dir(Path::new("/srv/app/spin.toml")),
+            PathBuf::from("/srv/app")
+        );
     }
 
     #[test]

@@ -78,7 +78,8 @@ fn host_port(url: &str) -> anyhow::Result<String> {
 }
 
 impl Platform {
-    /// Starts what is not configured as embedded, under `data_dir`.
+    /// Connects to the configured servers, and starts an embedded stand-in (with its data under
+    /// `data_dir`) for each one that is not configured.
     pub async fn start(config: PlatformConfig, data_dir: &Path) -> anyhow::Result<Platform> {
         let mut variables = BTreeMap::new();
 
