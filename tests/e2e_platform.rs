@@ -546,3 +546,28 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Run as a person runs it: from the manifest's directory, `--manifest spin.toml`, default data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_from_the_manifest_directory_with_default_paths() {
+    let receiver = Receiver::start().await;
+    let nexus = Nexus::start_in_manifest_dir(&manifest(&receiver), Backends::Embedded).await;
+    let http = client();
+    let (status, body) = json(
+        http.post(nexus.url("/example/notes"))
+            .body("relative")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        nexus.dir().join(".nexus/pglite").is_dir(),
+        "the embedded data lives in .nexus beside the manifest"
+    );
+    assert!(
+        nexus.dir().join(".nexus/compile-cache").is_dir(),
+        "and so does the compile cache"
+    );
+}

@@ -149,6 +149,21 @@ impl Nexus {
     }
 
     pub async fn start_with(manifest: &str, backends: Backends, env: &[(&str, &str)]) -> Nexus {
+        Self::launch(manifest, backends, env, false).await
+    }
+
+    /// Starts it as a person would, from the manifest's directory, with `--manifest spin.toml`
+    /// and the default data directory (`.nexus` there).
+    pub async fn start_in_manifest_dir(manifest: &str, backends: Backends) -> Nexus {
+        Self::launch(manifest, backends, &[], true).await
+    }
+
+    async fn launch(
+        manifest: &str,
+        backends: Backends,
+        env: &[(&str, &str)],
+        relative: bool,
+    ) -> Nexus {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let manifest = manifest
             .replace("{example}", &wasm("nexus-example").display().to_string())
@@ -161,14 +176,24 @@ impl Nexus {
         std::fs::write(&manifest_path, manifest).expect("write the manifest");
         let stderr = dir.path().join("nexus.log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_nexus"));
+        command.arg("up");
+        if relative {
+            command
+                .current_dir(dir.path())
+                .arg("--manifest")
+                .arg("spin.toml");
+            // The default cache, `.nexus/compile-cache`, is a relative path too.
+        } else {
+            command
+                .arg("--manifest")
+                .arg(&manifest_path)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .env("NEXUS_CACHE_DIR", shared_cache_dir());
+        }
         command
-            .arg("up")
-            .arg("--manifest")
-            .arg(&manifest_path)
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
             .arg("--log-format")
             .arg("json")
             .arg("--max-concurrent-requests")
@@ -176,7 +201,6 @@ impl Nexus {
             .env_remove("REDIS_URL")
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
-            .env("NEXUS_CACHE_DIR", shared_cache_dir())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("create the log file"))
             .kill_on_drop(true);
