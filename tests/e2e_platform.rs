@@ -108,6 +108,17 @@ async fn get_json(http: &reqwest::Client, url: String) -> (u16, Value) {
     json(http.get(url).send().await.unwrap()).await
 }
 
+/// Asks the example component to fetch `target` through outbound HTTP.
+async fn fetch_through(http: &reqwest::Client, nexus: &Nexus, target: &str) -> (u16, Value) {
+    let response = http
+        .get(nexus.url("/example/fetch"))
+        .query(&[("url", target)])
+        .send()
+        .await
+        .unwrap();
+    json(response).await
+}
+
 async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
@@ -218,14 +229,7 @@ async fn every_capability_answers_through_http(backends: Backends) {
 
     // Outbound HTTP: an allowed host is reached.
     let target = format!("http://{}/from-component", receiver.addr);
-    let (status, body) = json(
-        http.get(nexus.url("/example/fetch"))
-            .query(&[("url", target.as_str())])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = fetch_through(&http, &nexus, &target).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], 200);
     assert_eq!(body["body"], "received");
@@ -241,14 +245,7 @@ async fn outbound_calls_are_limited_to_allowed_hosts(backends: Backends) {
 
     // The receiver under another name (localhost, not 127.0.0.1) is not in the allowed list.
     let refused = format!("http://localhost:{}/refused", receiver.addr.port());
-    let (status, body) = json(
-        http.get(nexus.url("/example/fetch"))
-            .query(&[("url", refused.as_str())])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = fetch_through(&http, &nexus, &refused).await;
     assert_eq!(status, 502, "{body}");
     assert!(
         body["error"]["message"]
@@ -264,13 +261,8 @@ async fn outbound_calls_are_limited_to_allowed_hosts(backends: Backends) {
 
     // The same receiver by its allowed name is reached.
     let allowed = format!("http://{}/allowed", receiver.addr);
-    let response = http
-        .get(nexus.url("/example/fetch"))
-        .query(&[("url", allowed.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, body) = fetch_through(&http, &nexus, &allowed).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(receiver.received().len(), 1);
 
     // The host says in its log what it refused.
