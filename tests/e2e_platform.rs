@@ -55,10 +55,7 @@ allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "postgres://{{{{ postg
 [component.example.variables]
 greeting = "{{{{ greeting }}}}"
 redis_address = "{{{{ redis_address }}}}"
-redis_host = "{{{{ redis_host }}}}"
 postgres_address = "{{{{ postgres_address }}}}"
-postgres_host = "{{{{ postgres_host }}}}"
-receiver = "{{{{ receiver }}}}"
 
 [component.limits]
 source = "{{limits}}"

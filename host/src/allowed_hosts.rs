@@ -3,7 +3,7 @@
 //! The syntax is Spin's: `scheme://host[:port]` where the scheme may be `*`, the host may be `*`,
 //! `*.domain` (any subdomain) or an IP network in CIDR form, and the port may be `*`, a number or
 //! a range `a..b` (end exclusive); a missing port means the scheme's well-known port. Entries may
-//! use `{{ variable }}` templates, resolved against the component's variables. Every capability
+//! use `{{ variable }}` templates, resolved against the application's variables. Every capability
 //! that opens a connection (outbound HTTP, Redis, PostgreSQL) asks the same policy.
 
 use std::net::IpAddr;

@@ -129,7 +129,8 @@ impl App {
             let allowed_entries = decl
                 .allowed_outbound_hosts
                 .iter()
-                .map(|entry| component_variables.expand(entry))
+                // As in Spin, templates here name application variables.
+                .map(|entry| variables.expand(entry))
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("component `{name}`'s allowed_outbound_hosts"))?;
             let allowed = AllowedHosts::parse(&allowed_entries)

@@ -110,12 +110,6 @@ impl ComponentVariables {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
-
-    /// Expands `{{ name }}` references against this component's variables (as Spin does for
-    /// `allowed_outbound_hosts`).
-    pub fn expand(&self, template: &str) -> Result<String, VariablesError> {
-        expand_template(template, |name| self.get(name))
-    }
 }
 
 /// The `HasData` marker that gives the bindings a [`ComponentVariables`].
