@@ -61,7 +61,7 @@ postgres_address = "{{{{ postgres_address }}}}"
 source = "{{limits}}"
 [component.limits.tool.nexus]
 max_memory_mb = 32
-cpu_timeout_ms = 1000
+cpu_timeout_ms = 2000
 
 [component.hello]
 source = "{{hello}}"
@@ -277,7 +277,7 @@ async fn runaway_guests_fail_alone(backends: Backends) {
     let nexus = Nexus::start(&manifest(&receiver), backends).await;
     let http = client();
 
-    // An endless loop is stopped at its CPU deadline (1 s), while other requests are served.
+    // An endless loop is stopped at its CPU deadline (2 s), while other requests are served.
     let spinning = {
         let http = http.clone();
         let url = nexus.url("/limits/spin");
@@ -449,7 +449,25 @@ async fn sigterm_lets_in_flight_requests_finish(backends: Backends) {
         let url = nexus.url("/limits/sleep?ms=700");
         tokio::spawn(async move { client().get(url).send().await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM only once the request is being served, however slow the machine.
+    let http = client();
+    let mut serving = false;
+    for _ in 0..200 {
+        let metrics = http
+            .get(nexus.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("nexus_http_requests_in_flight 1") {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(serving, "the request reached the component");
     let status = nexus.terminate().await;
     assert!(
         status.success(),
