@@ -105,6 +105,17 @@ async fn get_json(http: &reqwest::Client, url: String) -> (u16, Value) {
     json(http.get(url).send().await.unwrap()).await
 }
 
+/// Posts a note through the example component (PostgreSQL).
+async fn post_note(http: &reqwest::Client, nexus: &Nexus, text: &str) -> (u16, Value) {
+    let response = http
+        .post(nexus.url("/example/notes"))
+        .body(text.to_owned())
+        .send()
+        .await
+        .unwrap();
+    json(response).await
+}
+
 /// Asks the example component to fetch `target` through outbound HTTP.
 async fn fetch_through(http: &reqwest::Client, nexus: &Nexus, target: &str) -> (u16, Value) {
     let response = http
@@ -186,14 +197,7 @@ async fn every_capability_answers_through_http(backends: Backends) {
 
     // PostgreSQL: notes written through the component (into the migrated schema) are listed.
     for text in ["first note", "second note"] {
-        let (status, body) = json(
-            http.post(nexus.url("/example/notes"))
-                .body(text)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = post_note(&http, &nexus, text).await;
         assert_eq!(status, 201, "{body}");
         assert!(body["id"].as_i64().is_some(), "{body}");
     }
@@ -374,14 +378,7 @@ async fn oversized_bodies_are_refused(backends: Backends) {
     let receiver = Receiver::start().await;
     let nexus = Nexus::start(&manifest(&receiver), backends).await;
     let http = client();
-    let (status, body) = json(
-        http.post(nexus.url("/example/notes"))
-            .body(vec![b'x'; 100_000])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post_note(&http, &nexus, &"x".repeat(100_000)).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "body-too-large");
 
@@ -504,14 +501,7 @@ async fn the_repository_manifest_serves_on_embedded_defaults() {
     let (status, body) = get_json(&http, nexus.url("/example/variables")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["greeting"], "Hello from nexus");
-    let (status, body) = json(
-        http.post(nexus.url("/example/notes"))
-            .body("from the repo manifest")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post_note(&http, &nexus, "from the repo manifest").await;
     assert_eq!(status, 201, "{body}");
 }
 
@@ -560,14 +550,7 @@ async fn runs_from_the_manifest_directory_with_default_paths() {
     let receiver = Receiver::start().await;
     let nexus = Nexus::start_in_manifest_dir(&manifest(&receiver), Backends::Embedded).await;
     let http = client();
-    let (status, body) = json(
-        http.post(nexus.url("/example/notes"))
-            .body("relative")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post_note(&http, &nexus, "relative").await;
     assert_eq!(status, 201, "{body}");
     assert!(
         nexus.dir().join(".nexus/pglite").is_dir(),

@@ -100,6 +100,16 @@ impl wit::Host for &mut LogCtx {
         }
         if self.emitted >= MAX_EVENTS_PER_INSTANCE {
             self.dropped = self.dropped.saturating_add(1);
+            if self.dropped == 1 {
+                // Said once, so that the limit itself cannot flood the log.
+                tracing::warn!(
+                    target: GUEST_TARGET,
+                    component = &*self.component,
+                    request_id = &*self.request_id,
+                    limit = MAX_EVENTS_PER_INSTANCE,
+                    "the guest reached its event limit; its later events are dropped"
+                );
+            }
             return Ok(());
         }
         self.emitted += 1;

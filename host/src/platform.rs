@@ -49,7 +49,6 @@ impl PlatformConfig {
 
 /// The running platform backends.
 pub struct Platform {
-    pub config: PlatformConfig,
     pub redis: Arc<RedisBackends>,
     pub postgres: Arc<PgBackends>,
     /// The connection string of the platform database (real or embedded).
@@ -126,7 +125,6 @@ impl Platform {
             postgres: Arc::new(PgBackends::new(embedded_url)),
             database_url,
             variables,
-            config,
             embedded_postgres,
         })
     }
