@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Builds every component of the workspace for wasm32-wasip2 (release), where spin.toml and the
 # tests look for them: target/wasm32-wasip2/release/*.wasm (or under $CARGO_TARGET_DIR).
+# With --clippy, lints them instead (clippy -D warnings, for the wasm target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null; then
   rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 fi
-cargo build --locked --release --target wasm32-wasip2 \
+# The one list of the components (and the guest library they share).
+packages=(
+  -p nexus-guest
+  -p nexus-provisioning -p nexus-chat -p nexus-history
   -p nexus-example -p nexus-hello -p nexus-fixture-limits
+)
+if [[ "${1:-}" == "--clippy" ]]; then
+  cargo clippy --locked --release --target wasm32-wasip2 "${packages[@]}" -- -D warnings
+else
+  cargo build --locked --release --target wasm32-wasip2 "${packages[@]}"
+fi

@@ -10,6 +10,5 @@ scripts/vendor-wit.sh --check
 cargo fmt --all -- --check
 scripts/build-components.sh
 cargo clippy --locked --all-targets -- -D warnings
-cargo clippy --locked --target wasm32-wasip2 \
-  -p nexus-example -p nexus-hello -p nexus-fixture-limits -- -D warnings
+scripts/build-components.sh --clippy
 cargo test --locked

@@ -6,7 +6,7 @@
 //! does not compile unchanged components again.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use thiserror::Error;
@@ -106,6 +106,19 @@ pub fn spawn_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPU budget `cpu_timeout` as a number of epoch ticks.
+///
+/// The epoch callback runs once for each tick during which the guest ran wasm code (and once when
+/// it returns from a host call during which the epoch moved), so counting the callbacks charges
+/// the guest for the time it computes, rounded up to ticks, and not for the time it waits on the
+/// host: a long-poll that sleeps for 25 s in `wasi:clocks` spends a few ticks, not 25 s.
+pub fn cpu_ticks(cpu_timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_millis().max(1);
+    u64::try_from(cpu_timeout.as_millis().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// A linker with WASI, wasi:http and every nexus capability.
 pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     let mut linker: Linker<InstanceState> = Linker::new(engine);
@@ -151,8 +164,8 @@ pub struct InstanceState {
     pub variables: ComponentVariables,
     pub log: LogCtx,
     pub limits: StoreLimits,
-    /// When the guest must stop running.
-    pub cpu_deadline: Instant,
+    /// How many more epoch ticks the guest may run for (see [`cpu_ticks`]).
+    pub cpu_ticks_left: u64,
 }
 
 impl InstanceState {

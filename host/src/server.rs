@@ -333,19 +333,20 @@ impl App {
             variables: component.variables.clone(),
             log: LogCtx::new(Arc::clone(&component.name), request_id.into()),
             limits: InstanceState::store_limits(component.limits.max_memory_bytes),
-            cpu_deadline: Instant::now() + component.limits.cpu_timeout,
+            cpu_ticks_left: crate::engine::cpu_ticks(component.limits.cpu_timeout),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         // Check the deadline at every epoch tick, and yield to the executor in between so that
         // a guest that never calls the host cannot hold a worker thread for its whole deadline.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().cpu_deadline {
-                Err(CpuDeadlineExceeded.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
+        store.epoch_deadline_callback(|mut ctx| {
+            let ticks_left = &mut ctx.data_mut().cpu_ticks_left;
+            if *ticks_left == 0 {
+                return Err(CpuDeadlineExceeded.into());
             }
+            *ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
         });
         store
     }

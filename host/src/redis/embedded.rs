@@ -12,6 +12,7 @@
 //! | hashes | `HSET` `HGET` `HDEL` `HGETALL` `HKEYS` `HVALS` `HLEN` `HEXISTS` `HINCRBY` |
 //! | sets | `SADD` `SREM` `SMEMBERS` `SISMEMBER` `SCARD` |
 //! | lists | `LPUSH` `RPUSH` `LPOP` `RPOP` `LRANGE` `LLEN` |
+//! | sorted sets | `ZADD` (without flags) `ZREM` `ZCARD` `ZSCORE` `ZRANGE` (by rank, `WITHSCORES`) `ZRANGEBYSCORE` (`WITHSCORES`, `LIMIT`) `ZREMRANGEBYRANK` |
 //! | pub/sub | `PUBLISH` (delivered to in-process subscribers of [`EmbeddedRedis::subscribe`]) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -22,6 +23,7 @@ use futures::future::BoxFuture;
 use redis::Value;
 use tokio::sync::broadcast;
 
+use super::sorted_set::{Bound, SortedSet, format_score, parse_score};
 use super::{RedisBackendError, RedisSession};
 
 /// How many published messages a slow in-process subscriber may fall behind by.
@@ -33,6 +35,7 @@ enum Data {
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
     Set(BTreeSet<Vec<u8>>),
     List(VecDeque<Vec<u8>>),
+    SortedSet(SortedSet),
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +239,7 @@ impl EmbeddedRedis {
                     Some(Data::Hash(_)) => "hash",
                     Some(Data::Set(_)) => "set",
                     Some(Data::List(_)) => "list",
+                    Some(Data::SortedSet(_)) => "zset",
                 }
                 .into(),
             )),
@@ -443,6 +447,93 @@ impl EmbeddedRedis {
                     Some(_) => Err(wrong_type()),
                 }
             }
+            ("ZADD", [key, pairs @ ..]) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+                let parsed = pairs
+                    .chunks(2)
+                    .map(|pair| parse_score(&pair[0]).map(|score| (score, pair[1].clone())))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| err("ERR value is not a valid float"))?;
+                let set = sorted_set_entry(ks, now, key)?;
+                Ok(count(
+                    parsed
+                        .into_iter()
+                        .filter(|(score, member)| set.insert(*score, member.clone()))
+                        .count(),
+                ))
+            }
+            ("ZREM", [key, members @ ..]) if !members.is_empty() => {
+                let removed = match ks.live(key, now).map(|entry| &mut entry.data) {
+                    None => 0,
+                    Some(Data::SortedSet(set)) => {
+                        members.iter().filter(|member| set.remove(member)).count()
+                    }
+                    Some(_) => return Err(wrong_type()),
+                };
+                drop_if_empty(ks, key);
+                Ok(count(removed))
+            }
+            ("ZCARD", [key]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Int(0)),
+                Some(Data::SortedSet(set)) => Ok(count(set.len())),
+                Some(_) => Err(wrong_type()),
+            },
+            ("ZSCORE", [key, member]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Nil),
+                Some(Data::SortedSet(set)) => Ok(set
+                    .score(member)
+                    .map_or(Value::Nil, |s| bulk(format_score(s)))),
+                Some(_) => Err(wrong_type()),
+            },
+            ("ZRANGE", [key, start, stop, options @ ..]) => {
+                let (start, stop) = (parse_int(start)?, parse_int(stop)?);
+                let with_scores = match options {
+                    [] => false,
+                    [option] if option.eq_ignore_ascii_case(b"WITHSCORES") => true,
+                    _ => {
+                        return Err(err(
+                            "ERR syntax error (the embedded ZRANGE takes ranks and WITHSCORES only)",
+                        ));
+                    }
+                };
+                match ks.live(key, now).map(|entry| &entry.data) {
+                    None => Ok(Value::Array(Vec::new())),
+                    Some(Data::SortedSet(set)) => {
+                        Ok(scored_reply(set.range_by_rank(start, stop), with_scores))
+                    }
+                    Some(_) => Err(wrong_type()),
+                }
+            }
+            ("ZRANGEBYSCORE", [key, min, max, options @ ..]) => {
+                let invalid = || err("ERR min or max is not a float");
+                let (min, max) = (
+                    Bound::parse(min).ok_or_else(invalid)?,
+                    Bound::parse(max).ok_or_else(invalid)?,
+                );
+                let (with_scores, offset, limit) = range_options(options)?;
+                match ks.live(key, now).map(|entry| &entry.data) {
+                    None => Ok(Value::Array(Vec::new())),
+                    Some(Data::SortedSet(set)) => Ok(scored_reply(
+                        set.range_by_score(min, max, offset, limit),
+                        with_scores,
+                    )),
+                    Some(_) => Err(wrong_type()),
+                }
+            }
+            ("ZREMRANGEBYRANK", [key, start, stop]) => {
+                let (start, stop) = (parse_int(start)?, parse_int(stop)?);
+                let removed = match ks.live(key, now).map(|entry| &mut entry.data) {
+                    None => 0,
+                    Some(Data::SortedSet(set)) => set.remove_range_by_rank(start, stop),
+                    Some(_) => return Err(wrong_type()),
+                };
+                drop_if_empty(ks, key);
+                Ok(count(removed))
+            }
+            (
+                "ZADD" | "ZREM" | "ZCARD" | "ZSCORE" | "ZRANGE" | "ZRANGEBYSCORE"
+                | "ZREMRANGEBYRANK",
+                _,
+            ) => Err(arity(name)),
             (
                 "DEL" | "EXISTS" | "MGET" | "MSET" | "HSET" | "HDEL" | "SADD" | "SREM" | "LPUSH"
                 | "RPUSH" | "PING" | "ECHO" | "DBSIZE" | "EXPIRE" | "PEXPIRE" | "TTL" | "PTTL"
@@ -459,6 +550,41 @@ impl EmbeddedRedis {
     }
 }
 
+/// `[WITHSCORES] [LIMIT offset count]` of ZRANGEBYSCORE.
+fn range_options(options: &[Vec<u8>]) -> Result<(bool, usize, Option<usize>), RedisBackendError> {
+    let syntax = || err("ERR syntax error");
+    let (mut with_scores, mut offset, mut limit) = (false, 0, None);
+    let mut rest = options;
+    while let Some((option, tail)) = rest.split_first() {
+        if option.eq_ignore_ascii_case(b"WITHSCORES") {
+            with_scores = true;
+            rest = tail;
+        } else if option.eq_ignore_ascii_case(b"LIMIT") {
+            let [from, how_many, tail @ ..] = tail else {
+                return Err(syntax());
+            };
+            offset = usize::try_from(parse_int(from)?).map_err(|_| syntax())?;
+            // A negative count means all, as in Redis.
+            limit = usize::try_from(parse_int(how_many)?).ok();
+            rest = tail;
+        } else {
+            return Err(syntax());
+        }
+    }
+    Ok((with_scores, offset, limit))
+}
+
+fn scored_reply(entries: Vec<(Vec<u8>, f64)>, with_scores: bool) -> Value {
+    let mut reply = Vec::with_capacity(entries.len() * if with_scores { 2 } else { 1 });
+    for (member, score) in entries {
+        reply.push(bulk(member));
+        if with_scores {
+            reply.push(bulk(format_score(score)));
+        }
+    }
+    Value::Array(reply)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the maps half-updated in a way that matters
     // more than losing the whole store, so a poisoned lock is simply taken over.
@@ -472,6 +598,7 @@ fn drop_if_empty(ks: &mut Keyspace, key: &[u8]) {
         Data::Hash(hash) => hash.is_empty(),
         Data::Set(set) => set.is_empty(),
         Data::List(list) => list.is_empty(),
+        Data::SortedSet(set) => set.is_empty(),
         Data::String(_) => false,
     });
     if empty {
@@ -592,6 +719,17 @@ fn set_entry<'a>(
     }
 }
 
+fn sorted_set_entry<'a>(
+    ks: &'a mut Keyspace,
+    now: Instant,
+    key: &[u8],
+) -> Result<&'a mut SortedSet, RedisBackendError> {
+    match entry_of(ks, now, key, || Data::SortedSet(SortedSet::default())) {
+        Data::SortedSet(set) => Ok(set),
+        _ => Err(wrong_type()),
+    }
+}
+
 fn list_entry<'a>(
     ks: &'a mut Keyspace,
     now: Instant,
@@ -631,6 +769,60 @@ mod tests {
             Value::Okay
         );
         assert_eq!(run(&store, &["TTL", "e"]).unwrap(), Value::Int(100));
+    }
+
+    #[test]
+    fn sorted_sets_as_redis_replies_them() {
+        let store = EmbeddedRedis::default();
+        assert_eq!(
+            run(&store, &["ZADD", "z", "2", "b", "1", "a", "3", "c"]).unwrap(),
+            Value::Int(3)
+        );
+        assert_eq!(
+            run(&store, &["ZADD", "z", "5", "a"]).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(run(&store, &["ZCARD", "z"]).unwrap(), Value::Int(3));
+        assert_eq!(
+            run(&store, &["ZSCORE", "z", "a"]).unwrap(),
+            bulk(b"5".to_vec())
+        );
+        assert_eq!(
+            run(
+                &store,
+                &[
+                    "ZRANGEBYSCORE",
+                    "z",
+                    "(2",
+                    "+inf",
+                    "WITHSCORES",
+                    "LIMIT",
+                    "0",
+                    "1"
+                ]
+            )
+            .unwrap(),
+            Value::Array(vec![bulk(b"c".to_vec()), bulk(b"3".to_vec())])
+        );
+        assert_eq!(
+            run(&store, &["ZREMRANGEBYRANK", "z", "0", "-3"]).unwrap(),
+            Value::Int(1)
+        );
+        assert_eq!(
+            run(&store, &["ZRANGE", "z", "0", "-1"]).unwrap(),
+            Value::Array(vec![bulk(b"c".to_vec()), bulk(b"a".to_vec())])
+        );
+        assert_eq!(
+            run(&store, &["TYPE", "z"]).unwrap(),
+            Value::SimpleString("zset".into())
+        );
+        assert_eq!(
+            run(&store, &["ZREM", "z", "a", "c", "x"]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(run(&store, &["EXISTS", "z"]).unwrap(), Value::Int(0));
+        assert!(run(&store, &["ZADD", "z", "x", "m"]).is_err());
+        assert!(run(&store, &["ZADD", "z", "1"]).is_err());
     }
 
     #[test]

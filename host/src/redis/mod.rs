@@ -9,6 +9,7 @@
 
 pub mod embedded;
 pub mod pooled;
+mod sorted_set;
 
 use std::sync::Arc;
 

@@ -1,0 +1,515 @@
+//! The Chat API v3 (`/nexus/v3/chat/...`), as the original product's web chat widgets use it:
+//!
+//! - `POST /nexus/v3/chat/sessions` with `x-api-key` (form-encoded `data[...]` or JSON) starts a
+//!   session and answers its `selfUri` and `clientToken`;
+//! - on `{selfUri}`, with `x-nexus-client-key: <clientToken>`:
+//!   - `GET {selfUri}` reads the session;
+//!   - `POST {selfUri}/messages` sends a `Text`, a `CustomNotice`, or `TypingStarted` /
+//!     `TypingStopped`;
+//!   - `GET {selfUri}/messages?after=N&timeout=S` reads the transcript after position N, waiting
+//!     up to S seconds for something new (a long-poll);
+//!   - `POST {selfUri}/user-data` updates the interaction's user data;
+//!   - `POST {selfUri}/end` (or `DELETE {selfUri}`) ends it.
+//!
+//! Every accepted message is committed to PostgreSQL before the answer; Redis holds the live
+//! state (see [`live`]) and is rebuilt from PostgreSQL whenever it is missing. A session is
+//! asynchronous: it outlives the customer's connection, and any number of tabs holding the token
+//! read the same transcript.
+//!
+//! The OpenAPI description is `openapi/chat-v3.json`.
+// The export macro of spin-sdk generates the unsafe ABI glue of the component.
+#![allow(unsafe_code)]
+
+mod auth;
+mod live;
+mod store;
+
+use std::time::{Duration, Instant};
+
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::body::Fields;
+use nexus_guest::spin::{Db, Live, Reply, header, path_segments, query, reference_id, respond};
+use serde_json::{Map, Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http_component;
+
+use crate::auth::Tenant;
+use crate::live::{LiveSession, LiveState, TailRead};
+
+/// The largest request body (a message is at most [`MAX_TEXT_CHARS`] characters).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_TEXT_CHARS: usize = 16 * 1024;
+const MAX_NICKNAME_CHARS: usize = 100;
+const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 128;
+/// The longest a transcript read may wait for something new.
+const MAX_POLL_SECONDS: u64 = 30;
+/// How often a waiting read looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The most messages one read returns.
+const MAX_READ: i64 = 100;
+/// After this long without activity a session is idle (its timer in Redis runs out).
+const INACTIVITY_SECONDS: i64 = 30 * 60;
+
+/// Serves `/nexus/v3/chat/...`.
+#[http_component]
+fn chat(req: Request) -> impl IntoResponse {
+    let reference = reference_id(&req);
+    respond(&reference, serve(&req))
+}
+
+fn serve(req: &Request) -> ApiResult<Reply> {
+    let path = path_segments(req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method();
+    match (method, segments.as_slice()) {
+        (Method::Post, ["sessions"]) => start_session(req),
+        (Method::Get, ["sessions", id]) => on_session(req, id, read_session),
+        (Method::Delete, ["sessions", id]) | (Method::Post, ["sessions", id, "end"]) => {
+            on_session(req, id, end_session)
+        }
+        (Method::Post, ["sessions", id, "messages"]) => on_session(req, id, send),
+        (Method::Get, ["sessions", id, "messages"]) => on_session(req, id, read_messages),
+        (Method::Post, ["sessions", id, "user-data"]) => on_session(req, id, update_user_data),
+        _ => Err(ApiError::new(
+            404,
+            Code::NotFound,
+            format!(
+                "no such operation: {method} /nexus/v3/chat/{}",
+                path.join("/")
+            ),
+        )),
+    }
+}
+
+fn fields(req: &Request) -> ApiResult<Fields> {
+    Fields::parse(
+        header(req, "content-type").as_deref(),
+        req.body(),
+        MAX_BODY_BYTES,
+    )
+}
+
+/// The absolute URI of a session, as the widgets expect `selfUri`.
+fn self_uri(req: &Request, session_id: &str) -> String {
+    format!(
+        "{}/nexus/v3/chat/sessions/{session_id}",
+        nexus_guest::spin::origin(req)
+    )
+}
+
+/// The fields of a start request that are not user data.
+const START_FIELDS: &[&str] = &[
+    "firstName",
+    "lastName",
+    "nickname",
+    "email",
+    "phoneNumber",
+    "endpoint",
+    "stream",
+    "subject",
+    "userData",
+];
+
+fn start_session(req: &Request) -> ApiResult<Reply> {
+    let db = Db::open()?;
+    let tenant = auth::starting_tenant(req, &db)?;
+    let fields = fields(req)?;
+    let first_name = fields.bounded_text("firstName", MAX_NICKNAME_CHARS)?;
+    let last_name = fields.bounded_text("lastName", MAX_NICKNAME_CHARS)?;
+    let nickname = fields
+        .bounded_text("nickname", MAX_NICKNAME_CHARS)?
+        .or_else(|| {
+            let full = [first_name.as_deref(), last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            (!full.is_empty()).then_some(full)
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                Code::InvalidNickname,
+                "a nickname (or a first or last name) is required",
+            )
+        })?;
+    let email = fields
+        .text("email")
+        .map(|email| store::normalise_email(&email))
+        .transpose()?;
+    let phone = fields
+        .text("phoneNumber")
+        .map(|phone| store::normalise_phone(&phone))
+        .transpose()?;
+    let channel_id = store::chat_channel(&db, &tenant, fields.text("endpoint").as_deref())?;
+    let mut user_data = fields.others(START_FIELDS);
+    if let Some(extra) = fields.object("userData")? {
+        user_data.extend(extra);
+    }
+    for (name, value) in [
+        ("subject", fields.text("subject")),
+        ("stream", fields.text("stream")),
+    ] {
+        if let Some(value) = value {
+            user_data.insert(name.into(), Value::String(value));
+        }
+    }
+    let started = store::start(
+        &db,
+        &tenant,
+        &store::NewSession {
+            channel_id: &channel_id,
+            nickname: &nickname,
+            first_name: first_name.as_deref(),
+            last_name: last_name.as_deref(),
+            email: email.as_deref(),
+            phone: phone.as_deref(),
+            user_data: Value::Object(user_data),
+        },
+    )?;
+    let claims = nexus_guest::token::ClientClaims {
+        session_id: started.session_id.clone(),
+        transport_id: channel_id.clone(),
+        participant_id: started.participant_id.clone(),
+        ccid: tenant.ccid.clone(),
+        iat: nexus_guest::spin::now_unix(),
+    };
+    let client_token = nexus_guest::token::sign(&claims, tenant.token_secret.as_bytes())
+        .map_err(|err| ApiError::internal("sign the client token", err))?;
+    // The session is committed; live state is a cache, and a failure to write it only means the
+    // next request rebuilds it.
+    if let Ok(live) = Live::open() {
+        let state = LiveState::new(&live, &started.session_id);
+        let session = LiveSession {
+            tenant_id: tenant.id,
+            channel_id: channel_id.clone(),
+            participant_id: started.participant_id.clone(),
+            nickname: nickname.clone(),
+            state: "active".into(),
+        };
+        if state.store(&session, &started.messages).is_err()
+            || state.touch(INACTIVITY_SECONDS).is_err()
+        {
+            state.forget();
+        }
+    }
+    Reply::created(json!({
+        "sessionId": started.session_id,
+        "selfUri": self_uri(req, &started.session_id),
+        "clientToken": client_token,
+        "participantId": started.participant_id,
+        "transportId": channel_id,
+        "contactId": started.contact_id,
+        "nickname": nickname,
+        "messages": started.messages,
+    }))
+}
+
+/// A verified request on a live session.
+struct Session<'a> {
+    id: &'a str,
+    tenant: Tenant,
+    live_session: LiveSession,
+    db: Db,
+    live: Live,
+}
+
+impl Session<'_> {
+    fn state(&self) -> LiveState<'_> {
+        LiveState::new(&self.live, self.id)
+    }
+
+    fn is_open(&self) -> bool {
+        self.live_session.state == "active"
+    }
+
+    fn require_open(&self) -> ApiResult<()> {
+        if self.is_open() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                409,
+                Code::InvalidSession,
+                "the session has ended",
+            ))
+        }
+    }
+
+    /// Puts committed messages into the live state; if that fails, drops the live state so the
+    /// next request rebuilds it from PostgreSQL, where the messages already are.
+    fn publish(&self, messages: &[Value], state: &str) {
+        let live_state = self.state();
+        if live_state.append(messages, state).is_err() {
+            live_state.forget();
+        }
+    }
+
+    /// Rebuilds the live state from PostgreSQL.
+    fn rebuild(&mut self) -> ApiResult<()> {
+        let (session, tail) =
+            store::load_session(&self.db, self.tenant.id, self.id)?.ok_or_else(unknown_session)?;
+        self.state().store(&session, &tail)?;
+        self.live_session = session;
+        Ok(())
+    }
+}
+
+fn unknown_session() -> ApiError {
+    ApiError::new(404, Code::InvalidSession, "no such session")
+}
+
+/// Authenticates a request on session `id`, loads (or rebuilds) its live state, and runs `work`.
+fn on_session(
+    req: &Request,
+    id: &str,
+    work: fn(&Request, &mut Session<'_>) -> ApiResult<Reply>,
+) -> ApiResult<Reply> {
+    if !nexus_guest::spin::is_uuid(id) {
+        return Err(unknown_session());
+    }
+    let db = Db::open()?;
+    let (tenant, claims) = auth::session_caller(req, &db, id)?;
+    let live = Live::open()?;
+    let loaded = LiveState::new(&live, id).load()?;
+    let live_session = match loaded {
+        Some(session) => session,
+        None => {
+            let (session, tail) =
+                store::load_session(&db, tenant.id, id)?.ok_or_else(unknown_session)?;
+            let state = LiveState::new(&live, id);
+            state.store(&session, &tail)?;
+            if session.state == "active" {
+                state.touch(INACTIVITY_SECONDS)?;
+            }
+            session
+        }
+    };
+    if live_session.tenant_id != tenant.id {
+        return Err(unknown_session());
+    }
+    if live_session.participant_id != claims.participant_id {
+        return Err(ApiError::new(
+            403,
+            Code::InvalidParticipant,
+            "the client token's participant is not in this session",
+        ));
+    }
+    if live_session.channel_id != claims.transport_id {
+        return Err(ApiError::new(
+            403,
+            Code::InvalidTransport,
+            "the client token's transport is not this session's",
+        ));
+    }
+    let mut session = Session {
+        id,
+        tenant,
+        live_session,
+        db,
+        live,
+    };
+    work(req, &mut session)
+}
+
+fn read_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
+    let mut data = store::session_json(&session.db, session.tenant.id, session.id)?
+        .ok_or_else(unknown_session)?;
+    let idle = session.is_open() && session.state().is_idle()?;
+    if let Some(object) = data.as_object_mut() {
+        object.insert("idle".into(), Value::Bool(idle));
+        object.insert(
+            "participantId".into(),
+            Value::String(session.live_session.participant_id.clone()),
+        );
+    }
+    Reply::ok(data)
+}
+
+fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
+    let fields = fields(req)?;
+    let kind = fields.text("type").unwrap_or_else(|| "Text".into());
+    let participant = session.live_session.participant_id.clone();
+    let nickname = session.live_session.nickname.clone();
+    match kind.as_str() {
+        "TypingStarted" | "TypingStopped" => {
+            session.require_open()?;
+            let typing = kind == "TypingStarted";
+            session
+                .state()
+                .set_typing(&participant, &nickname, "Customer", typing)?;
+            Reply::ok(json!({ "typing": typing }))
+        }
+        "Text" | "CustomNotice" => {
+            session.require_open()?;
+            let text = fields.bounded_text("text", MAX_TEXT_CHARS)?;
+            if kind == "Text" && text.is_none() {
+                return Err(ApiError::bad_parameter("`text` is required"));
+            }
+            let data = match fields.object("customData")? {
+                Some(custom) => Some(Value::Object(custom)),
+                None if kind == "CustomNotice" => {
+                    Some(Value::Object(fields.others(&["type", "text", "messageId"])))
+                }
+                None => None,
+            };
+            let client_message_id =
+                fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
+            let outcome = store::append_message(
+                &session.db,
+                session.tenant.id,
+                session.id,
+                &store::NewMessage {
+                    kind: &kind,
+                    participant_id: Some(&participant),
+                    sender_kind: "Customer",
+                    nickname: &nickname,
+                    text: text.as_deref(),
+                    data: data.as_ref(),
+                    visibility: "All",
+                    client_message_id: client_message_id.as_deref(),
+                },
+            )?;
+            let Some((message, duplicate)) = outcome else {
+                session.live_session.state = "ended".into();
+                return Err(ApiError::new(
+                    409,
+                    Code::InvalidSession,
+                    "the session has ended",
+                ));
+            };
+            if !duplicate {
+                session.publish(std::slice::from_ref(&message), "active");
+                let state = session.state();
+                let _ = state.set_typing(&participant, &nickname, "Customer", false);
+                let _ = state.touch(INACTIVITY_SECONDS);
+            }
+            Reply::ok(json!({ "message": message, "duplicate": duplicate }))
+        }
+        other => Err(ApiError::bad_parameter(format!(
+            "`type` is Text, CustomNotice, TypingStarted or TypingStopped, not `{other}`"
+        ))),
+    }
+}
+
+fn bounded_number(
+    params: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    max: i64,
+) -> ApiResult<Option<i64>> {
+    match params.get(name) {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (0..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_parameter(format!("`{name}` is a number from 0 to {max}"))
+            }),
+    }
+}
+
+/// The transcript after `after`, waiting up to `timeout` seconds for something new.
+fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
+    let params = query(req);
+    let after = bounded_number(&params, "after", i64::from(i32::MAX))?.unwrap_or(0);
+    let limit = bounded_number(&params, "limit", MAX_READ)?
+        .unwrap_or(MAX_READ)
+        .max(1);
+    let timeout = bounded_number(&params, "timeout", MAX_POLL_SECONDS as i64)?.unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(timeout.unsigned_abs());
+    let mut rebuilt = false;
+    let messages = loop {
+        let found = match session.state().tail_after(after, limit)? {
+            TailRead::Messages(messages) => messages,
+            TailRead::Gap => {
+                store::messages_after(&session.db, session.tenant.id, session.id, after, limit)?
+            }
+            TailRead::Lost if !rebuilt => {
+                session.rebuild()?;
+                rebuilt = true;
+                continue;
+            }
+            TailRead::Lost => {
+                store::messages_after(&session.db, session.tenant.id, session.id, after, limit)?
+            }
+        };
+        if !found.is_empty() || Instant::now() >= deadline {
+            break found;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+        // Redis may have been flushed while waiting: a lost session hash shows up here as a
+        // lost tail, and is rebuilt once.
+    };
+    let next_position = messages
+        .last()
+        .and_then(|message| message["position"].as_i64())
+        .unwrap_or(after);
+    let more = messages.len() as i64 == limit;
+    // A customer sees what everyone may see; whispers among agents stay among them.
+    let visible: Vec<Value> = messages
+        .into_iter()
+        .filter(|message| message["visibility"] == "All")
+        .collect();
+    let participant = session.live_session.participant_id.clone();
+    let state_now = session
+        .state()
+        .load()?
+        .map_or_else(|| session.live_session.state.clone(), |live| live.state);
+    Reply::ok(json!({
+        "messages": visible,
+        "nextPosition": next_position,
+        "more": more,
+        "state": state_now,
+        "typing": session.state().typing(&participant)?,
+    }))
+}
+
+fn update_user_data(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
+    session.require_open()?;
+    let fields = fields(req)?;
+    let mut update: Map<String, Value> = fields.others(&["userData"]);
+    if let Some(extra) = fields.object("userData")? {
+        update.extend(extra);
+    }
+    if update.is_empty() {
+        return Err(ApiError::bad_parameter(
+            "send the user data to update as data[key]=value",
+        ));
+    }
+    let participant = session.live_session.participant_id.clone();
+    let nickname = session.live_session.nickname.clone();
+    let update = Value::Object(update);
+    let (user_data, message) = store::update_user_data(
+        &session.db,
+        session.tenant.id,
+        session.id,
+        &update,
+        &participant,
+        &nickname,
+    )?
+    .ok_or_else(|| ApiError::new(409, Code::InvalidSession, "the session has ended"))?;
+    session.publish(std::slice::from_ref(&message), "active");
+    Reply::ok(json!({ "userData": user_data }))
+}
+
+fn end_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
+    let participant = session.live_session.participant_id.clone();
+    let nickname = session.live_session.nickname.clone();
+    let ended = store::end(
+        &session.db,
+        session.tenant.id,
+        session.id,
+        &participant,
+        &nickname,
+    )?;
+    if !ended.is_empty() {
+        session.publish(&ended, "ended");
+    }
+    // Ended now or before: the live state says so either way.
+    let _ = session.state().set_state("ended");
+    let _ = session
+        .state()
+        .set_typing(&participant, &nickname, "Customer", false);
+    Reply::ok(json!({ "state": "ended", "messages": ended }))
+}

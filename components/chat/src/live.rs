@@ -1,0 +1,294 @@
+//! The live state of a chat session in Redis, under the application's key prefix:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `chat:{id}` | hash | tenant, channel, customer participant, nickname, state |
+//! | `chat:{id}:tail` | sorted set | the last [`TAIL_LEN`] messages, as the API's JSON, scored by position |
+//! | `chat:{id}:typing` | hash | who is typing, until when |
+//! | `chat:{id}:active` | string | present while the session is not idle (the inactivity timer) |
+//! | `chat:{id}:events` | pub/sub channel | every message appended, for other nodes and sockets |
+//!
+//! PostgreSQL is written first and is the truth; all of this is rebuilt from it when missing
+//! (Redis flushed, restarted or evicting). The tail is a sorted set, not a list, because two
+//! concurrent senders commit positions in order but may reach Redis in either order; a reader
+//! only trusts a run of consecutive positions and reads PostgreSQL across any gap.
+
+use nexus_guest::api::ApiResult;
+use nexus_guest::spin::{Live, arg, int_arg, reply_text};
+use serde_json::{Value, json};
+use spin_sdk::redis::RedisResult;
+
+/// How many messages the tail keeps.
+pub const TAIL_LEN: i64 = 200;
+/// How long live state outlives the last activity on an open session (it is rebuilt after).
+const OPEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// How long it outlives the end of a session, for the last polls.
+const ENDED_TTL_SECONDS: i64 = 3600;
+/// How long a "typing" lasts without a refresh.
+const TYPING_TTL_MS: u64 = 10_000;
+
+/// The live state of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    pub tenant_id: i64,
+    pub channel_id: String,
+    pub participant_id: String,
+    pub nickname: String,
+    pub state: String,
+}
+
+/// What the tail holds after a position.
+pub enum TailRead {
+    /// The tail is gone: rebuild it from PostgreSQL.
+    Lost,
+    /// Consecutive messages after the position (none when nothing is newer).
+    Messages(Vec<Value>),
+    /// The tail does not reach back to the position: read PostgreSQL.
+    Gap,
+}
+
+pub struct LiveState<'a> {
+    live: &'a Live,
+    session_id: &'a str,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// A flat `[field, value, field, value, ...]` reply as pairs of text.
+fn pairs(reply: &[RedisResult]) -> Vec<(String, String)> {
+    reply
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [field, value] => Some((reply_text(field)?, reply_text(value)?)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl<'a> LiveState<'a> {
+    pub fn new(live: &'a Live, session_id: &'a str) -> LiveState<'a> {
+        LiveState { live, session_id }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        self.live.key(&format!("chat:{}{suffix}", self.session_id))
+    }
+
+    pub fn load(&self) -> ApiResult<Option<LiveSession>> {
+        let reply = self.live.cmd("HGETALL", &[arg(self.key(""))])?;
+        let fields = pairs(&reply);
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(field, _)| field == name)
+                .map(|(_, value)| value.clone())
+        };
+        let (Some(tenant), Some(channel), Some(participant), Some(state)) = (
+            field("tenant").and_then(|t| t.parse().ok()),
+            field("channel"),
+            field("participant"),
+            field("state"),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(LiveSession {
+            tenant_id: tenant,
+            channel_id: channel,
+            participant_id: participant,
+            nickname: field("nickname").unwrap_or_default(),
+            state,
+        }))
+    }
+
+    /// Writes a whole session: the tail first, so that a session hash never stands without it.
+    pub fn store(&self, session: &LiveSession, tail: &[Value]) -> ApiResult<()> {
+        self.add_to_tail(tail)?;
+        self.live.cmd(
+            "HSET",
+            &[
+                arg(self.key("")),
+                arg("tenant"),
+                arg(session.tenant_id.to_string()),
+                arg("channel"),
+                arg(&session.channel_id),
+                arg("participant"),
+                arg(&session.participant_id),
+                arg("nickname"),
+                arg(&session.nickname),
+                arg("state"),
+                arg(&session.state),
+            ],
+        )?;
+        self.expire(&session.state)
+    }
+
+    fn expire(&self, state: &str) -> ApiResult<()> {
+        let ttl = if state == "ended" {
+            ENDED_TTL_SECONDS
+        } else {
+            OPEN_TTL_SECONDS
+        };
+        for suffix in ["", ":tail"] {
+            self.live
+                .cmd("EXPIRE", &[arg(self.key(suffix)), int_arg(ttl)])?;
+        }
+        Ok(())
+    }
+
+    fn add_to_tail(&self, messages: &[Value]) -> ApiResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![arg(self.key(":tail"))];
+        for message in messages {
+            args.push(int_arg(message["position"].as_i64().unwrap_or_default()));
+            args.push(arg(message.to_string()));
+        }
+        self.live.cmd("ZADD", &args)?;
+        self.live.cmd(
+            "ZREMRANGEBYRANK",
+            &[arg(self.key(":tail")), int_arg(0), int_arg(-TAIL_LEN - 1)],
+        )?;
+        Ok(())
+    }
+
+    /// Appends committed messages and tells every node about them.
+    pub fn append(&self, messages: &[Value], state: &str) -> ApiResult<()> {
+        self.add_to_tail(messages)?;
+        self.expire(state)?;
+        for message in messages {
+            self.live
+                .publish(&self.key(":events"), message.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    pub fn set_state(&self, state: &str) -> ApiResult<()> {
+        self.live
+            .cmd("HSET", &[arg(self.key("")), arg("state"), arg(state)])?;
+        self.expire(state)
+    }
+
+    /// Up to `limit` consecutive messages after `after`.
+    pub fn tail_after(&self, after: i64, limit: i64) -> ApiResult<TailRead> {
+        let reply = self.live.cmd(
+            "ZRANGEBYSCORE",
+            &[
+                arg(self.key(":tail")),
+                arg(format!("({after}")),
+                arg("+inf"),
+                arg("LIMIT"),
+                int_arg(0),
+                int_arg(limit),
+            ],
+        )?;
+        if reply.is_empty() {
+            let count = self.live.cmd("ZCARD", &[arg(self.key(":tail"))])?;
+            return Ok(match count.first() {
+                Some(RedisResult::Int64(0)) | None => TailRead::Lost,
+                _ => TailRead::Messages(Vec::new()),
+            });
+        }
+        let mut messages = Vec::with_capacity(reply.len());
+        for (expected, member) in (after + 1..).zip(reply.iter()) {
+            let Some(message) =
+                reply_text(member).and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            else {
+                return Ok(TailRead::Gap);
+            };
+            if message["position"].as_i64() != Some(expected) {
+                // The first one missing means the tail starts later than asked: PostgreSQL has
+                // what is before it. A later one missing is a send still on its way to Redis:
+                // what is before it is complete.
+                if messages.is_empty() {
+                    return Ok(TailRead::Gap);
+                }
+                break;
+            }
+            messages.push(message);
+        }
+        Ok(TailRead::Messages(messages))
+    }
+
+    pub fn set_typing(
+        &self,
+        participant_id: &str,
+        nickname: &str,
+        kind: &str,
+        typing: bool,
+    ) -> ApiResult<()> {
+        let key = self.key(":typing");
+        if typing {
+            let entry = json!({
+                "participantId": participant_id,
+                "nickname": nickname,
+                "type": kind,
+                "until": now_ms() + TYPING_TTL_MS,
+            });
+            self.live.cmd(
+                "HSET",
+                &[arg(&key), arg(participant_id), arg(entry.to_string())],
+            )?;
+            self.live.cmd(
+                "PEXPIRE",
+                &[
+                    arg(&key),
+                    int_arg(i64::try_from(TYPING_TTL_MS).unwrap_or(i64::MAX)),
+                ],
+            )?;
+        } else {
+            self.live.cmd("HDEL", &[arg(&key), arg(participant_id)])?;
+        }
+        Ok(())
+    }
+
+    /// Who else is typing now.
+    pub fn typing(&self, except_participant: &str) -> ApiResult<Vec<Value>> {
+        let reply = self.live.cmd("HGETALL", &[arg(self.key(":typing"))])?;
+        let now = now_ms();
+        Ok(pairs(&reply)
+            .into_iter()
+            .filter(|(participant, _)| participant != except_participant)
+            .filter_map(|(_, entry)| serde_json::from_str::<Value>(&entry).ok())
+            .filter(|entry| entry["until"].as_u64().is_some_and(|until| until > now))
+            .map(|mut entry| {
+                if let Some(object) = entry.as_object_mut() {
+                    object.remove("until");
+                }
+                entry
+            })
+            .collect())
+    }
+
+    /// Restarts the inactivity timer.
+    pub fn touch(&self, inactivity_seconds: i64) -> ApiResult<()> {
+        self.live.cmd(
+            "SET",
+            &[
+                arg(self.key(":active")),
+                arg("1"),
+                arg("EX"),
+                int_arg(inactivity_seconds.max(1)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn is_idle(&self) -> ApiResult<bool> {
+        let reply = self.live.cmd("EXISTS", &[arg(self.key(":active"))])?;
+        Ok(matches!(reply.first(), Some(RedisResult::Int64(0))))
+    }
+
+    /// Drops the session hash, so that the next request rebuilds everything from PostgreSQL
+    /// (after a write reached PostgreSQL but not Redis).
+    pub fn forget(&self) {
+        let _ = self
+            .live
+            .cmd("DEL", &[arg(self.key("")), arg(self.key(":tail"))]);
+    }
+}

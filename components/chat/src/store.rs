@@ -1,0 +1,414 @@
+//! The chat's durable record in PostgreSQL: contacts, interactions, participants and messages.
+//! Every function names the tenant in its queries; nothing here reads another tenant's rows.
+
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::secrets::new_id;
+use nexus_guest::spin::{Db, jsonb, opt_text, text, uuid};
+use serde_json::Value;
+use spin_sdk::pg4::ParameterValue;
+
+use crate::auth::Tenant;
+use crate::live::{LiveSession, TAIL_LEN};
+
+/// An email address as it is matched: trimmed and lower-cased.
+pub fn normalise_email(email: &str) -> ApiResult<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 320
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+        });
+    if valid {
+        Ok(email)
+    } else {
+        Err(ApiError::bad_parameter("`email` is not an email address"))
+    }
+}
+
+/// A phone number as it is matched: a leading `+` and its digits, without spaces or dashes.
+pub fn normalise_phone(phone: &str) -> ApiResult<String> {
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    let plus = if phone.trim_start().starts_with('+') {
+        "+"
+    } else {
+        ""
+    };
+    let allowed = phone
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+    if allowed && (5..=20).contains(&digits.len()) {
+        Ok(format!("{plus}{digits}"))
+    } else {
+        Err(ApiError::bad_parameter(
+            "`phoneNumber` is not a phone number",
+        ))
+    }
+}
+
+/// The chat channel a session starts on: the one named `endpoint`, or the tenant's only one.
+pub fn chat_channel(db: &Db, tenant: &Tenant, endpoint: Option<&str>) -> ApiResult<String> {
+    let rows = db.rows(
+        "find the chat endpoint",
+        "SELECT id::text AS id FROM channels \
+         WHERE tenant_id = $1 AND type = 'chat' AND enabled AND ($2::text IS NULL OR name = $2) \
+         ORDER BY name LIMIT 2",
+        &[ParameterValue::Int64(tenant.id), opt_text(endpoint)],
+    )?;
+    let ids: Vec<String> = rows
+        .rows()
+        .filter_map(|row| row.get::<String>("id"))
+        .collect();
+    match (ids.as_slice(), endpoint) {
+        ([id], _) | ([id, ..], Some(_)) => Ok(id.clone()),
+        ([], Some(endpoint)) => Err(ApiError::new(
+            400,
+            Code::InvalidEndpoint,
+            format!("the contact center has no enabled chat endpoint named `{endpoint}`"),
+        )),
+        ([], None) => Err(ApiError::new(
+            400,
+            Code::InvalidEndpoint,
+            "the contact center has no enabled chat endpoint",
+        )),
+        (_, None) => Err(ApiError::new(
+            400,
+            Code::InvalidEndpoint,
+            "the contact center has several chat endpoints: name one in data[endpoint]",
+        )),
+    }
+}
+
+pub struct NewSession<'a> {
+    pub channel_id: &'a str,
+    pub nickname: &'a str,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub user_data: Value,
+}
+
+pub struct Started {
+    pub session_id: String,
+    pub participant_id: String,
+    pub contact_id: String,
+    pub messages: Vec<Value>,
+}
+
+const NO_CHANNEL: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The contact an identity belongs to.
+fn contact_of(db: &Db, tenant_id: i64, kind: &str, value: &str) -> ApiResult<Option<String>> {
+    let rows = db.rows(
+        "find the contact",
+        "SELECT contact_id::text AS id FROM contact_identities \
+         WHERE tenant_id = $1 AND kind = $2 AND channel_id = $3 AND value = $4",
+        &[
+            ParameterValue::Int64(tenant_id),
+            text(kind),
+            uuid(NO_CHANNEL),
+            text(value),
+        ],
+    )?;
+    Ok(rows.rows().next().and_then(|row| row.get::<String>("id")))
+}
+
+/// The contact of the customer: the one their email or phone number already names, or a new one.
+fn resolve_contact(db: &Db, tenant_id: i64, session: &NewSession<'_>) -> ApiResult<String> {
+    let identities: Vec<(&str, &str)> = [("email", session.email), ("phone", session.phone)]
+        .into_iter()
+        .filter_map(|(kind, value)| value.map(|value| (kind, value)))
+        .collect();
+    let mut found = None;
+    for (kind, value) in &identities {
+        if let Some(contact) = contact_of(db, tenant_id, kind, value)? {
+            found = Some(contact);
+            break;
+        }
+    }
+    let contact = match found {
+        Some(contact) => contact,
+        None => {
+            let id = new_id();
+            db.execute(
+                "create the contact",
+                "INSERT INTO contacts (id, tenant_id, first_name, last_name, nickname) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    uuid(&id),
+                    ParameterValue::Int64(tenant_id),
+                    opt_text(session.first_name),
+                    opt_text(session.last_name),
+                    text(session.nickname),
+                ],
+            )?;
+            id
+        }
+    };
+    for (kind, value) in &identities {
+        // Another session may have claimed the identity since we looked: then it is theirs,
+        // and this contact simply does not get it.
+        db.execute(
+            "record the contact's identity",
+            "INSERT INTO contact_identities (tenant_id, contact_id, kind, value) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+            &[ParameterValue::Int64(tenant_id), uuid(&contact), text(*kind), text(*value)],
+        )?;
+    }
+    Ok(contact)
+}
+
+/// Creates the interaction, its customer participant and the first message, in one transaction.
+pub fn start(db: &Db, tenant: &Tenant, session: &NewSession<'_>) -> ApiResult<Started> {
+    db.transaction(|db| {
+        let contact_id = resolve_contact(db, tenant.id, session)?;
+        let session_id = new_id();
+        let participant_id = new_id();
+        db.execute(
+            "create the interaction",
+            "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, user_data, next_position) \
+             VALUES ($1, $2, $3, $4, $5, 2)",
+            &[
+                uuid(&session_id),
+                ParameterValue::Int64(tenant.id),
+                uuid(session.channel_id),
+                uuid(&contact_id),
+                jsonb(&session.user_data),
+            ],
+        )?;
+        db.execute(
+            "add the customer",
+            "INSERT INTO participants (id, interaction_id, tenant_id, kind, nickname) VALUES ($1, $2, $3, 'Customer', $4)",
+            &[uuid(&participant_id), uuid(&session_id), ParameterValue::Int64(tenant.id), text(session.nickname)],
+        )?;
+        let messages = db.json_rows(
+            "record the customer's arrival",
+            "INSERT INTO messages AS m (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname) \
+             VALUES ($1, 1, $2, 'ParticipantJoined', $3, 'Customer', $4) RETURNING nexus_message_json(m)",
+            &[uuid(&session_id), ParameterValue::Int64(tenant.id), uuid(&participant_id), text(session.nickname)],
+        )?;
+        Ok(Started {
+            session_id,
+            participant_id,
+            contact_id,
+            messages,
+        })
+    })
+}
+
+/// The live state of a session as PostgreSQL knows it, with its tail.
+pub fn load_session(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+) -> ApiResult<Option<(LiveSession, Vec<Value>)>> {
+    let rows = db.rows(
+        "load the session",
+        "SELECT i.state, i.channel_id::text AS channel_id, p.id::text AS participant_id, p.nickname \
+         FROM interactions i JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
+         WHERE i.id = $1 AND i.tenant_id = $2 ORDER BY p.joined_at LIMIT 1",
+        &[uuid(session_id), ParameterValue::Int64(tenant_id)],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let session = LiveSession {
+        tenant_id,
+        channel_id: row.get::<String>("channel_id").unwrap_or_default(),
+        participant_id: row.get::<String>("participant_id").unwrap_or_default(),
+        nickname: row.get::<String>("nickname").unwrap_or_default(),
+        state: row.get::<String>("state").unwrap_or_default(),
+    };
+    let tail = db.json_rows(
+        "load the transcript tail",
+        "SELECT nexus_message_json(m) FROM messages m \
+         WHERE interaction_id = $1 AND tenant_id = $2 ORDER BY position DESC LIMIT $3",
+        &[
+            uuid(session_id),
+            ParameterValue::Int64(tenant_id),
+            ParameterValue::Int64(TAIL_LEN),
+        ],
+    )?;
+    Ok(Some((session, tail)))
+}
+
+/// The session as `GET {selfUri}` shows it.
+pub fn session_json(db: &Db, tenant_id: i64, session_id: &str) -> ApiResult<Option<Value>> {
+    db.json_row(
+        "read the session",
+        "SELECT jsonb_strip_nulls(jsonb_build_object(\
+           'sessionId', i.id, 'state', i.state, 'transportId', i.channel_id, \
+           'transcriptPosition', i.next_position - 1, 'userData', i.user_data, \
+           'startedAt', nexus_ts(i.created_at), 'endedAt', nexus_ts(i.ended_at), \
+           'participants', (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(\
+               'participantId', p.id, 'type', p.kind, 'nickname', p.nickname, \
+               'joinedAt', nexus_ts(p.joined_at), 'leftAt', nexus_ts(p.left_at))) ORDER BY p.joined_at) \
+             FROM participants p WHERE p.interaction_id = i.id))) \
+         FROM interactions i WHERE i.id = $1 AND i.tenant_id = $2",
+        &[uuid(session_id), ParameterValue::Int64(tenant_id)],
+    )
+}
+
+pub struct NewMessage<'a> {
+    pub kind: &'a str,
+    pub participant_id: Option<&'a str>,
+    pub sender_kind: &'a str,
+    pub nickname: &'a str,
+    pub text: Option<&'a str>,
+    pub data: Option<&'a Value>,
+    pub visibility: &'a str,
+    pub client_message_id: Option<&'a str>,
+}
+
+/// Appends a message to an open interaction, at the next position. Answers the message and
+/// whether it was already there (the same `messageId` sent again), or `None` when the
+/// interaction is not open.
+pub fn append_message(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+    message: &NewMessage<'_>,
+) -> ApiResult<Option<(Value, bool)>> {
+    // Taking the position and inserting is one statement: the row lock on the interaction orders
+    // concurrent senders, so positions are gapless and committed in order.
+    let rows = db.rows(
+        "store the message",
+        "WITH existing AS ( \
+           SELECT nexus_message_json(m) AS message FROM messages m \
+           WHERE m.interaction_id = $1 AND m.tenant_id = $2 AND $9::text IS NOT NULL AND m.client_message_id = $9), \
+         slot AS ( \
+           UPDATE interactions SET next_position = next_position + 1, last_activity_at = now(), updated_at = now() \
+           WHERE id = $1 AND tenant_id = $2 AND state = 'active' AND NOT EXISTS (SELECT 1 FROM existing) \
+           RETURNING id, tenant_id, next_position - 1 AS position), \
+         inserted AS ( \
+           INSERT INTO messages AS m (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname, text, data, visibility, client_message_id) \
+           SELECT id, position, tenant_id, $3, $4, $5, $6, $7, $8, $10, $9 FROM slot \
+           RETURNING nexus_message_json(m) AS message) \
+         SELECT message, false AS duplicate FROM inserted \
+         UNION ALL SELECT message, true AS duplicate FROM existing",
+        &[
+            uuid(session_id),
+            ParameterValue::Int64(tenant_id),
+            text(message.kind),
+            message.participant_id.map_or(ParameterValue::DbNull, uuid),
+            text(message.sender_kind),
+            text(message.nickname),
+            opt_text(message.text),
+            message.data.map_or(ParameterValue::DbNull, jsonb),
+            opt_text(message.client_message_id),
+            text(message.visibility),
+        ],
+    )?;
+    let Some(row) = rows.rows.first() else {
+        return Ok(None);
+    };
+    let message = match row.first() {
+        Some(spin_sdk::pg4::DbValue::Jsonb(bytes)) => serde_json::from_slice(bytes)
+            .map_err(|err| ApiError::internal("read the message", err))?,
+        other => return Err(ApiError::internal("read the message", format!("{other:?}"))),
+    };
+    let duplicate = matches!(row.get(1), Some(spin_sdk::pg4::DbValue::Boolean(true)));
+    Ok(Some((message, duplicate)))
+}
+
+/// Up to `limit` messages after position `after`, from PostgreSQL.
+pub fn messages_after(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+    after: i64,
+    limit: i64,
+) -> ApiResult<Vec<Value>> {
+    db.json_rows(
+        "read the transcript",
+        "SELECT nexus_message_json(m) FROM messages m \
+         WHERE interaction_id = $1 AND tenant_id = $2 AND position > $3 ORDER BY position LIMIT $4",
+        &[
+            uuid(session_id),
+            ParameterValue::Int64(tenant_id),
+            ParameterValue::Int64(after),
+            ParameterValue::Int64(limit),
+        ],
+    )
+}
+
+/// Merges `update` into the interaction's user data and records it in the transcript (for the
+/// agents: the customer does not see it). `None` when the interaction is not open.
+pub fn update_user_data(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+    update: &Value,
+    participant_id: &str,
+    nickname: &str,
+) -> ApiResult<Option<(Value, Value)>> {
+    db.transaction(|db| {
+        let Some(user_data) = db.json_row(
+            "update the user data",
+            "UPDATE interactions SET user_data = user_data || $3, updated_at = now(), last_activity_at = now() \
+             WHERE id = $1 AND tenant_id = $2 AND state = 'active' RETURNING user_data",
+            &[uuid(session_id), ParameterValue::Int64(tenant_id), jsonb(update)],
+        )?
+        else {
+            return Ok(None);
+        };
+        let message = append_message(
+            db,
+            tenant_id,
+            session_id,
+            &NewMessage {
+                kind: "UserDataUpdated",
+                participant_id: Some(participant_id),
+                sender_kind: "Customer",
+                nickname,
+                text: None,
+                data: Some(update),
+                visibility: "Agent",
+                client_message_id: None,
+            },
+        )?
+        .map(|(message, _)| message)
+        .ok_or_else(|| ApiError::internal("record the user data", "the interaction closed"))?;
+        Ok(Some((user_data, message)))
+    })
+}
+
+/// Ends an open interaction: the customer leaves and the chat ends. Answers the two messages,
+/// or none when it had already ended.
+pub fn end(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+    participant_id: &str,
+    nickname: &str,
+) -> ApiResult<Vec<Value>> {
+    db.transaction(|db| {
+        let rows = db.rows(
+            "end the interaction",
+            "UPDATE interactions SET state = 'ended', ended_at = now(), ended_reason = 'customer', \
+             next_position = next_position + 2, updated_at = now(), last_activity_at = now() \
+             WHERE id = $1 AND tenant_id = $2 AND state = 'active' RETURNING next_position - 2 AS position",
+            &[uuid(session_id), ParameterValue::Int64(tenant_id)],
+        )?;
+        let Some(position) = rows.rows().next().and_then(|row| row.get::<i32>("position")) else {
+            return Ok(Vec::new());
+        };
+        db.execute(
+            "record that the customer left",
+            "UPDATE participants SET left_at = now() WHERE id = $1 AND left_at IS NULL",
+            &[uuid(participant_id)],
+        )?;
+        db.json_rows(
+            "record the end",
+            "INSERT INTO messages AS m (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname) \
+             VALUES ($1, $3, $2, 'ParticipantLeft', $4, 'Customer', $5), \
+                    ($1, $3 + 1, $2, 'ChatEnded', NULL, 'System', '') \
+             RETURNING nexus_message_json(m)",
+            &[
+                uuid(session_id),
+                ParameterValue::Int64(tenant_id),
+                ParameterValue::Int32(position),
+                uuid(participant_id),
+                text(nickname),
+            ],
+        )
+    })
+}

@@ -1,0 +1,13 @@
+//! What nexus's components share: the `{status:{code,message}, data}` envelope and its status
+//! codes, credentials (API keys, secrets, HS256 client tokens), request bodies in the widgets'
+//! form encoding or JSON, and, inside a component, helpers over Spin's PostgreSQL and Redis.
+//!
+//! Everything but [`spin`] is plain Rust and unit-tested natively (`cargo test -p nexus-guest`).
+
+pub mod api;
+pub mod body;
+pub mod secrets;
+pub mod token;
+
+#[cfg(target_arch = "wasm32")]
+pub mod spin;

@@ -1,0 +1,275 @@
+//! Inside a component: requests and responses in the API envelope, and the component's
+//! PostgreSQL (the source of truth) and Redis (live state, under the application's key prefix).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use spin_sdk::http::{Request, Response};
+use spin_sdk::pg4::{self, ParameterValue};
+use spin_sdk::redis::{self, RedisParameter, RedisResult};
+use spin_sdk::variables;
+
+use crate::api::{ApiError, ApiResult, success_body};
+
+/// A successful answer: the HTTP status and the envelope's `data`.
+pub struct Reply {
+    pub status: u16,
+    pub data: Value,
+}
+
+impl Reply {
+    pub fn ok(data: Value) -> ApiResult<Reply> {
+        Ok(Reply { status: 200, data })
+    }
+
+    pub fn created(data: Value) -> ApiResult<Reply> {
+        Ok(Reply { status: 201, data })
+    }
+}
+
+/// The envelope of `result` as an HTTP response.
+pub fn respond(reference_id: &str, result: ApiResult<Reply>) -> Response {
+    let (status, body) = match result {
+        Ok(reply) => (reply.status, success_body(reference_id, reply.data)),
+        Err(err) => (err.http_status, err.body(reference_id)),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(body.to_string())
+        .build()
+}
+
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.header(name)
+        .and_then(|value| value.as_str())
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The path below the component's route, as segments (`/sessions/x/messages` → `["sessions",
+/// "x", "messages"]`).
+pub fn path_segments(req: &Request) -> Vec<String> {
+    header(req, "spin-path-info")
+        .unwrap_or_default()
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The id the caller quotes to support: the host's request id (nexus sets `x-request-id`), or a
+/// fresh one under a host that sets none.
+pub fn reference_id(req: &Request) -> String {
+    header(req, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The query string's parameters, decoded.
+pub fn query(req: &Request) -> BTreeMap<String, String> {
+    form_urlencoded::parse(req.query().as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// The origin the caller reached us at (`https://host`), for absolute URIs in responses.
+pub fn origin(req: &Request) -> String {
+    header(req, "spin-full-url")
+        .and_then(|url| {
+            let scheme_end = url.find("://")? + 3;
+            let host_end = url[scheme_end..]
+                .find('/')
+                .map_or(url.len(), |i| scheme_end + i);
+            Some(url[..host_end].to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// An application variable the component needs.
+pub fn variable(name: &str) -> ApiResult<String> {
+    variables::get(name).map_err(|err| ApiError::internal(&format!("variable {name}"), err))
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}
+
+/// A text parameter.
+pub fn text(value: impl Into<String>) -> ParameterValue {
+    ParameterValue::Str(value.into())
+}
+
+/// A text parameter, or NULL.
+pub fn opt_text(value: Option<impl Into<String>>) -> ParameterValue {
+    value.map_or(ParameterValue::DbNull, |value| {
+        ParameterValue::Str(value.into())
+    })
+}
+
+/// A UUID parameter (given as text; PostgreSQL refuses one that is not a UUID).
+pub fn uuid(value: impl Into<String>) -> ParameterValue {
+    ParameterValue::Uuid(value.into())
+}
+
+pub fn jsonb(value: &Value) -> ParameterValue {
+    ParameterValue::Jsonb(value.to_string().into_bytes())
+}
+
+/// Whether `text` is a UUID, so that a malformed id in a path is a 404, not a database error.
+pub fn is_uuid(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok()
+}
+
+/// The component's connection to PostgreSQL (`postgres_address`).
+pub struct Db {
+    conn: pg4::Connection,
+}
+
+/// The SQLSTATE of a database error, if the database said one.
+fn sqlstate(err: &pg4::PgError) -> Option<&str> {
+    match err {
+        pg4::PgError::QueryFailed(pg4::QueryError::DbError(db)) => Some(db.code.as_str()),
+        _ => None,
+    }
+}
+
+/// A database error as the caller should see it: what the caller did wrong (a duplicate, a value
+/// out of range) is theirs to fix; anything else is ours, logged and answered with a 503.
+fn db_error(context: &str, err: pg4::PgError) -> ApiError {
+    match sqlstate(&err) {
+        Some("23505") => ApiError::conflict(format!("{context}: it already exists")),
+        Some("23503") => ApiError::conflict(format!("{context}: it is still referenced")),
+        Some("23514" | "22P02" | "22001" | "23502" | "22007" | "22008") => {
+            ApiError::bad_parameter(format!("{context}: a value is not acceptable"))
+        }
+        _ => ApiError::internal(context, err),
+    }
+}
+
+impl Db {
+    pub fn open() -> ApiResult<Db> {
+        let address = variable("postgres_address")?;
+        let conn = pg4::Connection::open(&address)
+            .map_err(|err| ApiError::internal("the database is unreachable", err))?;
+        Ok(Db { conn })
+    }
+
+    pub fn rows(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[ParameterValue],
+    ) -> ApiResult<pg4::RowSet> {
+        self.conn
+            .query(sql, params)
+            .map_err(|err| db_error(context, err))
+    }
+
+    /// The first column of each row, a `jsonb` the query built (the database renders the API's
+    /// objects, so that every path that returns one returns the same bytes).
+    pub fn json_rows(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[ParameterValue],
+    ) -> ApiResult<Vec<Value>> {
+        let rows = self.rows(context, sql, params)?;
+        rows.rows
+            .iter()
+            .map(|row| match row.first() {
+                Some(pg4::DbValue::Jsonb(bytes)) => {
+                    serde_json::from_slice(bytes).map_err(|err| ApiError::internal(context, err))
+                }
+                Some(pg4::DbValue::DbNull) => Ok(Value::Null),
+                other => Err(ApiError::internal(context, format!("not jsonb: {other:?}"))),
+            })
+            .collect()
+    }
+
+    pub fn json_row(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[ParameterValue],
+    ) -> ApiResult<Option<Value>> {
+        Ok(self.json_rows(context, sql, params)?.into_iter().next())
+    }
+
+    pub fn execute(&self, context: &str, sql: &str, params: &[ParameterValue]) -> ApiResult<u64> {
+        self.conn
+            .execute(sql, params)
+            .map_err(|err| db_error(context, err))
+    }
+
+    /// Runs `work` in a transaction, committed if it returns `Ok` and rolled back otherwise.
+    /// (Should the component die in between, the host discards the connection's state before
+    /// anyone else uses it.)
+    pub fn transaction<T>(&self, work: impl FnOnce(&Db) -> ApiResult<T>) -> ApiResult<T> {
+        self.execute("begin", "BEGIN", &[])?;
+        match work(self) {
+            Ok(value) => {
+                self.execute("commit", "COMMIT", &[])?;
+                Ok(value)
+            }
+            Err(err) => {
+                let _ = self.execute("rollback", "ROLLBACK", &[]);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The component's connection to Redis (`redis_address`), with every key under the application's
+/// prefix (`redis_key_prefix`), so that several deployments (or tests) share one Redis.
+pub struct Live {
+    conn: redis::Connection,
+    prefix: String,
+}
+
+impl Live {
+    pub fn open() -> ApiResult<Live> {
+        let address = variable("redis_address")?;
+        let prefix = variable("redis_key_prefix")?;
+        let conn = redis::Connection::open(&address)
+            .map_err(|err| ApiError::internal("live state is unreachable", err))?;
+        Ok(Live { conn, prefix })
+    }
+
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    pub fn cmd(&self, command: &str, args: &[RedisParameter]) -> ApiResult<Vec<RedisResult>> {
+        self.conn
+            .execute(command, args)
+            .map_err(|err| ApiError::internal(&format!("live state ({command})"), err))
+    }
+
+    pub fn publish(&self, channel: &str, payload: &[u8]) -> ApiResult<()> {
+        self.conn
+            .publish(channel, payload)
+            .map_err(|err| ApiError::internal("live state (publish)", err))
+    }
+}
+
+/// A Redis argument from text.
+pub fn arg(value: impl Into<String>) -> RedisParameter {
+    RedisParameter::Binary(value.into().into_bytes())
+}
+
+pub fn int_arg(value: i64) -> RedisParameter {
+    RedisParameter::Int64(value)
+}
+
+/// A Redis reply as text.
+pub fn reply_text(result: &RedisResult) -> Option<String> {
+    match result {
+        RedisResult::Binary(bytes) => String::from_utf8(bytes.clone()).ok(),
+        RedisResult::Status(text) => Some(text.clone()),
+        RedisResult::Int64(n) => Some(n.to_string()),
+        RedisResult::Nil => None,
+    }
+}
