@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -68,27 +69,6 @@ source = "{{hello}}"
 "#,
         receiver = receiver.addr
     )
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod real {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::Backends::Real).await;
-                }
-            )*
-        }
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::Backends::Embedded).await;
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(

@@ -19,6 +19,35 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod openapi;
+
+/// Runs each scenario, an `async fn(Backends)`, once on the real servers (`mod real`) and once on
+/// the embedded defaults (`mod embedded`).
+#[macro_export]
+macro_rules! both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod real {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::$scenario(super::Backends::Real).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::$scenario(super::Backends::Embedded).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The admin token of the hosts the tests start.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub fn redis_url() -> String {
     std::env::var("NEXUS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -132,8 +161,18 @@ pub struct Nexus {
     child: Child,
     pub base: String,
     pub database: Option<TestDatabase>,
+    /// Every Redis key of this host starts with it (`redis_key_prefix`).
+    pub redis_prefix: String,
     stderr: PathBuf,
     dir: tempfile::TempDir,
+    command: LaunchCommand,
+}
+
+/// How a host was started, to start it again.
+struct LaunchCommand {
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+    current_dir: Option<PathBuf>,
 }
 
 /// Compiled components are cached across the tests' hosts, as across a real host's restarts.
@@ -142,7 +181,7 @@ fn shared_cache_dir() -> PathBuf {
 }
 
 impl Nexus {
-    /// Starts `nexus up` on `manifest` (whose `{example}`, `{limits}` and `{hello}` placeholders
+    /// Starts `nexus up` on `manifest` (whose `{example}`, `{chat}`, ... placeholders
     /// become the built components' paths) and waits until it is ready.
     pub async fn start(manifest: &str, backends: Backends) -> Nexus {
         Self::start_with(manifest, backends, &[]).await
@@ -165,83 +204,91 @@ impl Nexus {
         relative: bool,
     ) -> Nexus {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let manifest = manifest
-            .replace("{example}", &wasm("nexus-example").display().to_string())
-            .replace(
-                "{limits}",
-                &wasm("nexus-fixture-limits").display().to_string(),
-            )
-            .replace("{hello}", &wasm("nexus-hello").display().to_string());
+        let mut manifest = manifest.to_owned();
+        for (placeholder, component) in [
+            ("{example}", "nexus-example"),
+            ("{limits}", "nexus-fixture-limits"),
+            ("{hello}", "nexus-hello"),
+            ("{provisioning}", "nexus-provisioning"),
+            ("{chat}", "nexus-chat"),
+            ("{history}", "nexus-history"),
+        ] {
+            if manifest.contains(placeholder) {
+                manifest = manifest.replace(placeholder, &wasm(component).display().to_string());
+            }
+        }
         let manifest_path = dir.path().join("spin.toml");
         std::fs::write(&manifest_path, manifest).expect("write the manifest");
-        let stderr = dir.path().join("nexus.log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        command.arg("up");
+        let mut args: Vec<std::ffi::OsString> = vec!["up".into(), "--manifest".into()];
+        let mut current_dir = None;
+        let mut all_env: Vec<(String, String)> = Vec::new();
         if relative {
-            command
-                .current_dir(dir.path())
-                .arg("--manifest")
-                .arg("spin.toml");
+            args.push("spin.toml".into());
+            current_dir = Some(dir.path().to_path_buf());
             // The default cache, `.nexus/compile-cache`, is a relative path too.
         } else {
-            command
-                .arg("--manifest")
-                .arg(&manifest_path)
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .env("NEXUS_CACHE_DIR", shared_cache_dir());
+            args.push(manifest_path.into());
+            args.push("--data-dir".into());
+            args.push(dir.path().join("data").into());
+            all_env.push((
+                "NEXUS_CACHE_DIR".into(),
+                shared_cache_dir().display().to_string(),
+            ));
         }
-        command
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--log-format")
-            .arg("json")
-            .arg("--max-concurrent-requests")
-            .arg("64")
-            .env_remove("REDIS_URL")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("create the log file"))
-            .kill_on_drop(true);
+        for arg in [
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--max-concurrent-requests",
+            "64",
+        ] {
+            args.push(arg.into());
+        }
+        let redis_prefix = format!("{}:", unique("test"));
+        all_env.push(("RUST_LOG".into(), "info".into()));
+        all_env.push((
+            "SPIN_VARIABLE_REDIS_KEY_PREFIX".into(),
+            redis_prefix.clone(),
+        ));
+        all_env.push(("SPIN_VARIABLE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
         let database = match backends {
             Backends::Real => {
                 let database = TestDatabase::create().await;
-                command
-                    .env("REDIS_URL", redis_url())
-                    .env("DATABASE_URL", &database.url);
+                all_env.push(("REDIS_URL".into(), redis_url()));
+                all_env.push(("DATABASE_URL".into(), database.url.clone()));
                 Some(database)
             }
             Backends::Embedded => None,
         };
         for (key, value) in env {
-            command.env(key, value);
+            all_env.push(((*key).into(), (*value).into()));
         }
-        let mut child = command.spawn().expect("start nexus");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        let Some(first) = first else {
-            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-            panic!("nexus did not start; its log:\n{log}");
+        let command = LaunchCommand {
+            args,
+            env: all_env,
+            current_dir,
         };
-        let base = first
-            .strip_prefix("nexus is serving ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_owned();
-        // Keep draining stdout so that the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stderr = dir.path().join("nexus.log");
+        let (child, base) = spawn(&command, &stderr).await;
         Nexus {
             child,
             base,
             database,
+            redis_prefix,
             stderr,
             dir,
+            command,
         }
+    }
+
+    /// Stops the host (SIGKILL: nothing is flushed) and starts it again with the same
+    /// manifest, data directory, database and Redis prefix; the embedded Redis starts empty.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill().await;
+        let (child, base) = spawn(&self.command, &self.stderr).await;
+        self.child = child;
+        self.base = base;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -279,6 +326,46 @@ impl Nexus {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Starts `nexus` as `command` says and waits for the line that says where it serves.
+async fn spawn(command: &LaunchCommand, stderr: &Path) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .expect("open the log file");
+    let mut process = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    process
+        .args(&command.args)
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .envs(command.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(dir) = &command.current_dir {
+        process.current_dir(dir);
+    }
+    let mut child = process.spawn().expect("start nexus");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    let Some(first) = first else {
+        let log = std::fs::read_to_string(stderr).unwrap_or_default();
+        panic!("nexus did not start; its log:\n{log}");
+    };
+    let base = first
+        .strip_prefix("nexus is serving ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    // Keep draining stdout so that the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
 }
 
 pub fn client() -> reqwest::Client {

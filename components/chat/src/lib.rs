@@ -210,11 +210,31 @@ struct Session<'a> {
     id: &'a str,
     tenant: Tenant,
     live_session: LiveSession,
-    db: Db,
+    /// Open only while needed: a long-poll must not hold one of the pool's connections while it
+    /// waits (the embedded PostgreSQL has a single one).
+    db: Option<Db>,
     live: Live,
 }
 
 impl Session<'_> {
+    fn db(&mut self) -> ApiResult<&Db> {
+        match &mut self.db {
+            Some(db) => Ok(db),
+            empty => Ok(empty.insert(Db::open()?)),
+        }
+    }
+
+    /// Gives the database connection back to the host's pool.
+    fn release_db(&mut self) {
+        self.db = None;
+    }
+
+    /// Up to `limit` messages after `after`, from PostgreSQL.
+    fn messages_after(&mut self, after: i64, limit: i64) -> ApiResult<Vec<Value>> {
+        let (tenant_id, id) = (self.tenant.id, self.id);
+        store::messages_after(self.db()?, tenant_id, id, after, limit)
+    }
+
     fn state(&self) -> LiveState<'_> {
         LiveState::new(&self.live, self.id)
     }
@@ -246,8 +266,9 @@ impl Session<'_> {
 
     /// Rebuilds the live state from PostgreSQL.
     fn rebuild(&mut self) -> ApiResult<()> {
+        let (tenant_id, id) = (self.tenant.id, self.id);
         let (session, tail) =
-            store::load_session(&self.db, self.tenant.id, self.id)?.ok_or_else(unknown_session)?;
+            store::load_session(self.db()?, tenant_id, id)?.ok_or_else(unknown_session)?;
         self.state().store(&session, &tail)?;
         self.live_session = session;
         Ok(())
@@ -305,15 +326,16 @@ fn on_session(
         id,
         tenant,
         live_session,
-        db,
+        db: Some(db),
         live,
     };
     work(req, &mut session)
 }
 
 fn read_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
-    let mut data = store::session_json(&session.db, session.tenant.id, session.id)?
-        .ok_or_else(unknown_session)?;
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let mut data =
+        store::session_json(session.db()?, tenant_id, id)?.ok_or_else(unknown_session)?;
     let idle = session.is_open() && session.state().is_idle()?;
     if let Some(object) = data.as_object_mut() {
         object.insert("idle".into(), Value::Bool(idle));
@@ -354,10 +376,11 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             };
             let client_message_id =
                 fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
+            let (tenant_id, id) = (session.tenant.id, session.id);
             let outcome = store::append_message(
-                &session.db,
-                session.tenant.id,
-                session.id,
+                session.db()?,
+                tenant_id,
+                id,
                 &store::NewMessage {
                     kind: &kind,
                     participant_id: Some(&participant),
@@ -422,24 +445,21 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     let messages = loop {
         let found = match session.state().tail_after(after, limit)? {
             TailRead::Messages(messages) => messages,
-            TailRead::Gap => {
-                store::messages_after(&session.db, session.tenant.id, session.id, after, limit)?
-            }
+            TailRead::Gap => session.messages_after(after, limit)?,
             TailRead::Lost if !rebuilt => {
+                // Redis lost the session (flushed, restarted, evicted), perhaps while this
+                // read was waiting: rebuilt once, then PostgreSQL answers.
                 session.rebuild()?;
                 rebuilt = true;
                 continue;
             }
-            TailRead::Lost => {
-                store::messages_after(&session.db, session.tenant.id, session.id, after, limit)?
-            }
+            TailRead::Lost => session.messages_after(after, limit)?,
         };
         if !found.is_empty() || Instant::now() >= deadline {
             break found;
         }
+        session.release_db();
         std::thread::sleep(POLL_INTERVAL);
-        // Redis may have been flushed while waiting: a lost session hash shows up here as a
-        // lost tail, and is rebuilt once.
     };
     let next_position = messages
         .last()
@@ -480,10 +500,11 @@ fn update_user_data(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply
     let participant = session.live_session.participant_id.clone();
     let nickname = session.live_session.nickname.clone();
     let update = Value::Object(update);
+    let (tenant_id, id) = (session.tenant.id, session.id);
     let (user_data, message) = store::update_user_data(
-        &session.db,
-        session.tenant.id,
-        session.id,
+        session.db()?,
+        tenant_id,
+        id,
         &update,
         &participant,
         &nickname,
@@ -496,13 +517,8 @@ fn update_user_data(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply
 fn end_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     let participant = session.live_session.participant_id.clone();
     let nickname = session.live_session.nickname.clone();
-    let ended = store::end(
-        &session.db,
-        session.tenant.id,
-        session.id,
-        &participant,
-        &nickname,
-    )?;
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let ended = store::end(session.db()?, tenant_id, id, &participant, &nickname)?;
     if !ended.is_empty() {
         session.publish(&ended, "ended");
     }

@@ -320,7 +320,7 @@ pub fn messages_after(
     db.json_rows(
         "read the transcript",
         "SELECT nexus_message_json(m) FROM messages m \
-         WHERE interaction_id = $1 AND tenant_id = $2 AND position > $3 ORDER BY position LIMIT $4",
+         WHERE interaction_id = $1 AND tenant_id = $2 AND position > $3::bigint ORDER BY position LIMIT $4",
         &[
             uuid(session_id),
             ParameterValue::Int64(tenant_id),

@@ -365,7 +365,7 @@ fn transcript(
     let messages = db.json_rows(
         "read the transcript",
         "SELECT nexus_message_json(m) FROM messages m \
-         WHERE tenant_id = $1 AND interaction_id = $2 AND position > $3 ORDER BY position LIMIT $4",
+         WHERE tenant_id = $1 AND interaction_id = $2 AND position > $3::bigint ORDER BY position LIMIT $4",
         &[
             ParameterValue::Int64(tenant),
             uuid(id),

@@ -426,9 +426,18 @@ impl EmbeddedRedis {
                     None => Ok(Value::Array(Vec::new())),
                     Some(Data::List(list)) => {
                         let len = i64::try_from(list.len()).unwrap_or(i64::MAX);
-                        let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
-                        let (start, stop) = (norm(start), norm(stop).min(len - 1));
-                        if start > stop {
+                        // As Redis: a stop before the first element makes the range empty.
+                        let start = if start < 0 {
+                            (len + start).max(0)
+                        } else {
+                            start
+                        };
+                        let stop = if stop < 0 {
+                            len + stop
+                        } else {
+                            stop.min(len - 1)
+                        };
+                        if stop < 0 || start > stop {
                             return Ok(Value::Array(Vec::new()));
                         }
                         let (start, stop) = (

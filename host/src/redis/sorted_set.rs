@@ -124,10 +124,20 @@ impl SortedSet {
 
     /// Redis's rank range `start..=stop` (negative counts from the end) as indices.
     fn rank_range(&self, start: i64, stop: i64) -> Option<(usize, usize)> {
+        // As Redis: a negative index counts from the end; a start before the first element is the
+        // first, but a stop before it makes the range empty (`0 -201` of five is nothing).
         let len = i64::try_from(self.len()).unwrap_or(i64::MAX);
-        let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
-        let (start, stop) = (norm(start), norm(stop).min(len - 1));
-        if start > stop || start >= len {
+        let start = if start < 0 {
+            (len + start).max(0)
+        } else {
+            start
+        };
+        let stop = if stop < 0 {
+            len + stop
+        } else {
+            stop.min(len - 1)
+        };
+        if stop < 0 || start > stop || start >= len {
             return None;
         }
         Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
@@ -225,6 +235,7 @@ mod sorted_set_tests {
             members(set.range_by_score(two, four, 0, None)),
             ["m2=2", "m3=3"]
         );
+        assert_eq!(set.remove_range_by_rank(0, -201), 0);
         assert_eq!(set.remove_range_by_rank(0, -4), 2);
         assert_eq!(members(set.range_by_rank(0, -1)), ["m3=3", "m4=4", "m5=5"]);
         assert!(Bound::parse(b"nan").is_none() && Bound::parse(b"x").is_none());
