@@ -35,17 +35,7 @@ cargo build --quiet --locked --release -p nexus-host -p nexus-bench-native-hello
 scripts/build-components.sh >/dev/null 2>&1
 hello="$target/wasm32-wasip2/release/nexus_hello.wasm"
 
-# Starts a server in the background; its first stdout line must name the address.
-wait_for_line() { # file, pattern
-  for _ in $(seq 600); do
-    if grep -qE "$2" "$1" 2>/dev/null; then grep -oE "$2" "$1" | head -n 1; return; fi
-    sleep 0.1
-  done
-  echo "server did not start; its output:" >&2; cat "$1" >&2; exit 1
-}
-free_port() { # a port nothing listens on, from the kernel
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+source bench/lib.sh
 
 RUST_LOG=warn "$target/release/nexus" up -f bench/spin.toml --listen 127.0.0.1:0 \
   --data-dir "$work/nexus" --log-format json >"$work/nexus.out" 2>"$work/nexus.err" &
@@ -68,21 +58,6 @@ for url in "$nexus_url" "$wasmtime_url" "$native_url"; do
   [ "$body" = "Hello, nexus!" ] || { echo "unexpected answer from $url: $body" >&2; exit 1; }
 done
 
-# wrk's latency figures, normalised to milliseconds.
-to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
-measure() { # name url -> "rps p50 p99"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$2/" >/dev/null # warm-up
-  local out
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2/")
-  local rps p50 p99 errors
-  rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
-  p50=$(echo "$out" | awk '$1 == "50%" { print $2 }' | to_ms)
-  p99=$(echo "$out" | awk '$1 == "99%" { print $2 }' | to_ms)
-  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ { print }')
-  [ -z "$errors" ] || echo "$1: $errors" >&2
-  echo "$rps $p50 $p99"
-}
-
 declare -A results
 for round in $(seq "$ROUNDS"); do
   for name in nexus wasmtime native; do
@@ -92,15 +67,12 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() { sort -g | awk '{ a[NR]=$1 } END { print a[int((NR+1)/2)] }'; }
 declare -A rps p50 p99
 for name in nexus wasmtime native; do
   rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
   p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
   p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-
 echo
 echo "hello component, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS rounds, $(nproc) cores"
 echo

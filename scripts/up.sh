@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Builds nexus and its components (release) and serves spin.toml: `scripts/up.sh [nexus up flags]`.
 # With no REDIS_URL / DATABASE_URL it runs on the embedded Redis and PostgreSQL.
+#
+# The provisioning API needs an admin token (the application variable admin_token). Unless
+# SPIN_VARIABLE_ADMIN_TOKEN is set, one is made once, kept in .nexus/admin-token (mode 600), and
+# used on every start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null; then
   rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+fi
+if [[ -z "${SPIN_VARIABLE_ADMIN_TOKEN:-}" ]]; then
+  token_file=.nexus/admin-token
+  if [[ ! -s "$token_file" ]]; then
+    mkdir -p .nexus
+    (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$token_file")
+  fi
+  SPIN_VARIABLE_ADMIN_TOKEN="$(cat "$token_file")"
+  export SPIN_VARIABLE_ADMIN_TOKEN
+  echo "admin token for the provisioning API: $token_file" >&2
 fi
 exec cargo run --locked --release -p nexus-host -- up --build "$@"

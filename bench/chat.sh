@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Load benchmark of the Chat API v3's "send message", on the real Redis and PostgreSQL, with the
+# hello component of the same nexus process as the baseline (the cost of a request that does
+# nothing), measured in the same run:
+#   1. GET /hello/                              the per-request floor of the host,
+#   2. POST {selfUri}/messages (data[text]=...)  a customer's message: token verified, API key
+#      checked in PostgreSQL, the message committed to PostgreSQL, the live state in Redis.
+# The messages go round-robin to SESSIONS open sessions of one tenant. wrk is a second process
+# on loopback; each is measured ROUNDS times, interleaved, and the median round is reported.
+# Afterwards every accepted message is counted in PostgreSQL.
+#
+#   bench/chat.sh                       # DURATION=10s CONNECTIONS=32 SESSIONS=64 ROUNDS=3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+SESSIONS=${SESSIONS:-64}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PGADMIN=${PGADMIN:-postgres://postgres@127.0.0.1:5432/test}
+target=${CARGO_TARGET_DIR:-$PWD/target}
+work=$(mktemp -d)
+database="nexus_bench_$(date +%s)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  psql -q "$PGADMIN" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+source bench/lib.sh
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+scripts/services.sh >/dev/null
+cargo build --quiet --locked --release -p nexus-host
+scripts/build-components.sh >/dev/null 2>&1
+psql -q "$PGADMIN" -c "CREATE DATABASE $database"
+database_url="${PGADMIN%/*}/$database"
+
+admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+REDIS_URL="$REDIS_URL" DATABASE_URL="$database_url" RUST_LOG=warn \
+  SPIN_VARIABLE_ADMIN_TOKEN="$admin" SPIN_VARIABLE_REDIS_KEY_PREFIX="$database:" \
+  "$target/release/nexus" up -f spin.toml --listen 127.0.0.1:0 --data-dir "$work/nexus" \
+  --log-format json >"$work/nexus.out" 2>"$work/nexus.err" &
+pids+=($!)
+url=$(wait_for_line "$work/nexus.out" 'http://127\.0\.0\.1:[0-9]+')
+
+api="$url/nexus/v3"
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+admin_post() { curl -sf -XPOST "$api/provisioning$1" -H "Authorization: Bearer $admin" -H 'content-type: application/json' -d "$2"; }
+admin_post /tenants '{"ccid":"bench","name":"Bench"}' >/dev/null
+admin_post /tenants/bench/channels '{"type":"chat","name":"web"}' >/dev/null
+key=$(admin_post /tenants/bench/api-keys '{"name":"widget","permission":"chat"}' | json "['data']['key']")
+
+# The wrk script: one request per session in turn.
+{
+  echo "local key = \"$key\""
+  echo "local sessions = {"
+  for n in $(seq "$SESSIONS"); do
+    started=$(curl -sf -XPOST "$api/chat/sessions" -H "x-api-key: $key" -d "data[nickname]=visitor$n")
+    id=$(echo "$started" | json "['data']['sessionId']")
+    token=$(echo "$started" | json "['data']['clientToken']")
+    echo "  { path = \"/nexus/v3/chat/sessions/$id/messages\", token = \"$token\" },"
+  done
+  echo "}"
+  cat <<'LUA'
+local counter = 0
+local body = "data%5Btype%5D=Text&data%5Btext%5D=Hello%2C+where+is+my+order%3F"
+request = function()
+  counter = counter + 1
+  local session = sessions[(counter % #sessions) + 1]
+  return wrk.format("POST", session.path, {
+    ["content-type"] = "application/x-www-form-urlencoded",
+    ["x-api-key"] = key,
+    ["x-nexus-client-key"] = session.token,
+  }, body)
+end
+LUA
+} >"$work/send.lua"
+
+measure_hello() { measure hello "$url/hello"; }
+measure_send() { measure send "$url" "$work/send.lua"; }
+
+declare -A results
+for round in $(seq "$ROUNDS"); do
+  for name in hello send; do
+    results[$name,$round]=$("measure_$name")
+    echo "round $round $name: ${results[$name,$round]}" >&2
+  done
+done
+declare -A rps p50 p99
+for name in hello send; do
+  rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
+  p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
+  p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
+done
+stored=$(psql -qtA "$database_url" -c "SELECT count(*) FROM messages WHERE type = 'Text'")
+failed=$(grep -c '"level":"ERROR"' "$work/nexus.err" || true)
+
+echo
+echo "send message vs hello, one nexus on Redis + PostgreSQL, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $SESSIONS sessions, median of $ROUNDS rounds, $(nproc) cores"
+echo
+echo "| request | requests/s | p50 ms | p99 ms | req/s vs hello |"
+echo "|---|---:|---:|---:|---:|"
+echo "| GET /hello/ (baseline) | ${rps[hello]} | ${p50[hello]} | ${p99[hello]} | 1.00 |"
+echo "| POST {selfUri}/messages | ${rps[send]} | ${p50[send]} | ${p99[send]} | $(ratio "${rps[send]}" "${rps[hello]}") |"
+echo
+echo "messages stored in PostgreSQL: $stored; host errors logged: $failed"
