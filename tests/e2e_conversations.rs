@@ -625,125 +625,95 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
     let start = "/nexus/v3/chat/sessions";
     let nick: &[(&str, &str)] = &[("data[nickname]", "n")];
     let key = tenant.chat_key.as_str();
-
-    expect_code(
-        api.call("POST", start, &[], Body::Form(nick)).await,
-        401,
-        "AUTHENTICATION_REQUIRED",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", "nxk_nope")],
-            Body::Form(nick),
-        )
-        .await,
-        401,
-        "INVALID_CONTACT_CENTER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key), ("x-ccid", "someone-else")],
-            Body::Form(nick),
-        )
-        .await,
-        403,
-        "INVALID_CONTACT_CENTER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", &tenant.history_key)],
-            Body::Form(nick),
-        )
-        .await,
-        403,
-        "INVALID_CONTACT_CENTER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Form(&[("data[email]", "a@b.co")]),
-        )
-        .await,
-        400,
-        "INVALID_NICKNAME",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Form(&[("data[nickname]", "n"), ("data[endpoint]", "Nowhere")]),
-        )
-        .await,
-        400,
-        "INVALID_ENDPOINT",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Raw(
-                "application/x-www-form-urlencoded",
-                b"data[nickname=x".to_vec(),
-            ),
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Raw("application/json", b"{\"data\":".to_vec()),
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Raw("text/plain", b"hi".to_vec()),
-        )
-        .await,
-        415,
-        "INVALID_PARAMETER",
-    )
-    .await;
+    let form = "application/x-www-form-urlencoded";
     let huge = format!("data[nickname]=n&data[note]={}", "x".repeat(70 * 1024));
-    expect_code(
-        api.call(
-            "POST",
-            start,
-            &[("x-api-key", key)],
-            Body::Raw("application/x-www-form-urlencoded", huge.into_bytes()),
-        )
-        .await,
-        413,
-        "LIMIT_BODY_SIZE",
-    )
-    .await;
+    let cases: Vec<(&str, Vec<(&str, &str)>, Body<'_>, u16, &str)> = vec![
+        (
+            "no key",
+            vec![],
+            Body::Form(nick),
+            401,
+            "AUTHENTICATION_REQUIRED",
+        ),
+        (
+            "unknown key",
+            vec![("x-api-key", "nxk_nope")],
+            Body::Form(nick),
+            401,
+            "INVALID_CONTACT_CENTER",
+        ),
+        (
+            "another tenant's ccid",
+            vec![("x-api-key", key), ("x-ccid", "someone-else")],
+            Body::Form(nick),
+            403,
+            "INVALID_CONTACT_CENTER",
+        ),
+        (
+            "a key without the chat permission",
+            vec![("x-api-key", &tenant.history_key)],
+            Body::Form(nick),
+            403,
+            "INVALID_CONTACT_CENTER",
+        ),
+        (
+            "no nickname",
+            vec![("x-api-key", key)],
+            Body::Form(&[("data[email]", "a@b.co")]),
+            400,
+            "INVALID_NICKNAME",
+        ),
+        (
+            "an unknown endpoint",
+            vec![("x-api-key", key)],
+            Body::Form(&[("data[nickname]", "n"), ("data[endpoint]", "Nowhere")]),
+            400,
+            "INVALID_ENDPOINT",
+        ),
+        (
+            "a bad email",
+            vec![("x-api-key", key)],
+            Body::Form(&[("data[nickname]", "n"), ("data[email]", "not-an-address")]),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a malformed form",
+            vec![("x-api-key", key)],
+            Body::Raw(form, b"data[nickname=x".to_vec()),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "malformed JSON",
+            vec![("x-api-key", key)],
+            Body::Raw("application/json", b"{\"data\":".to_vec()),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "another content type",
+            vec![("x-api-key", key)],
+            Body::Raw("text/plain", b"hi".to_vec()),
+            415,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "an oversized body",
+            vec![("x-api-key", key)],
+            Body::Raw(form, huge.into_bytes()),
+            413,
+            "LIMIT_BODY_SIZE",
+        ),
+    ];
+    for (case, headers, body, status, code) in cases {
+        let (got_status, got) = api.call("POST", start, &headers, body).await;
+        assert_eq!(
+            (got_status, got["status"]["code"].as_str().unwrap()),
+            (status, code),
+            "{case}: {got}"
+        );
+    }
     // JSON works as well as the form.
     let (status, _) = api
         .call(

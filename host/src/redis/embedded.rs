@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use redis::Value;
 use tokio::sync::broadcast;
 
-use super::sorted_set::{Bound, SortedSet, format_score, parse_score};
+use super::sorted_set::{Bound, SortedSet, format_score, index_range, parse_score};
 use super::{RedisBackendError, RedisSession};
 
 /// How many published messages a slow in-process subscriber may fall behind by.
@@ -425,25 +425,9 @@ impl EmbeddedRedis {
                 match ks.live(key, now).map(|entry| &entry.data) {
                     None => Ok(Value::Array(Vec::new())),
                     Some(Data::List(list)) => {
-                        let len = i64::try_from(list.len()).unwrap_or(i64::MAX);
-                        // As Redis: a stop before the first element makes the range empty.
-                        let start = if start < 0 {
-                            (len + start).max(0)
-                        } else {
-                            start
-                        };
-                        let stop = if stop < 0 {
-                            len + stop
-                        } else {
-                            stop.min(len - 1)
-                        };
-                        if stop < 0 || start > stop {
+                        let Some((start, stop)) = index_range(list.len(), start, stop) else {
                             return Ok(Value::Array(Vec::new()));
-                        }
-                        let (start, stop) = (
-                            usize::try_from(start).unwrap_or(0),
-                            usize::try_from(stop).unwrap_or(0),
-                        );
+                        };
                         Ok(Value::Array(
                             list.iter()
                                 .skip(start)
@@ -867,6 +851,11 @@ mod tests {
         assert_eq!(
             run(&store, &["LRANGE", "l", "1", "-2"]).unwrap(),
             Value::Array(vec![bulk(b"1".to_vec()), bulk(b"2".to_vec())])
+        );
+        // A stop before the first element is an empty range, as in Redis (not the first one).
+        assert_eq!(
+            run(&store, &["LRANGE", "l", "0", "-100"]).unwrap(),
+            Value::Array(Vec::new())
         );
         let Err(RedisBackendError::Command { code, .. }) = run(&store, &["SADD", "h", "z"]) else {
             panic!("SADD on a hash must fail");

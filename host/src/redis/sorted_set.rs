@@ -64,6 +64,27 @@ impl Bound {
     }
 }
 
+/// Redis's index range `start..=stop` over `len` elements (LRANGE, ZRANGE, ZREMRANGEBYRANK), as
+/// indices: a negative index counts from the end; a start before the first element is the first,
+/// but a stop before it makes the range empty (`0 -201` of five is nothing).
+pub fn index_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
+    if stop < 0 || start > stop || start >= len {
+        return None;
+    }
+    Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
+}
+
 /// A score as Redis writes them: a float, `inf`, `+inf` or `-inf`; never NaN.
 pub fn parse_score(text: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(text).ok()?;
@@ -122,30 +143,9 @@ impl SortedSet {
         self.scores.is_empty()
     }
 
-    /// Redis's rank range `start..=stop` (negative counts from the end) as indices.
-    fn rank_range(&self, start: i64, stop: i64) -> Option<(usize, usize)> {
-        // As Redis: a negative index counts from the end; a start before the first element is the
-        // first, but a stop before it makes the range empty (`0 -201` of five is nothing).
-        let len = i64::try_from(self.len()).unwrap_or(i64::MAX);
-        let start = if start < 0 {
-            (len + start).max(0)
-        } else {
-            start
-        };
-        let stop = if stop < 0 {
-            len + stop
-        } else {
-            stop.min(len - 1)
-        };
-        if stop < 0 || start > stop || start >= len {
-            return None;
-        }
-        Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
-    }
-
     /// Members with their scores, by rank.
     pub fn range_by_rank(&self, start: i64, stop: i64) -> Vec<(Vec<u8>, f64)> {
-        let Some((start, stop)) = self.rank_range(start, stop) else {
+        let Some((start, stop)) = index_range(self.len(), start, stop) else {
             return Vec::new();
         };
         self.ordered
