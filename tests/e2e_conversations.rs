@@ -429,6 +429,17 @@ async fn a_whole_chat_is_durable_and_searchable(backends: Backends) {
     );
     let (_, info) = api.on_session(&session, "GET", "", Body::None).await;
     assert_eq!(info["data"]["state"], "ended");
+    // A long-poll on an ended session does not wait: nothing more will come.
+    let asked = Instant::now();
+    let (status, last) = api
+        .on_session(&session, "GET", "/messages?after=7&timeout=20", Body::None)
+        .await;
+    assert_eq!((status, &last["data"]["state"]), (200, &json!("ended")));
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
 
     if let Some(database) = &nexus.database {
         let db = database.client().await;

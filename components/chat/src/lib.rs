@@ -455,7 +455,8 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             }
             TailRead::Lost => session.messages_after(after, limit)?,
         };
-        if !found.is_empty() || Instant::now() >= deadline {
+        // An ended session has nothing more to wait for.
+        if !found.is_empty() || !session.is_open() || Instant::now() >= deadline {
             break found;
         }
         session.release_db();
