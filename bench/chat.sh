@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Load benchmark of the Chat API v3's "send message", on the real Redis and PostgreSQL, with the
-# hello component of the same nexus process as the baseline (the cost of a request that does
-# nothing), measured in the same run:
+# Load benchmark of the Chat API v3's "send message", on the real Redis and PostgreSQL, against two
+# baselines served by the same nexus process in the same run:
 #   1. GET /hello/                              the per-request floor of the host,
-#   2. POST {selfUri}/messages (data[text]=...)  a customer's message: token verified, API key
+#   2. POST /example/notes                      one committed INSERT through the same host path
+#      (the example component): the floor of a durable write,
+#   3. POST {selfUri}/messages (data[text]=...)  a customer's message: token verified, API key
 #      checked in PostgreSQL, the message committed to PostgreSQL, the live state in Redis.
 # The messages go round-robin to SESSIONS open sessions of one tenant. wrk is a second process
 # on loopback; each is measured ROUNDS times, interleaved, and the median round is reported.
@@ -27,7 +28,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   psql -q "$PGADMIN" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -84,18 +85,25 @@ end
 LUA
 } >"$work/send.lua"
 
+cat >"$work/note.lua" <<'LUA'
+wrk.method = "POST"
+wrk.path = "/example/notes"
+wrk.body = "Hello, where is my order?"
+LUA
+
 measure_hello() { measure hello "$url/hello"; }
+measure_insert() { measure insert "$url" "$work/note.lua"; }
 measure_send() { measure send "$url" "$work/send.lua"; }
 
 declare -A results
 for round in $(seq "$ROUNDS"); do
-  for name in hello send; do
+  for name in hello insert send; do
     results[$name,$round]=$("measure_$name")
     echo "round $round $name: ${results[$name,$round]}" >&2
   done
 done
 declare -A rps p50 p99
-for name in hello send; do
+for name in hello insert send; do
   rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
   p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
   p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
@@ -104,11 +112,17 @@ stored=$(psql -qtA "$database_url" -c "SELECT count(*) FROM messages WHERE type 
 failed=$(grep -c '"level":"ERROR"' "$work/nexus.err" || true)
 
 echo
-echo "send message vs hello, one nexus on Redis + PostgreSQL, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $SESSIONS sessions, median of $ROUNDS rounds, $(nproc) cores"
+echo "send message vs hello and a bare INSERT, one nexus on Redis + PostgreSQL, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $SESSIONS sessions, median of $ROUNDS rounds, $(nproc) cores"
 echo
-echo "| request | requests/s | p50 ms | p99 ms | req/s vs hello |"
-echo "|---|---:|---:|---:|---:|"
-echo "| GET /hello/ (baseline) | ${rps[hello]} | ${p50[hello]} | ${p99[hello]} | 1.00 |"
-echo "| POST {selfUri}/messages | ${rps[send]} | ${p50[send]} | ${p99[send]} | $(ratio "${rps[send]}" "${rps[hello]}") |"
+echo "| request | requests/s | p50 ms | p99 ms | req/s vs hello | req/s vs INSERT |"
+echo "|---|---:|---:|---:|---:|---:|"
+for name in hello insert send; do
+  case $name in
+    hello) label="GET /hello/ (baseline)" ;;
+    insert) label="POST /example/notes (baseline: one INSERT)" ;;
+    send) label="POST {selfUri}/messages" ;;
+  esac
+  echo "| $label | ${rps[$name]} | ${p50[$name]} | ${p99[$name]} | $(ratio "${rps[$name]}" "${rps[hello]}") | $(ratio "${rps[$name]}" "${rps[insert]}") |"
+done
 echo
 echo "messages stored in PostgreSQL: $stored; host errors logged: $failed"

@@ -291,6 +291,38 @@ async fn postgres_values_round_trip_through_a_real_server() {
         DbValue::Int64(2),
         "the abandoned insert was rolled back"
     );
+    // Neither are its settings; and prepared statements are cached per connection, so a guest
+    // that deallocates them on the server costs the next guest nothing.
+    view.execute(
+        borrow(&conn),
+        "SET application_name = 'guest-a'".into(),
+        vec![],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    view.execute(borrow(&conn), "DEALLOCATE ALL".into(), vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    view.drop(conn).await.unwrap();
+    let conn = view.open(database.url.clone()).await.unwrap().unwrap();
+    let count = view
+        .query(borrow(&conn), "SELECT count(*) FROM t".into(), vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(count.rows[0][0], DbValue::Int64(2));
+    let name = view
+        .query(
+            borrow(&conn),
+            "SELECT current_setting('application_name')".into(),
+            vec![],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(name.rows[0][0], DbValue::Str("guest-a".into()));
     view.drop(conn).await.unwrap();
 
     let refused = view

@@ -400,6 +400,8 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
                     "the session has ended",
                 ));
             };
+            // Committed: the connection goes back to the pool before the Redis round trips.
+            session.release_db();
             if !duplicate {
                 session.publish(std::slice::from_ref(&message), "active");
                 let state = session.state();

@@ -18,8 +18,11 @@ use nexus_guest::spin::{Live, arg, int_arg, reply_text};
 use serde_json::{Value, json};
 use spin_sdk::redis::RedisResult;
 
-/// How many messages the tail keeps.
+/// How many messages the tail keeps (it may grow [`HOUSEKEEPING_EVERY`] past it between trims).
 pub const TAIL_LEN: i64 = 200;
+/// Every this many positions an append also trims the tail and renews the expiries: two fewer
+/// round trips on the other sends. An expiry that runs out in between only costs a rebuild.
+const HOUSEKEEPING_EVERY: i64 = 20;
 /// How long live state outlives the last activity on an open session (it is rebuilt after).
 const OPEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
 /// How long it outlives the end of a session, for the last polls.
@@ -140,27 +143,34 @@ impl<'a> LiveState<'a> {
         Ok(())
     }
 
-    fn add_to_tail(&self, messages: &[Value]) -> ApiResult<()> {
+    /// Adds messages to the tail; whether it is time for housekeeping.
+    fn add_to_tail(&self, messages: &[Value]) -> ApiResult<bool> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut args = vec![arg(self.key(":tail"))];
+        let mut housekeeping = messages.len() > 1;
         for message in messages {
-            args.push(int_arg(message["position"].as_i64().unwrap_or_default()));
+            let position = message["position"].as_i64().unwrap_or_default();
+            housekeeping |= position % HOUSEKEEPING_EVERY == 0;
+            args.push(int_arg(position));
             args.push(arg(message.to_string()));
         }
         self.live.cmd("ZADD", &args)?;
-        self.live.cmd(
-            "ZREMRANGEBYRANK",
-            &[arg(self.key(":tail")), int_arg(0), int_arg(-TAIL_LEN - 1)],
-        )?;
-        Ok(())
+        if housekeeping {
+            self.live.cmd(
+                "ZREMRANGEBYRANK",
+                &[arg(self.key(":tail")), int_arg(0), int_arg(-TAIL_LEN - 1)],
+            )?;
+        }
+        Ok(housekeeping)
     }
 
     /// Appends committed messages and tells every node about them.
     pub fn append(&self, messages: &[Value], state: &str) -> ApiResult<()> {
-        self.add_to_tail(messages)?;
-        self.expire(state)?;
+        if self.add_to_tail(messages)? || state == "ended" {
+            self.expire(state)?;
+        }
         for message in messages {
             self.live
                 .publish(&self.key(":events"), message.to_string().as_bytes())?;

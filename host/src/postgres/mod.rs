@@ -39,9 +39,17 @@ pub const MAX_CONNECTIONS_PER_INSTANCE: usize = 8;
 pub const MAX_ROWS: usize = 100_000;
 
 /// Run before a pooled connection is handed out again, so that no guest inherits another's
-/// session state. Inside a transaction a guest left open it fails, and the pool then replaces
-/// the connection instead of passing the transaction on.
-const RESET_SESSION: &str = "DISCARD ALL";
+/// session state: a transaction left open (or failed) is rolled back, and settings, cursors,
+/// listeners, advisory locks, temporary tables and sequence state are reset. It is `DISCARD ALL`
+/// except that it keeps prepared statements, which the host caches per connection (see
+/// [`MAX_CACHED_STATEMENTS`]); they hold no guest state, only the plans of its SQL.
+const RESET_SESSION: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// Prepared statements kept per pooled connection. Past it the cache is emptied (and the
+/// statements closed on the server), so a guest that builds SQL with literals in it cannot grow
+/// it without bound.
+pub const MAX_CACHED_STATEMENTS: usize = 256;
 
 /// What went wrong below the guest-visible interface.
 #[derive(Debug, Error)]
@@ -139,9 +147,42 @@ impl PgBackend for PgBackends {
     }
 }
 
+/// Whether the server no longer knows a prepared statement (SQLSTATE 26000).
+fn statement_vanished(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+}
+
 /// A guest's open connection (the `connection` resource).
 pub struct PgConnection {
     client: PgClient,
+}
+
+impl PgConnection {
+    /// The statement for `sql`, from the connection's cache or prepared now.
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, WitError> {
+        let cache = &self.client.statement_cache;
+        if cache.size() >= MAX_CACHED_STATEMENTS {
+            cache.clear();
+        }
+        self.client
+            .prepare_cached(sql)
+            .await
+            .map_err(|err| self.failed(err))
+    }
+
+    /// Prepares `sql` afresh, after the server lost the cached statements (a guest ran
+    /// `DEALLOCATE ALL` or `DISCARD ALL` on this connection before it came back to the pool).
+    async fn prepare_again(&self, sql: &str) -> Result<tokio_postgres::Statement, WitError> {
+        self.client.statement_cache.clear();
+        self.prepare(sql).await
+    }
+
+    /// A failed query as the guest sees it. The cache is emptied too: the failure may be a
+    /// cached plan that a schema change made stale, and preparing again mends it.
+    fn failed(&self, err: tokio_postgres::Error) -> WitError {
+        self.client.statement_cache.clear();
+        query_failed(err)
+    }
 }
 
 /// The capability's per-instance context.
@@ -256,14 +297,25 @@ impl wit::HostConnection for PgCtxView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let conn = self.table.get(&conn)?;
-        let statement = match conn.client.prepare(&statement).await {
+        let sql = statement;
+        let statement = match conn.prepare(&sql).await {
             Ok(statement) => statement,
-            Err(err) => return Ok(Err(query_failed(err))),
+            Err(err) => return Ok(Err(err)),
         };
         let columns = statement.columns().iter().map(convert::column).collect();
         let rows = match conn.client.query(&statement, &as_refs(&bound)).await {
+            Err(err) if statement_vanished(&err) => {
+                let statement = match conn.prepare_again(&sql).await {
+                    Ok(statement) => statement,
+                    Err(err) => return Ok(Err(err)),
+                };
+                conn.client.query(&statement, &as_refs(&bound)).await
+            }
+            other => other,
+        };
+        let rows = match rows {
             Ok(rows) => rows,
-            Err(err) => return Ok(Err(query_failed(err))),
+            Err(err) => return Ok(Err(conn.failed(err))),
         };
         if rows.len() > MAX_ROWS {
             return Ok(Err(WitError::Other(format!(
@@ -289,11 +341,22 @@ impl wit::HostConnection for PgCtxView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let conn = self.table.get(&conn)?;
-        Ok(conn
-            .client
-            .execute(statement.as_str(), &as_refs(&bound))
-            .await
-            .map_err(query_failed))
+        let sql = statement;
+        let statement = match conn.prepare(&sql).await {
+            Ok(statement) => statement,
+            Err(err) => return Ok(Err(err)),
+        };
+        let done = match conn.client.execute(&statement, &as_refs(&bound)).await {
+            Err(err) if statement_vanished(&err) => {
+                let statement = match conn.prepare_again(&sql).await {
+                    Ok(statement) => statement,
+                    Err(err) => return Ok(Err(err)),
+                };
+                conn.client.execute(&statement, &as_refs(&bound)).await
+            }
+            other => other,
+        };
+        Ok(done.map_err(|err| conn.failed(err)))
     }
 
     async fn drop(&mut self, conn: Resource<PgConnection>) -> wasmtime::Result<()> {
