@@ -638,7 +638,7 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
     let key = tenant.chat_key.as_str();
     let form = "application/x-www-form-urlencoded";
     let huge = format!("data[nickname]=n&data[note]={}", "x".repeat(70 * 1024));
-    let cases: Vec<(&str, Vec<(&str, &str)>, Body<'_>, u16, &str)> = vec![
+    let cases: Vec<BadStart<'_>> = vec![
         (
             "no key",
             vec![],
@@ -960,6 +960,9 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
     )
     .await;
 }
+
+/// A bad session start: what it is, its headers and body, and the status and code it must get.
+type BadStart<'a> = (&'a str, Vec<(&'a str, &'a str)>, Body<'a>, u16, &'a str);
 
 /// An HS256 client token, made independently of nexus's own code.
 fn sign_client_token(session: &str, transport: &str, ccid: &str, secret: &str) -> String {

@@ -174,6 +174,8 @@ fn start_session(req: &Request) -> ApiResult<Reply> {
         ccid: tenant.ccid.clone(),
         iat: nexus_guest::spin::now_unix(),
     };
+    // Committed: the connection goes back to the pool before the Redis round trips.
+    drop(db);
     let client_token = nexus_guest::token::sign(&claims, tenant.token_secret.as_bytes())
         .map_err(|err| ApiError::internal("sign the client token", err))?;
     // The session is committed; live state is a cache, and a failure to write it only means the
