@@ -135,11 +135,11 @@ fn start_session(req: &Request) -> ApiResult<Reply> {
         })?;
     let email = fields
         .text("email")
-        .map(|email| store::normalise_email(&email))
+        .map(|email| nexus_guest::identity::normalise_email(&email))
         .transpose()?;
     let phone = fields
         .text("phoneNumber")
-        .map(|phone| store::normalise_phone(&phone))
+        .map(|phone| nexus_guest::identity::normalise_phone(&phone))
         .transpose()?;
     let channel_id = store::chat_channel(&db, &tenant, fields.text("endpoint").as_deref())?;
     let mut user_data = fields.others(START_FIELDS);

@@ -10,40 +10,6 @@ use spin_sdk::pg4::ParameterValue;
 use crate::auth::Tenant;
 use crate::live::{LiveSession, TAIL_LEN};
 
-/// An email address as it is matched: trimmed and lower-cased.
-pub fn normalise_email(email: &str) -> ApiResult<String> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 320
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
-        });
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::bad_parameter("`email` is not an email address"))
-    }
-}
-
-/// A phone number as it is matched: a leading `+` and its digits, without spaces or dashes.
-pub fn normalise_phone(phone: &str) -> ApiResult<String> {
-    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    let plus = if phone.trim_start().starts_with('+') {
-        "+"
-    } else {
-        ""
-    };
-    let allowed = phone
-        .chars()
-        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
-    if allowed && (5..=20).contains(&digits.len()) {
-        Ok(format!("{plus}{digits}"))
-    } else {
-        Err(ApiError::bad_parameter(
-            "`phoneNumber` is not a phone number",
-        ))
-    }
-}
-
 /// The chat channel a session starts on: the one named `endpoint`, or the tenant's only one.
 pub fn chat_channel(db: &Db, tenant: &Tenant, endpoint: Option<&str>) -> ApiResult<String> {
     let rows = db.rows(

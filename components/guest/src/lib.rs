@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod body;
+pub mod identity;
 pub mod secrets;
 pub mod token;
 

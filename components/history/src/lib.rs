@@ -15,6 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
+use nexus_guest::identity::{normalise_email, normalise_phone};
 use nexus_guest::secrets::hash_api_key;
 use nexus_guest::spin::{
     Db, Reply, header, is_uuid, opt_text, path_segments, query, reference_id, respond, text, uuid,
@@ -180,15 +181,9 @@ fn contact(db: &Db, tenant: i64, id: &str) -> ApiResult<Value> {
 /// first.
 fn find_contacts(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Reply> {
     let identity = if let Some(email) = params.get("email") {
-        Some(("email", email.trim().to_lowercase(), NO_CHANNEL.to_owned()))
+        Some(("email", normalise_email(email)?, NO_CHANNEL.to_owned()))
     } else if let Some(phone) = params.get("phone") {
-        let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-        let plus = if phone.trim_start().starts_with('+') {
-            "+"
-        } else {
-            ""
-        };
-        Some(("phone", format!("{plus}{digits}"), NO_CHANNEL.to_owned()))
+        Some(("phone", normalise_phone(phone)?, NO_CHANNEL.to_owned()))
     } else if let Some(external) = params.get("externalId") {
         let channel = params
             .get("channelId")
