@@ -73,6 +73,7 @@ both_backends!(
     provisioning_manages_keys_and_channels,
     tenants_are_isolated,
     live_state_is_rebuilt_after_redis_loses_it,
+    long_transcripts_read_in_full_from_redis_and_postgresql,
 );
 
 /// A request body.
@@ -1350,4 +1351,58 @@ async fn live_state_is_rebuilt_after_redis_loses_it(backends: Backends) {
     assert_eq!(positions(&transcript["messages"]), [1, 2, 3]);
     let (_, info) = api.on_session(&session, "GET", "", Body::None).await;
     assert_eq!(info["data"]["state"], "active");
+}
+
+/// More messages than the Redis tail keeps, sent by eight senders at once: positions are gapless,
+/// and reading from the start pages through PostgreSQL (where the tail does not reach back) and
+/// then Redis, with nothing missing or repeated.
+async fn long_transcripts_read_in_full_from_redis_and_postgresql(backends: Backends) {
+    let nexus = Nexus::start(MANIFEST, backends).await;
+    let api = std::sync::Arc::new(Client::new(&nexus));
+    let tenant = api.provision("long").await;
+    let session = std::sync::Arc::new(api.start_chat(&tenant, &[("data[nickname]", "l")]).await);
+    const SENDERS: usize = 8;
+    const EACH: usize = 30;
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (api, session) = (api.clone(), session.clone());
+        senders.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                api.say(&session, &format!("{sender}-{n}")).await;
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let total = SENDERS * EACH;
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = api.read(&session, after).await;
+        read.extend(page["messages"].as_array().unwrap().clone());
+        after = page["nextPosition"].as_i64().unwrap();
+        if page["more"] != json!(true) {
+            break;
+        }
+    }
+    let read = Value::Array(read);
+    assert_eq!(positions(&read), (1..=1 + total as i64).collect::<Vec<_>>());
+    let mut said = texts(&read);
+    said.sort();
+    let mut expected: Vec<String> = (0..SENDERS)
+        .flat_map(|s| (0..EACH).map(move |n| format!("{s}-{n}")))
+        .collect();
+    expected.sort();
+    assert_eq!(said, expected);
+    // Each sender's own messages are in the order it sent them.
+    for sender in 0..SENDERS {
+        let prefix = format!("{sender}-");
+        let own: Vec<String> = texts(&read)
+            .into_iter()
+            .filter(|t| t.starts_with(&prefix))
+            .collect();
+        let in_order: Vec<String> = (0..EACH).map(|n| format!("{sender}-{n}")).collect();
+        assert_eq!(own, in_order);
+    }
 }
