@@ -740,114 +740,157 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
     let session = api.start_chat(&tenant, nick).await;
     let other = api.start_chat(&tenant, nick).await;
     let messages = format!("{}/messages", session.uri);
-    expect_code(
-        api.call("GET", &messages, &[], Body::None).await,
-        401,
-        "INVALID_CLIENT_TOKEN",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "GET",
-            &messages,
-            &[("x-nexus-client-key", "not.a.jwt")],
-            Body::None,
-        )
-        .await,
-        401,
-        "INVALID_CLIENT_TOKEN",
-    )
-    .await;
-    // A token whose signature was tampered with.
     let mut tampered = session.token.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    expect_code(
-        api.call(
-            "GET",
-            &messages,
-            &[("x-nexus-client-key", &tampered)],
-            Body::None,
-        )
-        .await,
-        401,
-        "INVALID_CLIENT_TOKEN",
-    )
-    .await;
-    // Another session's token.
-    expect_code(
-        api.call(
-            "GET",
-            &messages,
-            &[("x-nexus-client-key", &other.token)],
-            Body::None,
-        )
-        .await,
-        401,
-        "INVALID_CLIENT_TOKEN",
-    )
-    .await;
-    // A session that does not exist.
     let unknown = format!(
         "{}/nexus/v3/chat/sessions/not-a-session/messages",
         nexus.base
     );
-    expect_code(
-        api.call(
+    let long_text = "y".repeat(17 * 1024);
+    let long_message = [("data[text]", long_text.as_str())];
+    let long_poll = format!("{messages}?timeout=99");
+    let token = session.token.as_str();
+    let tenants = "/nexus/v3/provisioning/tenants";
+    let contacts = "/nexus/v3/history/contacts";
+    let garbage_cursor = format!("{contacts}?cursor=garbage");
+    let session_headers = vec![("x-api-key", key), ("x-nexus-client-key", token)];
+    let cases: Vec<BadRequest<'_>> = vec![
+        (
+            "no client token",
+            "GET",
+            &messages,
+            vec![],
+            Body::None,
+            401,
+            "INVALID_CLIENT_TOKEN",
+        ),
+        (
+            "a token that is no JWT",
+            "GET",
+            &messages,
+            vec![("x-nexus-client-key", "not.a.jwt")],
+            Body::None,
+            401,
+            "INVALID_CLIENT_TOKEN",
+        ),
+        (
+            "a tampered signature",
+            "GET",
+            &messages,
+            vec![("x-nexus-client-key", &tampered)],
+            Body::None,
+            401,
+            "INVALID_CLIENT_TOKEN",
+        ),
+        (
+            "another session's token",
+            "GET",
+            &messages,
+            vec![("x-nexus-client-key", &other.token)],
+            Body::None,
+            401,
+            "INVALID_CLIENT_TOKEN",
+        ),
+        (
+            "a session that does not exist",
             "GET",
             &unknown,
-            &[("x-nexus-client-key", &session.token)],
+            vec![("x-nexus-client-key", token)],
             Body::None,
-        )
-        .await,
-        404,
-        "INVALID_SESSION",
-    )
-    .await;
-    expect_code(
-        api.on_session(
-            &session,
+            404,
+            "INVALID_SESSION",
+        ),
+        (
+            "a text message without text",
             "POST",
-            "/messages",
+            &messages,
+            session_headers.clone(),
             Body::Form(&[("data[type]", "Text")]),
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    expect_code(
-        api.on_session(
-            &session,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "an unknown message type",
             "POST",
-            "/messages",
+            &messages,
+            session_headers.clone(),
             Body::Form(&[("data[type]", "Shout"), ("data[text]", "x")]),
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    expect_code(
-        api.on_session(&session, "GET", "/messages?timeout=99", Body::None)
-            .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
-    let long_text = "y".repeat(17 * 1024);
-    expect_code(
-        api.on_session(
-            &session,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "text over 16 Ki characters",
             "POST",
-            "/messages",
-            Body::Form(&[("data[text]", &long_text)]),
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
+            &messages,
+            session_headers.clone(),
+            Body::Form(&long_message),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a long-poll over 30 s",
+            "GET",
+            &long_poll,
+            session_headers.clone(),
+            Body::None,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "provisioning without the admin token",
+            "GET",
+            tenants,
+            vec![],
+            Body::None,
+            401,
+            "AUTHENTICATION_REQUIRED",
+        ),
+        (
+            "provisioning with a wrong admin token",
+            "GET",
+            tenants,
+            vec![("authorization", "Bearer wrong")],
+            Body::None,
+            401,
+            "AUTHENTICATION_REQUIRED",
+        ),
+        (
+            "history without a key",
+            "GET",
+            contacts,
+            vec![],
+            Body::None,
+            401,
+            "AUTHENTICATION_REQUIRED",
+        ),
+        (
+            "history with a chat key",
+            "GET",
+            contacts,
+            vec![("x-api-key", key)],
+            Body::None,
+            403,
+            "INVALID_CONTACT_CENTER",
+        ),
+        (
+            "history with a cursor it never gave",
+            "GET",
+            &garbage_cursor,
+            vec![("x-api-key", &tenant.history_key)],
+            Body::None,
+            400,
+            "INVALID_PARAMETER",
+        ),
+    ];
+    for (case, method, url, headers, body, status, code) in cases {
+        let (got_status, got) = api.call(method, url, &headers, body).await;
+        assert_eq!(
+            (got_status, got["status"]["code"].as_str().unwrap()),
+            (status, code),
+            "{case}: {got}"
+        );
+    }
     if let Some(database) = &nexus.database {
         // A validly signed token for a session that does not exist (signed with the tenant's
         // secret, read from the database): the session is unknown, not the token.
@@ -912,58 +955,22 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
         "INVALID_CLIENT_TOKEN",
     )
     .await;
-
-    // The provisioning API wants the admin token.
-    let tenants = "/nexus/v3/provisioning/tenants";
-    expect_code(
-        api.call("GET", tenants, &[], Body::None).await,
-        401,
-        "AUTHENTICATION_REQUIRED",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "GET",
-            tenants,
-            &[("authorization", "Bearer wrong")],
-            Body::None,
-        )
-        .await,
-        401,
-        "AUTHENTICATION_REQUIRED",
-    )
-    .await;
-    // The history API wants a history key.
-    let contacts = "/nexus/v3/history/contacts";
-    expect_code(
-        api.call("GET", contacts, &[], Body::None).await,
-        401,
-        "AUTHENTICATION_REQUIRED",
-    )
-    .await;
-    expect_code(
-        api.call("GET", contacts, &[("x-api-key", key)], Body::None)
-            .await,
-        401,
-        "INVALID_CONTACT_CENTER",
-    )
-    .await;
-    expect_code(
-        api.call(
-            "GET",
-            &format!("{contacts}?cursor=garbage"),
-            &[("x-api-key", &tenant.history_key)],
-            Body::None,
-        )
-        .await,
-        400,
-        "INVALID_PARAMETER",
-    )
-    .await;
 }
 
 /// A bad session start: what it is, its headers and body, and the status and code it must get.
 type BadStart<'a> = (&'a str, Vec<(&'a str, &'a str)>, Body<'a>, u16, &'a str);
+
+/// A bad request: what it is, its method, URL, headers and body, and the status and code it must
+/// get.
+type BadRequest<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Body<'a>,
+    u16,
+    &'a str,
+);
 
 /// An HS256 client token, made independently of nexus's own code.
 fn sign_client_token(session: &str, transport: &str, ccid: &str, secret: &str) -> String {
