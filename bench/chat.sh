@@ -95,19 +95,7 @@ measure_hello() { measure hello "$url/hello"; }
 measure_insert() { measure insert "$url" "$work/note.lua"; }
 measure_send() { measure send "$url" "$work/send.lua"; }
 
-declare -A results
-for round in $(seq "$ROUNDS"); do
-  for name in hello insert send; do
-    results[$name,$round]=$("measure_$name")
-    echo "round $round $name: ${results[$name,$round]}" >&2
-  done
-done
-declare -A rps p50 p99
-for name in hello insert send; do
-  rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
-  p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
-  p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
-done
+run_rounds hello insert send
 stored=$(psql -qtA "$database_url" -c "SELECT count(*) FROM messages WHERE type = 'Text'")
 failed=$(grep -c '"level":"ERROR"' "$work/nexus.err" || true)
 

@@ -32,3 +32,22 @@ measure() { # name url [wrk script] -> "rps p50 p99"
 median() { sort -g | awk '{ a[NR]=$1 } END { print a[int((NR+1)/2)] }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
+
+# Runs `measure_<name>` (a function the script defines) for each name given, ROUNDS times
+# interleaved, and keeps the median of each figure in the global arrays rps, p50 and p99.
+run_rounds() { # names...
+  declare -gA rps p50 p99
+  local -A results
+  local round name
+  for round in $(seq "$ROUNDS"); do
+    for name in "$@"; do
+      results[$name,$round]=$("measure_$name")
+      echo "round $round $name: ${results[$name,$round]}" >&2
+    done
+  done
+  for name in "$@"; do
+    rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
+    p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
+    p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
+  done
+}

@@ -58,21 +58,11 @@ for url in "$nexus_url" "$wasmtime_url" "$native_url"; do
   [ "$body" = "Hello, nexus!" ] || { echo "unexpected answer from $url: $body" >&2; exit 1; }
 done
 
-declare -A results
-for round in $(seq "$ROUNDS"); do
-  for name in nexus wasmtime native; do
-    url_var="${name}_url"
-    results[$name,$round]=$(measure "$name" "${!url_var}")
-    echo "round $round $name: ${results[$name,$round]}" >&2
-  done
-done
+measure_nexus() { measure nexus "$nexus_url"; }
+measure_wasmtime() { measure wasmtime "$wasmtime_url"; }
+measure_native() { measure native "$native_url"; }
+run_rounds nexus wasmtime native
 
-declare -A rps p50 p99
-for name in nexus wasmtime native; do
-  rps[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f1; done | median)
-  p50[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f2; done | median)
-  p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
-done
 echo
 echo "hello component, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, median of $ROUNDS rounds, $(nproc) cores"
 echo
