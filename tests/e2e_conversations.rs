@@ -215,16 +215,25 @@ impl Client {
         }
     }
 
+    /// Tries to start a chat with `key`, as a visitor named "c".
+    async fn try_start(&self, key: &str) -> (u16, Value) {
+        self.start_with(key, &[("data[nickname]", "c")]).await
+    }
+
+    /// POSTs a session start with `key` and the widget form `fields`.
+    async fn start_with(&self, key: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+        self.call(
+            "POST",
+            "/nexus/v3/chat/sessions",
+            &[("x-api-key", key)],
+            Body::Form(fields),
+        )
+        .await
+    }
+
     /// Starts a chat as the widgets do.
     async fn start_chat(&self, tenant: &Tenant, fields: &[(&str, &str)]) -> Session {
-        let (status, body) = self
-            .call(
-                "POST",
-                "/nexus/v3/chat/sessions",
-                &[("x-api-key", &tenant.chat_key)],
-                Body::Form(fields),
-            )
-            .await;
+        let (status, body) = self.start_with(&tenant.chat_key, fields).await;
         assert_eq!(status, 201, "{body}");
         let data = &body["data"];
         Session {
@@ -1020,15 +1029,7 @@ async fn provisioning_manages_keys_and_channels(backends: Backends) {
     let (_, copy2) = api.admin("POST", &format!("{key_path}/copy"), None).await;
     assert_eq!(copy2["data"]["name"], "widget_2");
     let copy_key = copy["data"]["key"].as_str().unwrap().to_owned();
-    let start = "/nexus/v3/chat/sessions";
-    let (status, _) = api
-        .call(
-            "POST",
-            start,
-            &[("x-api-key", &copy_key)],
-            Body::Form(&[("data[nickname]", "c")]),
-        )
-        .await;
+    let (status, _) = api.try_start(&copy_key).await;
     assert_eq!(status, 201);
     let copy_path = format!(
         "/tenants/prov/api-keys/{}",
@@ -1042,14 +1043,7 @@ async fn provisioning_manages_keys_and_channels(backends: Backends) {
         )
         .await;
     assert_eq!((status, &expired["data"]["expired"]), (200, &json!(true)));
-    let (status, _) = api
-        .call(
-            "POST",
-            start,
-            &[("x-api-key", &copy_key)],
-            Body::Form(&[("data[nickname]", "c")]),
-        )
-        .await;
+    let (status, _) = api.try_start(&copy_key).await;
     assert_eq!(status, 401);
     let (status, never) = api
         .admin("PATCH", &copy_path, Some(json!({"expiresAt": "never"})))
@@ -1091,14 +1085,7 @@ async fn provisioning_manages_keys_and_channels(backends: Backends) {
         .await;
     assert_eq!((status, &disabled["data"]["enabled"]), (200, &json!(false)));
     // A disabled endpoint takes no new chats.
-    let (status, body) = api
-        .call(
-            "POST",
-            start,
-            &[("x-api-key", &tenant.chat_key)],
-            Body::Form(&[("data[nickname]", "c")]),
-        )
-        .await;
+    let (status, body) = api.try_start(&tenant.chat_key).await;
     assert_eq!(
         (status, &body["status"]["code"]),
         (400, &json!("INVALID_ENDPOINT"))
@@ -1165,14 +1152,7 @@ async fn provisioning_manages_keys_and_channels(backends: Backends) {
         .admin("PATCH", "/tenants/prov", Some(json!({"enabled": false})))
         .await;
     assert_eq!((status, &disabled["data"]["enabled"]), (200, &json!(false)));
-    let (status, body) = api
-        .call(
-            "POST",
-            start,
-            &[("x-api-key", &tenant.chat_key)],
-            Body::Form(&[("data[nickname]", "c")]),
-        )
-        .await;
+    let (status, body) = api.try_start(&tenant.chat_key).await;
     assert_eq!(
         (status, &body["status"]["code"]),
         (403, &json!("INVALID_CONTACT_CENTER"))
