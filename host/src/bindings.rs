@@ -1,5 +1,6 @@
 //! Host bindings for the interfaces the host implements beyond WASI (which wasmtime-wasi and
-//! wasmtime-wasi-http provide): Spin's redis, variables and postgres, and nexus's own log.
+//! wasmtime-wasi-http provide): Spin's redis, variables and postgres, nexus's own log, and the
+//! socket-handler world of `nexus:websocket` (its `connections` import, its `handler` export).
 //!
 //! Every import is async (the backends are network clients) and trappable: a host failure
 //! traps the guest, while a guest-visible failure is the interface's own `error` value.
@@ -23,3 +24,13 @@ wasmtime::component::bindgen!({
         "spin:postgres/postgres.connection": crate::postgres::PgConnection,
     },
 });
+
+/// `nexus:websocket`: its own package under `wit/websocket`, with no dependencies.
+pub mod websocket {
+    wasmtime::component::bindgen!({
+        path: "../wit/websocket",
+        world: "nexus:websocket/socket-handler",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}

@@ -24,6 +24,7 @@ use crate::outbound_http::OutboundHttpHooks;
 use crate::postgres::{PgCapability, PgCtx, PgCtxView};
 use crate::redis::{RedisCapability, RedisCtx, RedisCtxView};
 use crate::variables::{ComponentVariables, VariablesCapability};
+use crate::websocket::{WebSocketCapability, WebSocketCtx};
 
 /// How often the epoch advances; the granularity of CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -143,6 +144,14 @@ pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     bindings::nexus::platform::log::add_to_linker::<_, LogCapability>(&mut linker, |state| {
         &mut state.log
     })?;
+    bindings::websocket::nexus::websocket::types::add_to_linker::<_, WebSocketCapability>(
+        &mut linker,
+        |state| &mut state.websocket,
+    )?;
+    bindings::websocket::nexus::websocket::connections::add_to_linker::<_, WebSocketCapability>(
+        &mut linker,
+        |state| &mut state.websocket,
+    )?;
     Ok(linker)
 }
 
@@ -163,6 +172,7 @@ pub struct InstanceState {
     pub pg: PgCtx,
     pub variables: ComponentVariables,
     pub log: LogCtx,
+    pub websocket: WebSocketCtx,
     pub limits: StoreLimits,
     /// How many more epoch ticks the guest may run for (see [`cpu_ticks`]).
     pub cpu_ticks_left: u64,

@@ -1,7 +1,7 @@
 //! The nexus host: a wasmtime embedding that serves the components of a Spin manifest.
 //!
 //! Each capability is a module with its own context, limits and backends (`redis`,
-//! `postgres`, `outbound_http`, `variables`, `log`); `engine` wires them into one linker,
+//! `postgres`, `outbound_http`, `variables`, `log`, `websocket`); `engine` wires them into one linker,
 //! `server` serves HTTP with a fresh instance per request, and `platform` provides the
 //! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins).
 #![forbid(unsafe_code)]
@@ -21,3 +21,4 @@ pub mod redis;
 pub mod routes;
 pub mod server;
 pub mod variables;
+pub mod websocket;

@@ -72,6 +72,9 @@ struct UpArgs {
     /// Requests served at once (each holds one instance slot).
     #[arg(long, default_value_t = 1000, env = "NEXUS_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: u32,
+    /// WebSockets held at once; upgrades past it get 503.
+    #[arg(long, default_value_t = 10_000, env = "NEXUS_MAX_WEBSOCKETS")]
+    max_websockets: usize,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value_t = 30, env = "NEXUS_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: u64,
@@ -190,6 +193,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
             .unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        max_websockets: args.max_websockets,
     };
     let app = Arc::new(App::new(
         &manifest,
@@ -197,6 +201,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         Arc::clone(&platform),
         &settings,
     )?);
+    app.start().await?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -208,6 +213,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         if let Some(route) = &trigger.route {
             println!("  http://{address}{route} -> {}", trigger.component);
         }
+    }
+    for (component, websocket) in manifest.websocket_routes() {
+        println!("  ws://{address}{} -> {component}", websocket.route);
     }
     tracing::info!(%address, app = %manifest.application.name, "serving");
 

@@ -199,8 +199,41 @@ pub struct ComponentTools {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentNexusSettings {
+    /// Serve WebSockets for this component (which exports `nexus:websocket/handler`).
+    #[serde(default)]
+    pub websocket: Option<WebSocketDecl>,
     #[serde(flatten)]
     pub limits: ComponentLimits,
+}
+
+/// `[component.NAME.tool.nexus.websocket]`: a WebSocket route and the limits of its sockets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketDecl {
+    /// The route upgrades are accepted on, in Spin's route syntax.
+    pub route: String,
+    /// The largest message a client may send, in bytes; a larger one closes the socket (1009).
+    #[serde(default = "WebSocketDecl::default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How often the host pings an idle socket; one that stays silent for two intervals is
+    /// closed.
+    #[serde(default = "WebSocketDecl::default_ping_interval_ms")]
+    pub ping_interval_ms: u64,
+    /// Messages queued for one socket before it counts as too slow and is closed (1013).
+    #[serde(default = "WebSocketDecl::default_send_queue")]
+    pub send_queue: usize,
+}
+
+impl WebSocketDecl {
+    fn default_max_message_bytes() -> usize {
+        64 * 1024
+    }
+    fn default_ping_interval_ms() -> u64 {
+        30_000
+    }
+    fn default_send_queue() -> usize {
+        256
+    }
 }
 
 /// The limits of one instance, each optional so that a component inherits the application's.
@@ -365,6 +398,20 @@ impl Manifest {
             });
         }
 
+        for (name, component) in &raw.component {
+            if let Some(websocket) = &component.tool.nexus.websocket {
+                crate::routes::check_route(&websocket.route).map_err(&invalid)?;
+                if websocket.max_message_bytes == 0
+                    || websocket.ping_interval_ms == 0
+                    || websocket.send_queue == 0
+                {
+                    return Err(invalid(format!(
+                        "component `{name}`: websocket limits must be greater than zero"
+                    )));
+                }
+            }
+        }
+
         Ok(Manifest {
             dir: dir.to_owned(),
             application: raw.application,
@@ -402,7 +449,8 @@ impl Manifest {
         }
     }
 
-    /// The components that HTTP triggers serve, each once, in manifest order of first use.
+    /// The components that HTTP triggers serve, each once, in manifest order of first use;
+    /// then those that serve only WebSockets.
     pub fn served_components(&self) -> Vec<&str> {
         let mut seen = Vec::new();
         for trigger in &self.http_triggers {
@@ -410,7 +458,23 @@ impl Manifest {
                 seen.push(trigger.component.as_str());
             }
         }
+        for (name, _) in self.websocket_routes() {
+            if !seen.contains(&name) {
+                seen.push(name);
+            }
+        }
         seen
+    }
+
+    /// Each component that serves WebSockets, with its declaration.
+    pub fn websocket_routes(&self) -> impl Iterator<Item = (&str, &WebSocketDecl)> {
+        self.components.iter().filter_map(|(name, decl)| {
+            decl.tool
+                .nexus
+                .websocket
+                .as_ref()
+                .map(|websocket| (name.as_str(), websocket))
+        })
     }
 }
 

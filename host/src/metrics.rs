@@ -33,6 +33,10 @@ pub struct Metrics {
     pub instantiation_duration: Family<ComponentLabels, Histogram>,
     pub traps: Family<TrapLabels, Counter>,
     pub in_flight: Gauge,
+    pub websockets_open: Gauge,
+    pub websockets_too_slow: Counter,
+    pub websocket_messages_received: Counter,
+    pub websocket_fanout_messages: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -81,8 +85,36 @@ impl Default for Metrics {
             "Requests being served by components now",
             in_flight.clone(),
         );
+        let websockets_open = Gauge::default();
+        let websockets_too_slow = Counter::default();
+        let websocket_messages_received = Counter::default();
+        let websocket_fanout_messages = Counter::default();
+        registry.register(
+            "websockets_open",
+            "WebSockets open on this host",
+            websockets_open.clone(),
+        );
+        registry.register(
+            "websockets_closed_too_slow",
+            "WebSockets closed because their send queue was full",
+            websockets_too_slow.clone(),
+        );
+        registry.register(
+            "websocket_messages_received",
+            "Messages received from WebSocket clients",
+            websocket_messages_received.clone(),
+        );
+        registry.register(
+            "websocket_fanout_messages",
+            "Messages this host received from Redis pub/sub for its WebSockets",
+            websocket_fanout_messages.clone(),
+        );
         Self {
             registry,
+            websockets_open,
+            websockets_too_slow,
+            websocket_messages_received,
+            websocket_fanout_messages,
             requests,
             request_duration,
             instantiation_duration,

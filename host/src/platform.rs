@@ -51,6 +51,8 @@ impl PlatformConfig {
 pub struct Platform {
     pub redis: Arc<RedisBackends>,
     pub postgres: Arc<PgBackends>,
+    /// The Redis server, when one is configured (`REDIS_URL`).
+    pub redis_url: Option<String>,
     /// The connection string of the platform database (real or embedded).
     pub database_url: String,
     pub variables: BTreeMap<String, String>,
@@ -122,6 +124,7 @@ impl Platform {
 
         Ok(Platform {
             redis: Arc::new(RedisBackends::new(embedded_redis)),
+            redis_url: config.redis_url.clone(),
             postgres: Arc::new(PgBackends::new(embedded_url)),
             database_url,
             variables,

@@ -5,7 +5,8 @@
 //! component's `InstancePre` under its limits: a memory cap (`StoreLimits`), a CPU deadline
 //! (epoch interruption), an end-to-end timeout, and a cap on the request body. A guest that
 //! traps, loops or runs out of memory costs only its own request a 5xx. The host's own
-//! endpoints are `/healthz`, `/readyz` and `/metrics`.
+//! endpoints are `/healthz`, `/readyz` and `/metrics`. WebSocket routes are handed to
+//! [`crate::websocket::serve`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -35,9 +36,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::bindings::websocket::SocketHandlerPre;
 use crate::engine::{CpuDeadlineExceeded, InstanceState};
 use crate::log::LogCtx;
-use crate::manifest::{Limits, Manifest};
+use crate::manifest::{Limits, Manifest, WebSocketDecl};
 use crate::metrics::{ComponentLabels, Metrics, RequestLabels, TrapLabels};
 use crate::outbound_http::OutboundHttpHooks;
 use crate::platform::Platform;
@@ -45,6 +47,8 @@ use crate::postgres::{PgBackend, PgCtx};
 use crate::redis::{RedisBackend, RedisCtx};
 use crate::routes::{RouteMatch, Router};
 use crate::variables::{AppVariables, ComponentVariables};
+use crate::websocket::fanout::Fanout;
+use crate::websocket::{Hub, WebSocketCtx};
 
 /// How long a request waits for an instance slot before it gets 503.
 const INSTANCE_SLOT_WAIT: Duration = Duration::from_secs(2);
@@ -55,11 +59,24 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// One component, ready to be instantiated.
 pub struct ServedComponent {
     pub name: Arc<str>,
-    pre: ProxyPre<InstanceState>,
+    /// Set for a component that HTTP triggers route to.
+    pre: Option<ProxyPre<InstanceState>>,
+    /// Set for a component that serves a WebSocket route.
+    socket: Option<SocketHandlerPre<InstanceState>>,
     allowed: Arc<AllowedHosts>,
     variables: ComponentVariables,
     environment: Vec<(String, String)>,
     limits: Limits,
+}
+
+impl ServedComponent {
+    pub(crate) fn socket_handler(&self) -> Option<&SocketHandlerPre<InstanceState>> {
+        self.socket.as_ref()
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
 }
 
 /// Everything the server needs to answer requests.
@@ -69,8 +86,13 @@ pub struct App {
     router: Router,
     /// For each route given to the router, the index of its component.
     route_components: Vec<usize>,
+    /// WebSocket routes, and for each its component's index and settings.
+    websocket_router: Router,
+    websocket_targets: Vec<(usize, WebSocketDecl)>,
     platform: Arc<Platform>,
     pub metrics: Arc<Metrics>,
+    /// This node's WebSockets and topics.
+    pub hub: Arc<Hub>,
     instance_slots: Arc<Semaphore>,
 }
 
@@ -79,6 +101,8 @@ pub struct App {
 pub struct ServeSettings {
     /// Requests served at once; matches the pooling allocator's instance slots.
     pub max_concurrent_requests: usize,
+    /// WebSockets this host holds at once; upgrades past it get 503.
+    pub max_websockets: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -112,11 +136,32 @@ impl App {
                 .with_context(|| {
                     format!("component `{name}` imports something the nexus host does not provide")
                 })?;
-            let pre = ProxyPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .with_context(|| {
-                format!("component `{name}` is not an HTTP component (it must export wasi:http/incoming-handler)")
-            })?;
+            let http_routed = manifest
+                .http_triggers
+                .iter()
+                .any(|trigger| trigger.route.is_some() && trigger.component == name);
+            let socket = decl
+                .tool
+                .nexus
+                .websocket
+                .as_ref()
+                .map(|_| {
+                    SocketHandlerPre::new(pre.clone())
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| {
+                            format!("component `{name}` serves a WebSocket route but does not export nexus:websocket/handler")
+                        })
+                })
+                .transpose()?;
+            let pre = http_routed
+                .then(|| {
+                    ProxyPre::new(pre)
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| {
+                            format!("component `{name}` is not an HTTP component (it must export wasi:http/incoming-handler)")
+                        })
+                })
+                .transpose()?;
             tracing::info!(
                 component = name,
                 path = %path.display(),
@@ -139,6 +184,7 @@ impl App {
             components.push(Arc::new(ServedComponent {
                 name: name.into(),
                 pre,
+                socket,
                 allowed: Arc::new(allowed),
                 variables: component_variables,
                 environment: decl
@@ -161,15 +207,79 @@ impl App {
             .collect();
         let router = Router::new(served.iter().map(|(route, _)| *route))
             .map_err(|message| anyhow::anyhow!("{message}"))?;
+        let websocket_targets: Vec<(usize, WebSocketDecl)> = manifest
+            .websocket_routes()
+            .filter_map(|(name, decl)| {
+                let index = names.iter().position(|n| *n == name)?;
+                Some((index, decl.clone()))
+            })
+            .collect();
+        let websocket_router = Router::new(
+            websocket_targets
+                .iter()
+                .map(|(_, decl)| decl.route.as_str()),
+        )
+        .map_err(|message| anyhow::anyhow!("{message}"))?;
+        let metrics = Arc::new(Metrics::default());
+        let prefix = variables
+            .get("redis_key_prefix")
+            .unwrap_or("nexus:")
+            .to_owned();
+        let hub = Hub::new(
+            &prefix,
+            settings.max_websockets,
+            Self::fanout(&platform)?,
+            Arc::clone(&metrics),
+        );
         Ok(App {
             engine,
             components,
             router,
             route_components: served.iter().map(|(_, index)| *index).collect(),
+            websocket_router,
+            websocket_targets,
             platform,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            hub,
             instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         })
+    }
+
+    /// The WebSocket fan-out over the platform's Redis, real or embedded.
+    fn fanout(platform: &Platform) -> anyhow::Result<Fanout> {
+        match (&platform.redis_url, platform.redis.embedded()) {
+            (Some(url), _) => Fanout::redis(url, Arc::clone(&platform.redis)),
+            (None, Some(store)) => Ok(Fanout::embedded(
+                Arc::clone(store),
+                Arc::clone(&platform.redis),
+                platform
+                    .variables
+                    .get("redis_address")
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            (None, None) => anyhow::bail!("the platform has neither a Redis nor an embedded one"),
+        }
+    }
+
+    /// Starts what runs beside the requests: the WebSocket fan-out.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        self.hub.start().await
+    }
+
+    /// An instance slot, or `None` if none came free in time.
+    pub(crate) async fn instance_slot(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(
+            INSTANCE_SLOT_WAIT,
+            Arc::clone(&self.instance_slots).acquire_owned(),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+
+    pub(crate) fn record_trap(&self, component: &ServedComponent, reason: &'static str) {
+        record_trap(&self.metrics, &component.name, reason);
     }
 
     /// The largest memory any served component may use, for sizing the pooling allocator.
@@ -198,8 +308,38 @@ impl App {
         async move {
             let started = Instant::now();
             let path = req.uri().path().to_owned();
+            let websocket = self
+                .websocket_router
+                .route(&path)
+                .map(|route| self.websocket_targets[route.target].clone());
             let mut response = match path.as_str() {
                 "/healthz" => text_response(StatusCode::OK, "ok\n"),
+                _ if websocket.is_some() => match websocket {
+                    Some((index, decl)) if crate::websocket::serve::is_upgrade(&req) => {
+                        let component = Arc::clone(&self.components[index]);
+                        crate::websocket::serve::upgrade(
+                            Arc::clone(&self),
+                            req,
+                            component,
+                            decl,
+                            client,
+                            &request_id,
+                        )
+                        .await
+                    }
+                    _ => {
+                        let mut response = error_response(
+                            StatusCode::UPGRADE_REQUIRED,
+                            "upgrade-required",
+                            "this route serves WebSockets only",
+                            &request_id,
+                        );
+                        response
+                            .headers_mut()
+                            .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+                        response
+                    }
+                },
                 "/readyz" => self.readiness().await,
                 "/metrics" => text_response(StatusCode::OK, &self.metrics.render()),
                 _ => match self.router.route(&path) {
@@ -289,12 +429,7 @@ impl App {
                 request_id,
             );
         }
-        let Ok(Ok(_permit)) = tokio::time::timeout(
-            INSTANCE_SLOT_WAIT,
-            Arc::clone(&self.instance_slots).acquire_owned(),
-        )
-        .await
-        else {
+        let Some(_permit) = self.instance_slot().await else {
             let mut response = error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -312,7 +447,11 @@ impl App {
         response
     }
 
-    fn new_store(&self, component: &ServedComponent, request_id: &str) -> Store<InstanceState> {
+    pub(crate) fn new_store(
+        &self,
+        component: &ServedComponent,
+        request_id: &str,
+    ) -> Store<InstanceState> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout().inherit_stderr();
         for (key, value) in &component.environment {
@@ -332,6 +471,9 @@ impl App {
             pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed)),
             variables: component.variables.clone(),
             log: LogCtx::new(Arc::clone(&component.name), request_id.into()),
+            websocket: WebSocketCtx {
+                hub: Arc::clone(&self.hub),
+            },
             limits: InstanceState::store_limits(component.limits.max_memory_bytes),
             cpu_ticks_left: crate::engine::cpu_ticks(component.limits.cpu_timeout),
         };
@@ -384,7 +526,14 @@ impl App {
                 );
             }
         };
-        let pre = component.pre.clone();
+        let Some(pre) = component.pre.clone() else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                "no component serves this path",
+                request_id,
+            );
+        };
         let metrics = Arc::clone(&self.metrics);
         let instantiation_labels = labels.clone();
         let guest = tokio::spawn(
@@ -546,7 +695,7 @@ fn record_trap(metrics: &Metrics, component: &str, reason: &'static str) {
         .inc();
 }
 
-fn trap_reason(err: &wasmtime::Error) -> &'static str {
+pub(crate) fn trap_reason(err: &wasmtime::Error) -> &'static str {
     if err.downcast_ref::<CpuDeadlineExceeded>().is_some() {
         return "cpu_deadline";
     }
@@ -648,7 +797,7 @@ impl Body for LimitedBody {
     }
 }
 
-fn full_body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
     Full::new(bytes.into())
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
@@ -675,7 +824,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Hyper
 }
 
 /// An error the host answers itself: a status, a stable code, and no internal detail.
-fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     code: &str,
     message: &str,
@@ -716,7 +865,7 @@ pub async fn serve(
                     let app = Arc::clone(&app);
                     async move { Ok::<_, Infallible>(app.handle(req, client).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {

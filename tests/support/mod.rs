@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub mod openapi;
+pub mod ws;
 
 /// Runs each scenario, an `async fn(Backends)`, once on the real servers (`mod real`) and once on
 /// the embedded defaults (`mod embedded`).
@@ -212,6 +213,10 @@ impl Nexus {
             ("{provisioning}", "nexus-provisioning"),
             ("{chat}", "nexus-chat"),
             ("{history}", "nexus-history"),
+            ("{sockets}", "nexus-fixture-sockets"),
+            ("{workspace}", "nexus-workspace"),
+            ("{workspace_socket}", "nexus-workspace-socket"),
+            ("{routing}", "nexus-routing"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());
@@ -289,6 +294,41 @@ impl Nexus {
         let (child, base) = spawn(&self.command, &self.stderr).await;
         self.child = child;
         self.base = base;
+    }
+
+    /// Another host of the same cluster: the same manifest, Redis, database and Redis prefix
+    /// (only for hosts on the real servers: embedded ones share nothing).
+    pub async fn peer(&self) -> Nexus {
+        assert!(
+            self.command.env.iter().any(|(key, _)| key == "REDIS_URL"),
+            "a peer shares the real Redis; start the first host with Backends::Real"
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let stderr = dir.path().join("nexus.log");
+        let mut args = self.command.args.clone();
+        if let Some(position) = args.iter().position(|arg| arg == "--data-dir") {
+            args[position + 1] = dir.path().join("data").into();
+        }
+        let command = LaunchCommand {
+            args,
+            env: self.command.env.clone(),
+            current_dir: self.command.current_dir.clone(),
+        };
+        let (child, base) = spawn(&command, &stderr).await;
+        Nexus {
+            child,
+            base,
+            database: None,
+            redis_prefix: self.redis_prefix.clone(),
+            stderr,
+            dir,
+            command,
+        }
+    }
+
+    /// The `ws://` URL of `path` on this host.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.replacen("http://", "ws://", 1))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -73,6 +73,11 @@ impl RedisBackends {
             pooled: pooled::PooledRedis::default(),
         }
     }
+
+    /// The embedded store, when no Redis is configured.
+    pub fn embedded(&self) -> Option<&Arc<embedded::EmbeddedRedis>> {
+        self.embedded.as_ref()
+    }
 }
 
 impl RedisBackend for RedisBackends {

@@ -1,0 +1,275 @@
+//! Cross-node delivery for the WebSocket hub: Redis pub/sub.
+//!
+//! Publishing goes through the platform's Redis backend, as a component's `PUBLISH` would, so
+//! the embedded store and a real server behave alike. Subscribing needs a connection of its
+//! own: with a real Redis, one pub/sub connection per node, re-established (and every channel
+//! subscribed again) when it drops; with the embedded store, its in-process subscriptions.
+//!
+//! Pub/sub keeps nothing: what is published while a node's subscription is down is lost to that
+//! node. So when the subscription drops, the hub is told ([`Event::Interrupted`]) and closes
+//! its subscribed sockets, whose clients reconnect and catch up from the application's own
+//! event log rather than silently missing events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::AbortHandle;
+
+use crate::redis::embedded::EmbeddedRedis;
+use crate::redis::{RedisBackend, RedisBackends};
+
+/// How long the host waits at start for its first pub/sub connection before serving anyway.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// The longest pause between attempts to re-establish the pub/sub connection.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// What the subscription side reports to the hub.
+#[derive(Debug)]
+pub enum Event {
+    /// A message arrived on a subscribed channel.
+    Message { channel: String, payload: Vec<u8> },
+    /// This node fell behind on `channel` and messages were dropped.
+    Lagged { channel: String },
+    /// The subscription connection dropped: anything published meanwhile was missed.
+    Interrupted,
+}
+
+type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Publishing and subscribing for one node.
+pub struct Fanout {
+    publisher: Arc<RedisBackends>,
+    publish_address: String,
+    subscriber: Subscriber,
+    events: OnceLock<EventSink>,
+}
+
+enum Subscriber {
+    Embedded {
+        store: Arc<EmbeddedRedis>,
+        tasks: Mutex<HashMap<String, AbortHandle>>,
+    },
+    Redis(Arc<RedisSubscriber>),
+}
+
+struct RedisSubscriber {
+    client: redis::Client,
+    sink: Mutex<Option<PubSubSink>>,
+    /// Every channel this node wants, so that a new connection subscribes them all again.
+    wanted: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Fanout {
+    /// Fan-out through the embedded store.
+    pub fn embedded(
+        store: Arc<EmbeddedRedis>,
+        publisher: Arc<RedisBackends>,
+        publish_address: String,
+    ) -> Fanout {
+        Fanout {
+            publisher,
+            publish_address,
+            subscriber: Subscriber::Embedded {
+                store,
+                tasks: Mutex::new(HashMap::new()),
+            },
+            events: OnceLock::new(),
+        }
+    }
+
+    /// Fan-out through the Redis server at `url`.
+    pub fn redis(url: &str, publisher: Arc<RedisBackends>) -> anyhow::Result<Fanout> {
+        let client = redis::Client::open(url).map_err(|err| {
+            anyhow::anyhow!(
+                "REDIS_URL `{}` cannot be used for pub/sub: {err}",
+                crate::allowed_hosts::redact_credentials(url)
+            )
+        })?;
+        Ok(Fanout {
+            publisher,
+            publish_address: url.to_owned(),
+            subscriber: Subscriber::Redis(Arc::new(RedisSubscriber {
+                client,
+                sink: Mutex::new(None),
+                wanted: Mutex::new(HashSet::new()),
+            })),
+            events: OnceLock::new(),
+        })
+    }
+
+    /// Starts receiving; `events` is called for everything that arrives.
+    pub async fn start(
+        &self,
+        events: impl Fn(Event) + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
+        let events: EventSink = Arc::new(events);
+        if self.events.set(Arc::clone(&events)).is_err() {
+            anyhow::bail!("the fan-out was started twice");
+        }
+        if let Subscriber::Redis(subscriber) = &self.subscriber {
+            let (connected, mut first) = tokio::sync::watch::channel(false);
+            tokio::spawn(Arc::clone(subscriber).supervise(events, connected));
+            if tokio::time::timeout(FIRST_CONNECT_WAIT, first.wait_for(|up| *up))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "no Redis pub/sub connection yet: WebSocket topics wait for Redis; serving anyway"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes this node to `channel`; returns once Redis has confirmed it.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), String> {
+        match &self.subscriber {
+            Subscriber::Embedded { store, tasks } => {
+                let Some(events) = self.events.get().cloned() else {
+                    return Err("the fan-out is not started".into());
+                };
+                let mut tasks = lock(tasks);
+                if tasks.contains_key(channel) {
+                    return Ok(());
+                }
+                let mut receiver = store.subscribe(channel.as_bytes());
+                let name = channel.to_owned();
+                let task = tokio::spawn(async move {
+                    loop {
+                        match receiver.recv().await {
+                            Ok(payload) => events(Event::Message {
+                                channel: name.clone(),
+                                payload,
+                            }),
+                            Err(RecvError::Lagged(_)) => events(Event::Lagged {
+                                channel: name.clone(),
+                            }),
+                            Err(RecvError::Closed) => break,
+                        }
+                    }
+                });
+                tasks.insert(channel.to_owned(), task.abort_handle());
+                Ok(())
+            }
+            Subscriber::Redis(subscriber) => {
+                lock(&subscriber.wanted).insert(channel.to_owned());
+                let sink = lock(&subscriber.sink).clone();
+                let result = match sink {
+                    Some(mut sink) => sink
+                        .subscribe(channel)
+                        .await
+                        .map_err(|err| format!("Redis refused the subscription: {err}")),
+                    None => Err("not connected to Redis for pub/sub".into()),
+                };
+                if result.is_err() {
+                    lock(&subscriber.wanted).remove(channel);
+                }
+                result
+            }
+        }
+    }
+
+    /// Subscribes this node to `channel` for good: if Redis is not reachable now, the channel is
+    /// subscribed as soon as it is.
+    pub async fn subscribe_always(&self, channel: &str) {
+        if let Err(message) = self.subscribe(channel).await {
+            tracing::warn!(channel, error = %message, "subscription deferred until Redis is reachable");
+            if let Subscriber::Redis(subscriber) = &self.subscriber {
+                lock(&subscriber.wanted).insert(channel.to_owned());
+            }
+        }
+    }
+
+    /// Unsubscribes this node from `channel`.
+    pub async fn unsubscribe(&self, channel: &str) {
+        match &self.subscriber {
+            Subscriber::Embedded { tasks, .. } => {
+                if let Some(task) = lock(tasks).remove(channel) {
+                    task.abort();
+                }
+            }
+            Subscriber::Redis(subscriber) => {
+                lock(&subscriber.wanted).remove(channel);
+                let sink = lock(&subscriber.sink).clone();
+                if let Some(mut sink) = sink
+                    && let Err(err) = sink.unsubscribe(channel).await
+                {
+                    tracing::debug!(error = %err, channel, "unsubscribe failed");
+                }
+            }
+        }
+    }
+
+    /// Publishes `payload` on `channel` for every node.
+    pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), String> {
+        let mut session = self
+            .publisher
+            .connect(&self.publish_address)
+            .await
+            .map_err(|err| err.to_string())?;
+        session
+            .command("PUBLISH", vec![channel.as_bytes().to_vec(), payload])
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    }
+}
+
+impl RedisSubscriber {
+    /// Keeps one pub/sub connection up for as long as the host runs.
+    async fn supervise(
+        self: Arc<Self>,
+        events: EventSink,
+        connected: tokio::sync::watch::Sender<bool>,
+    ) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    let (sink, mut stream) = pubsub.split();
+                    // Publish the sink before subscribing again, so that a channel wanted
+                    // meanwhile is not lost between the snapshot and the sink.
+                    *lock(&self.sink) = Some(sink.clone());
+                    let channels: Vec<String> = lock(&self.wanted).iter().cloned().collect();
+                    let mut resubscribed = true;
+                    for channel in channels {
+                        if let Err(err) = sink.clone().subscribe(&channel).await {
+                            tracing::warn!(error = %err, "cannot subscribe again after reconnecting");
+                            resubscribed = false;
+                            break;
+                        }
+                    }
+                    if resubscribed {
+                        tracing::info!("Redis pub/sub connection up");
+                        connected.send_replace(true);
+                        delay = Duration::from_millis(100);
+                        while let Some(message) = stream.next().await {
+                            events(Event::Message {
+                                channel: message.get_channel_name().to_owned(),
+                                payload: message.get_payload_bytes().to_vec(),
+                            });
+                        }
+                    }
+                    *lock(&self.sink) = None;
+                    tracing::warn!("Redis pub/sub connection lost; reconnecting");
+                    events(Event::Interrupted);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot open a Redis pub/sub connection");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+        }
+    }
+}
