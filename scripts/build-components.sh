@@ -10,7 +10,7 @@ fi
 # The one list of the components (and the guest library they share).
 packages=(
   -p nexus-guest
-  -p nexus-provisioning -p nexus-chat -p nexus-history
+  -p nexus-provisioning -p nexus-chat -p nexus-history -p nexus-workspace -p nexus-workspace-socket
   -p nexus-example -p nexus-hello -p nexus-fixture-limits -p nexus-fixture-sockets
 )
 if [[ "${1:-}" == "--clippy" ]]; then

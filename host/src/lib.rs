@@ -19,6 +19,7 @@ pub mod platform;
 pub mod postgres;
 pub mod redis;
 pub mod routes;
+pub mod schedule;
 pub mod server;
 pub mod variables;
 pub mod websocket;

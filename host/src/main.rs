@@ -218,6 +218,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  ws://{address}{} -> {component}", websocket.route);
     }
     tracing::info!(%address, app = %manifest.application.name, "serving");
+    nexus_host::schedule::start(nexus_host::schedule::schedules(&manifest)?, address);
 
     serve(app, listener, &settings, shutdown_signal()).await?;
     match Arc::try_unwrap(platform) {

@@ -202,8 +202,25 @@ pub struct ComponentNexusSettings {
     /// Serve WebSockets for this component (which exports `nexus:websocket/handler`).
     #[serde(default)]
     pub websocket: Option<WebSocketDecl>,
+    /// Requests the host makes to this component on a timer (due work, such as a sweep).
+    #[serde(default)]
+    pub schedule: Vec<ScheduleDecl>,
     #[serde(flatten)]
     pub limits: ComponentLimits,
+}
+
+/// `[[component.NAME.tool.nexus.schedule]]`: a `POST` the host sends itself every `every_ms`,
+/// so that due work runs under nexus as it would under Spin from an external cron.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDecl {
+    /// The path to `POST` to (it must route to this component).
+    pub path: String,
+    pub every_ms: u64,
+    /// A bearer token to send, as a template over application variables
+    /// (`"{{ admin_token }}"`).
+    #[serde(default)]
+    pub bearer: Option<String>,
 }
 
 /// `[component.NAME.tool.nexus.websocket]`: a WebSocket route and the limits of its sockets.
@@ -399,6 +416,13 @@ impl Manifest {
         }
 
         for (name, component) in &raw.component {
+            for schedule in &component.tool.nexus.schedule {
+                if !schedule.path.starts_with('/') || schedule.every_ms < 100 {
+                    return Err(invalid(format!(
+                        "component `{name}`: a schedule needs a path starting with `/` and every_ms of at least 100"
+                    )));
+                }
+            }
             if let Some(websocket) = &component.tool.nexus.websocket {
                 crate::routes::check_route(&websocket.route).map_err(&invalid)?;
                 if websocket.max_message_bytes == 0

@@ -12,7 +12,7 @@
 //!   - `POST {selfUri}/end` (or `DELETE {selfUri}`) ends it.
 //!
 //! Every accepted message is committed to PostgreSQL before the answer; Redis holds the live
-//! state (see [`live`]) and is rebuilt from PostgreSQL whenever it is missing. A session is
+//! state (see [`nexus_guest::live`]) and is rebuilt from PostgreSQL whenever it is missing. A session is
 //! asynchronous: it outlives the customer's connection, and any number of tabs holding the token
 //! read the same transcript.
 //!
@@ -21,7 +21,6 @@
 #![allow(unsafe_code)]
 
 mod auth;
-mod live;
 mod store;
 
 use std::time::{Duration, Instant};
@@ -34,7 +33,9 @@ use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
 use crate::auth::Tenant;
-use crate::live::{LiveSession, LiveState, TailRead};
+use nexus_guest::conversation;
+use nexus_guest::live::{LiveSession, LiveState, TailRead};
+use nexus_guest::routing;
 
 /// The largest request body (a message is at most [`MAX_TEXT_CHARS`] characters).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -188,12 +189,18 @@ fn start_session(req: &Request) -> ApiResult<Reply> {
             participant_id: started.participant_id.clone(),
             nickname: nickname.clone(),
             state: "active".into(),
+            agents: Vec::new(),
         };
         if state.store(&session, &started.messages).is_err()
             || state.touch(INACTIVITY_SECONDS).is_err()
         {
             state.forget();
         }
+    }
+    // Routing, as the designer said for this channel: the conversation is committed, so a
+    // failure here leaves it for the sweep (which routes from PostgreSQL), not lost.
+    if let Err(err) = route_new_session(&tenant, &channel_id, &started.session_id) {
+        nexus_guest::spin::log_error("route the new session", &err);
     }
     Reply::created(json!({
         "sessionId": started.session_id,
@@ -205,6 +212,42 @@ fn start_session(req: &Request) -> ApiResult<Reply> {
         "nickname": nickname,
         "messages": started.messages,
     }))
+}
+
+/// Queues a new session as its channel's routing rule says (and offers it to an agent).
+fn route_new_session(tenant: &Tenant, channel_id: &str, session_id: &str) -> ApiResult<()> {
+    let db = Db::open()?;
+    let Some(rule) = routing::rule_for_channel(&db, tenant.id, channel_id)? else {
+        return Ok(());
+    };
+    let Some(queue) = routing::load_queue(&db, tenant.id, &rule.queue)? else {
+        return Ok(());
+    };
+    let live = Live::open()?;
+    routing::enqueue(&db, &live, tenant.id, session_id, &queue)
+}
+
+/// Where the session stands in routing: its queue and place while it waits.
+fn routing_status(session: &mut Session<'_>) -> ApiResult<Value> {
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let rows = session.db()?.rows(
+        "read the routing state",
+        "SELECT routing_state, queue FROM interactions WHERE id = $1 AND tenant_id = $2",
+        &[
+            nexus_guest::spin::uuid(id),
+            spin_sdk::pg4::ParameterValue::Int64(tenant_id),
+        ],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(Value::Null);
+    };
+    let state = row.get::<String>("routing_state").unwrap_or_default();
+    let queue = row.get::<String>("queue");
+    let position = match (&queue, state.as_str()) {
+        (Some(queue), "queued") => routing::position(&session.live, tenant_id, queue, id)?,
+        _ => None,
+    };
+    Ok(json!({ "state": state, "queue": queue, "position": position }))
 }
 
 /// A verified request on a live session.
@@ -234,7 +277,7 @@ impl Session<'_> {
     /// Up to `limit` messages after `after`, from PostgreSQL.
     fn messages_after(&mut self, after: i64, limit: i64) -> ApiResult<Vec<Value>> {
         let (tenant_id, id) = (self.tenant.id, self.id);
-        store::messages_after(self.db()?, tenant_id, id, after, limit)
+        conversation::messages_after(self.db()?, tenant_id, id, after, limit)
     }
 
     fn state(&self) -> LiveState<'_> {
@@ -264,13 +307,14 @@ impl Session<'_> {
         if live_state.append(messages, state).is_err() {
             live_state.forget();
         }
+        conversation::tell_agents(&self.live, self.id, &self.live_session.agents, messages);
     }
 
     /// Rebuilds the live state from PostgreSQL.
     fn rebuild(&mut self) -> ApiResult<()> {
         let (tenant_id, id) = (self.tenant.id, self.id);
         let (session, tail) =
-            store::load_session(self.db()?, tenant_id, id)?.ok_or_else(unknown_session)?;
+            conversation::load_session(self.db()?, tenant_id, id)?.ok_or_else(unknown_session)?;
         self.state().store(&session, &tail)?;
         self.live_session = session;
         Ok(())
@@ -298,7 +342,7 @@ fn on_session(
         Some(session) => session,
         None => {
             let (session, tail) =
-                store::load_session(&db, tenant.id, id)?.ok_or_else(unknown_session)?;
+                conversation::load_session(&db, tenant.id, id)?.ok_or_else(unknown_session)?;
             let state = LiveState::new(&live, id);
             state.store(&session, &tail)?;
             if session.state == "active" {
@@ -346,6 +390,10 @@ fn read_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             Value::String(session.live_session.participant_id.clone()),
         );
     }
+    let routing = routing_status(session)?;
+    if let Some(object) = data.as_object_mut() {
+        object.insert("routing".into(), routing);
+    }
     Reply::ok(data)
 }
 
@@ -379,11 +427,11 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             let client_message_id =
                 fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
             let (tenant_id, id) = (session.tenant.id, session.id);
-            let outcome = store::append_message(
+            let outcome = conversation::append_message(
                 session.db()?,
                 tenant_id,
                 id,
-                &store::NewMessage {
+                &conversation::NewMessage {
                     kind: &kind,
                     participant_id: Some(&participant),
                     sender_kind: "Customer",
@@ -405,6 +453,13 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             // Committed: the connection goes back to the pool before the Redis round trips.
             session.release_db();
             if !duplicate {
+                // A chat kept open without agents goes back to routing when the customer writes.
+                if session.live_session.agents.is_empty()
+                    && let Err(err) =
+                        Db::open().and_then(|db| routing::wake(&db, &session.live, tenant_id, id))
+                {
+                    nexus_guest::spin::log_error("route the woken session", &err);
+                }
                 session.publish(std::slice::from_ref(&message), "active");
                 let state = session.state();
                 let _ = state.set_typing(&participant, &nickname, "Customer", false);
@@ -446,6 +501,8 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     let timeout = bounded_number(&params, "timeout", MAX_POLL_SECONDS as i64)?.unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(timeout.unsigned_abs());
     let mut rebuilt = false;
+    let routing_before = routing_status(session)?;
+    let mut routing_now = routing_before.clone();
     let messages = loop {
         let found = match session.state().tail_after(after, limit)? {
             TailRead::Messages(messages) => messages,
@@ -459,12 +516,21 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             }
             TailRead::Lost => session.messages_after(after, limit)?,
         };
-        // An ended session has nothing more to wait for.
-        if !found.is_empty() || !session.is_open() || Instant::now() >= deadline {
+        // An ended session has nothing more to wait for; a customer waiting in a queue is told
+        // as their place changes.
+        if !found.is_empty()
+            || !session.is_open()
+            || Instant::now() >= deadline
+            || routing_now != routing_before
+        {
             break found;
         }
         session.release_db();
         std::thread::sleep(POLL_INTERVAL);
+        if routing_before["state"] == "queued" {
+            routing_now = routing_status(session)?;
+            session.release_db();
+        }
     };
     let next_position = messages
         .last()
@@ -487,6 +553,7 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
         "more": more,
         "state": state_now,
         "typing": session.state().typing(&participant)?,
+        "routing": routing_now,
     }))
 }
 

@@ -7,8 +7,9 @@ use nexus_guest::spin::{Db, jsonb, opt_text, text, uuid};
 use serde_json::Value;
 use spin_sdk::pg4::ParameterValue;
 
+use nexus_guest::conversation::{NewMessage, append_message};
+
 use crate::auth::Tenant;
-use crate::live::{LiveSession, TAIL_LEN};
 
 /// The chat channel a session starts on: the one named `endpoint`, or the tenant's only one.
 pub fn chat_channel(db: &Db, tenant: &Tenant, endpoint: Option<&str>) -> ApiResult<String> {
@@ -160,42 +161,6 @@ pub fn start(db: &Db, tenant: &Tenant, session: &NewSession<'_>) -> ApiResult<St
     })
 }
 
-/// The live state of a session as PostgreSQL knows it, with its tail.
-pub fn load_session(
-    db: &Db,
-    tenant_id: i64,
-    session_id: &str,
-) -> ApiResult<Option<(LiveSession, Vec<Value>)>> {
-    let rows = db.rows(
-        "load the session",
-        "SELECT i.state, i.channel_id::text AS channel_id, p.id::text AS participant_id, p.nickname \
-         FROM interactions i JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
-         WHERE i.id = $1 AND i.tenant_id = $2 ORDER BY p.joined_at LIMIT 1",
-        &[uuid(session_id), ParameterValue::Int64(tenant_id)],
-    )?;
-    let Some(row) = rows.rows().next() else {
-        return Ok(None);
-    };
-    let session = LiveSession {
-        tenant_id,
-        channel_id: row.get::<String>("channel_id").unwrap_or_default(),
-        participant_id: row.get::<String>("participant_id").unwrap_or_default(),
-        nickname: row.get::<String>("nickname").unwrap_or_default(),
-        state: row.get::<String>("state").unwrap_or_default(),
-    };
-    let tail = db.json_rows(
-        "load the transcript tail",
-        "SELECT nexus_message_json(m) FROM messages m \
-         WHERE interaction_id = $1 AND tenant_id = $2 ORDER BY position DESC LIMIT $3",
-        &[
-            uuid(session_id),
-            ParameterValue::Int64(tenant_id),
-            ParameterValue::Int64(TAIL_LEN),
-        ],
-    )?;
-    Ok(Some((session, tail)))
-}
-
 /// The session as `GET {selfUri}` shows it.
 pub fn session_json(db: &Db, tenant_id: i64, session_id: &str) -> ApiResult<Option<Value>> {
     db.json_row(
@@ -210,89 +175,6 @@ pub fn session_json(db: &Db, tenant_id: i64, session_id: &str) -> ApiResult<Opti
              FROM participants p WHERE p.interaction_id = i.id))) \
          FROM interactions i WHERE i.id = $1 AND i.tenant_id = $2",
         &[uuid(session_id), ParameterValue::Int64(tenant_id)],
-    )
-}
-
-pub struct NewMessage<'a> {
-    pub kind: &'a str,
-    pub participant_id: Option<&'a str>,
-    pub sender_kind: &'a str,
-    pub nickname: &'a str,
-    pub text: Option<&'a str>,
-    pub data: Option<&'a Value>,
-    pub visibility: &'a str,
-    pub client_message_id: Option<&'a str>,
-}
-
-/// Appends a message to an open interaction, at the next position. Answers the message and
-/// whether it was already there (the same `messageId` sent again), or `None` when the
-/// interaction is not open.
-pub fn append_message(
-    db: &Db,
-    tenant_id: i64,
-    session_id: &str,
-    message: &NewMessage<'_>,
-) -> ApiResult<Option<(Value, bool)>> {
-    // Taking the position and inserting is one statement: the row lock on the interaction orders
-    // concurrent senders, so positions are gapless and committed in order.
-    let rows = db.rows(
-        "store the message",
-        "WITH existing AS ( \
-           SELECT nexus_message_json(m) AS message FROM messages m \
-           WHERE m.interaction_id = $1 AND m.tenant_id = $2 AND $9::text IS NOT NULL AND m.client_message_id = $9), \
-         slot AS ( \
-           UPDATE interactions SET next_position = next_position + 1, last_activity_at = now(), updated_at = now() \
-           WHERE id = $1 AND tenant_id = $2 AND state = 'active' AND NOT EXISTS (SELECT 1 FROM existing) \
-           RETURNING id, tenant_id, next_position - 1 AS position), \
-         inserted AS ( \
-           INSERT INTO messages AS m (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname, text, data, visibility, client_message_id) \
-           SELECT id, position, tenant_id, $3, $4, $5, $6, $7, $8, $10, $9 FROM slot \
-           RETURNING nexus_message_json(m) AS message) \
-         SELECT message, false AS duplicate FROM inserted \
-         UNION ALL SELECT message, true AS duplicate FROM existing",
-        &[
-            uuid(session_id),
-            ParameterValue::Int64(tenant_id),
-            text(message.kind),
-            message.participant_id.map_or(ParameterValue::DbNull, uuid),
-            text(message.sender_kind),
-            text(message.nickname),
-            opt_text(message.text),
-            message.data.map_or(ParameterValue::DbNull, jsonb),
-            opt_text(message.client_message_id),
-            text(message.visibility),
-        ],
-    )?;
-    let Some(row) = rows.rows.first() else {
-        return Ok(None);
-    };
-    let message = match row.first() {
-        Some(spin_sdk::pg4::DbValue::Jsonb(bytes)) => serde_json::from_slice(bytes)
-            .map_err(|err| ApiError::internal("read the message", err))?,
-        other => return Err(ApiError::internal("read the message", format!("{other:?}"))),
-    };
-    let duplicate = matches!(row.get(1), Some(spin_sdk::pg4::DbValue::Boolean(true)));
-    Ok(Some((message, duplicate)))
-}
-
-/// Up to `limit` messages after position `after`, from PostgreSQL.
-pub fn messages_after(
-    db: &Db,
-    tenant_id: i64,
-    session_id: &str,
-    after: i64,
-    limit: i64,
-) -> ApiResult<Vec<Value>> {
-    db.json_rows(
-        "read the transcript",
-        "SELECT nexus_message_json(m) FROM messages m \
-         WHERE interaction_id = $1 AND tenant_id = $2 AND position > $3::bigint ORDER BY position LIMIT $4",
-        &[
-            uuid(session_id),
-            ParameterValue::Int64(tenant_id),
-            ParameterValue::Int64(after),
-            ParameterValue::Int64(limit),
-        ],
     )
 }
 

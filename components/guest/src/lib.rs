@@ -4,11 +4,21 @@
 //!
 //! Everything but [`spin`] is plain Rust and unit-tested natively (`cargo test -p nexus-guest`).
 
+pub mod agent_token;
 pub mod api;
 pub mod body;
+pub mod hours;
 pub mod identity;
 pub mod secrets;
 pub mod token;
 
+#[cfg(target_arch = "wasm32")]
+pub mod conversation;
+#[cfg(target_arch = "wasm32")]
+pub mod events;
+#[cfg(target_arch = "wasm32")]
+pub mod live;
+#[cfg(target_arch = "wasm32")]
+pub mod routing;
 #[cfg(target_arch = "wasm32")]
 pub mod spin;

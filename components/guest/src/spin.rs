@@ -273,3 +273,9 @@ pub fn reply_text(result: &RedisResult) -> Option<String> {
         RedisResult::Nil => None,
     }
 }
+
+/// Logs a failure that the request survives (the work is committed; what failed is repaired
+/// later), on stderr, which the host tags with the component and request.
+pub fn log_error(context: &str, err: &ApiError) {
+    eprintln!("{context}: {err:?}");
+}

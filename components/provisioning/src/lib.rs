@@ -8,6 +8,8 @@
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
+mod designer;
+
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::secrets::{self, new_id, secrets_equal};
@@ -84,6 +86,39 @@ fn serve(req: &Request) -> ApiResult<Reply> {
             rotate_channel_secret(&db, &tenant(&db, ccid)?, id, &fields(req)?)
         }
         (Method::Get, ["tenants", ccid, "audit"]) => audit_log(&db, &tenant(&db, ccid)?, req),
+        (Method::Get, ["tenants", ccid, "agents"]) => {
+            designer::list_agents(&db, &tenant(&db, ccid)?)
+        }
+        (Method::Post, ["tenants", ccid, "agents"]) => {
+            designer::create_agent(&db, &tenant(&db, ccid)?, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "agents", id]) => {
+            designer::agent(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Patch, ["tenants", ccid, "agents", id]) => {
+            designer::update_agent(&db, &tenant(&db, ccid)?, id, &fields(req)?)
+        }
+        (Method::Delete, ["tenants", ccid, "agents", id]) => {
+            designer::delete_agent(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Get, ["tenants", ccid, "queues"]) => {
+            designer::list_queues(&db, &tenant(&db, ccid)?)
+        }
+        (Method::Put, ["tenants", ccid, "queues", name]) => {
+            designer::put_queue(&db, &tenant(&db, ccid)?, name, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "queues", name]) => {
+            designer::queue(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Delete, ["tenants", ccid, "queues", name]) => {
+            designer::delete_queue(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Put, ["tenants", ccid, "channels", id, "routing"]) => {
+            designer::put_rule(&db, &tenant(&db, ccid)?, id, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "channels", id, "routing"]) => {
+            designer::rule(&db, &tenant(&db, ccid)?, id)
+        }
         _ => Err(ApiError::new(
             404,
             Code::NotFound,
@@ -135,9 +170,9 @@ fn fields(req: &Request) -> ApiResult<Fields> {
 }
 
 /// A tenant, by the ccid in the path.
-struct Tenant {
-    id: i64,
-    ccid: String,
+pub(crate) struct Tenant {
+    pub(crate) id: i64,
+    pub(crate) ccid: String,
 }
 
 fn tenant(db: &Db, ccid: &str) -> ApiResult<Tenant> {
@@ -173,7 +208,7 @@ fn tenant_json(db: &Db, tenant: &Tenant) -> ApiResult<Value> {
 }
 
 /// Records a provisioning change, in the transaction that makes it.
-fn audit(
+pub(crate) fn audit(
     db: &Db,
     tenant: (Option<i64>, &str),
     action: &str,
@@ -202,7 +237,7 @@ fn new_secret() -> ApiResult<String> {
 }
 
 /// A boolean field: `true`/`false` in JSON or in a form.
-fn flag(fields: &Fields, name: &str) -> ApiResult<Option<bool>> {
+pub(crate) fn flag(fields: &Fields, name: &str) -> ApiResult<Option<bool>> {
     match fields.text(name).as_deref() {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
@@ -540,7 +575,7 @@ fn list_channels(db: &Db, tenant: &Tenant) -> ApiResult<Reply> {
     Reply::ok(json!({ "channels": channels }))
 }
 
-fn channel_id(id: &str) -> ApiResult<&str> {
+pub(crate) fn channel_id(id: &str) -> ApiResult<&str> {
     if is_uuid(id) {
         Ok(id)
     } else {

@@ -12,7 +12,7 @@
 //! | hashes | `HSET` `HGET` `HDEL` `HGETALL` `HKEYS` `HVALS` `HLEN` `HEXISTS` `HINCRBY` |
 //! | sets | `SADD` `SREM` `SMEMBERS` `SISMEMBER` `SCARD` |
 //! | lists | `LPUSH` `RPUSH` `LPOP` `RPOP` `LRANGE` `LLEN` |
-//! | sorted sets | `ZADD` (without flags) `ZREM` `ZCARD` `ZSCORE` `ZRANGE` (by rank, `WITHSCORES`) `ZRANGEBYSCORE` (`WITHSCORES`, `LIMIT`) `ZREMRANGEBYRANK` |
+//! | sorted sets | `ZADD` (without flags) `ZREM` `ZCARD` `ZSCORE` `ZRANK` `ZRANGE` (by rank, `WITHSCORES`) `ZRANGEBYSCORE` (`WITHSCORES`, `LIMIT`) `ZREMRANGEBYRANK` |
 //! | pub/sub | `PUBLISH` (delivered to in-process subscribers of [`EmbeddedRedis::subscribe`]) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -470,6 +470,11 @@ impl EmbeddedRedis {
                 Some(Data::SortedSet(set)) => Ok(count(set.len())),
                 Some(_) => Err(wrong_type()),
             },
+            ("ZRANK", [key, member]) => match ks.live(key, now).map(|entry| &entry.data) {
+                None => Ok(Value::Nil),
+                Some(Data::SortedSet(set)) => Ok(set.rank(member).map_or(Value::Nil, count)),
+                Some(_) => Err(wrong_type()),
+            },
             ("ZSCORE", [key, member]) => match ks.live(key, now).map(|entry| &entry.data) {
                 None => Ok(Value::Nil),
                 Some(Data::SortedSet(set)) => Ok(set
@@ -523,7 +528,7 @@ impl EmbeddedRedis {
                 Ok(count(removed))
             }
             (
-                "ZADD" | "ZREM" | "ZCARD" | "ZSCORE" | "ZRANGE" | "ZRANGEBYSCORE"
+                "ZADD" | "ZREM" | "ZCARD" | "ZSCORE" | "ZRANK" | "ZRANGE" | "ZRANGEBYSCORE"
                 | "ZREMRANGEBYRANK",
                 _,
             ) => Err(arity(name)),
@@ -780,6 +785,10 @@ mod tests {
             run(&store, &["ZSCORE", "z", "a"]).unwrap(),
             bulk(b"5".to_vec())
         );
+        // b (2), c (3), a (5): ranks by score.
+        assert_eq!(run(&store, &["ZRANK", "z", "b"]).unwrap(), Value::Int(0));
+        assert_eq!(run(&store, &["ZRANK", "z", "a"]).unwrap(), Value::Int(2));
+        assert_eq!(run(&store, &["ZRANK", "z", "nobody"]).unwrap(), Value::Nil);
         assert_eq!(
             run(
                 &store,

@@ -139,6 +139,16 @@ impl SortedSet {
         self.scores.len()
     }
 
+    /// The 0-based rank of `member` by score (a walk of the set: the embedded store serves
+    /// small sets).
+    pub fn rank(&self, member: &[u8]) -> Option<usize> {
+        let score = *self.scores.get(member)?;
+        self.ordered
+            .range(..(score, member.to_vec()))
+            .count()
+            .into()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.scores.is_empty()
     }

@@ -7,14 +7,15 @@
 //! | `chat:{id}:typing` | hash | who is typing, until when |
 //! | `chat:{id}:active` | string | present while the session is not idle (the inactivity timer) |
 //! | `chat:{id}:events` | pub/sub channel | every message appended, for other nodes and sockets |
+//! | `chat:{id}:agents` | hash | the agents taking part, and how (`primary`, `monitor`, ...) |
 //!
 //! PostgreSQL is written first and is the truth; all of this is rebuilt from it when missing
 //! (Redis flushed, restarted or evicting). The tail is a sorted set, not a list, because two
 //! concurrent senders commit positions in order but may reach Redis in either order; a reader
 //! only trusts a run of consecutive positions and reads PostgreSQL across any gap.
 
-use nexus_guest::api::ApiResult;
-use nexus_guest::spin::{Live, arg, int_arg, reply_text};
+use crate::api::ApiResult;
+use crate::spin::{Live, arg, int_arg, reply_text};
 use serde_json::{Value, json};
 use spin_sdk::redis::RedisResult;
 
@@ -38,6 +39,8 @@ pub struct LiveSession {
     pub participant_id: String,
     pub nickname: String,
     pub state: String,
+    /// The agents taking part, each with their role.
+    pub agents: Vec<(String, String)>,
 }
 
 /// What the tail holds after a position.
@@ -55,7 +58,7 @@ pub struct LiveState<'a> {
     session_id: &'a str,
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
@@ -105,6 +108,7 @@ impl<'a> LiveState<'a> {
             participant_id: participant,
             nickname: field("nickname").unwrap_or_default(),
             state,
+            agents: pairs(&self.live.cmd("HGETALL", &[arg(self.key(":agents"))])?),
         }))
     }
 
@@ -127,7 +131,25 @@ impl<'a> LiveState<'a> {
                 arg(&session.state),
             ],
         )?;
+        self.live.cmd("DEL", &[arg(self.key(":agents"))])?;
+        for (agent, role) in &session.agents {
+            self.set_agent(agent, Some(role))?;
+        }
         self.expire(&session.state)
+    }
+
+    /// Records that an agent takes part (with `role`) or no longer does (`None`).
+    pub fn set_agent(&self, agent_id: &str, role: Option<&str>) -> ApiResult<()> {
+        match role {
+            Some(role) => self.live.cmd(
+                "HSET",
+                &[arg(self.key(":agents")), arg(agent_id), arg(role)],
+            )?,
+            None => self
+                .live
+                .cmd("HDEL", &[arg(self.key(":agents")), arg(agent_id)])?,
+        };
+        Ok(())
     }
 
     fn expire(&self, state: &str) -> ApiResult<()> {
@@ -136,7 +158,7 @@ impl<'a> LiveState<'a> {
         } else {
             OPEN_TTL_SECONDS
         };
-        for suffix in ["", ":tail"] {
+        for suffix in ["", ":tail", ":agents"] {
             self.live
                 .cmd("EXPIRE", &[arg(self.key(suffix)), int_arg(ttl)])?;
         }

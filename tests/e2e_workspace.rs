@@ -1,0 +1,799 @@
+//! End to end: agents over WebSocket and routing. A customer chats through the Chat API v3; an
+//! agent desktop (a WebSocket client plus the Workspace REST API) goes ready, is offered the
+//! routed chat, and works it to done.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::ws::Socket;
+use support::{ADMIN_TOKEN, Backends, Nexus, client};
+
+const MANIFEST: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "workspace"
+
+[variables]
+redis_address = { default = "redis://127.0.0.1:6379" }
+redis_host = { default = "127.0.0.1:6379" }
+postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
+postgres_host = { default = "127.0.0.1:5432" }
+redis_key_prefix = { default = "nexus:" }
+admin_token = { default = "", secret = true }
+
+[[trigger.http]]
+route = "/nexus/v3/provisioning/..."
+component = "provisioning"
+
+[[trigger.http]]
+route = "/nexus/v3/chat/..."
+component = "chat"
+
+[[trigger.http]]
+route = "/nexus/v3/workspace/..."
+component = "workspace"
+
+[component.provisioning]
+source = "{provisioning}"
+allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
+[component.provisioning.variables]
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+
+[component.chat]
+source = "{chat}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.chat.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+[component.chat.tool.nexus]
+request_timeout_ms = 45000
+
+[component.workspace]
+source = "{workspace}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.workspace.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+[component.workspace.tool.nexus]
+request_timeout_ms = 45000
+[[component.workspace.tool.nexus.schedule]]
+path = "/nexus/v3/workspace/sweep"
+every_ms = 300
+bearer = "{{ admin_token }}"
+
+[component.workspace-socket]
+source = "{workspace_socket}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.workspace-socket.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+[component.workspace-socket.tool.nexus.websocket]
+route = "/nexus/v3/workspace/socket"
+"#;
+
+/// One HTTP call with a JSON body; the status and the JSON answer.
+async fn call(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client().request(method.parse().unwrap(), nexus.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn admin(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> Value {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let (status, answer) = call(
+        nexus,
+        method,
+        &format!("/nexus/v3/provisioning{path}"),
+        &[("authorization", &bearer)],
+        body,
+    )
+    .await;
+    assert!(
+        (200..300).contains(&status),
+        "{method} {path}: {status} {answer}"
+    );
+    answer["data"].clone()
+}
+
+struct Tenant {
+    chat_key: String,
+    channel_id: String,
+}
+
+/// A tenant with a chat channel routed to the `support` queue.
+async fn provision(nexus: &Nexus, ccid: &str) -> Tenant {
+    admin(
+        nexus,
+        "POST",
+        "/tenants",
+        Some(json!({"ccid": ccid, "name": ccid})),
+    )
+    .await;
+    let channel = admin(
+        nexus,
+        "POST",
+        &format!("/tenants/{ccid}/channels"),
+        Some(json!({"type": "chat", "name": "web"})),
+    )
+    .await;
+    let key = admin(
+        nexus,
+        "POST",
+        &format!("/tenants/{ccid}/api-keys"),
+        Some(json!({"name": "widget", "permission": "chat"})),
+    )
+    .await;
+    admin(
+        nexus,
+        "PUT",
+        &format!("/tenants/{ccid}/queues/support"),
+        Some(json!({"skills": ["english"]})),
+    )
+    .await;
+    let channel_id = channel["id"].as_str().unwrap().to_owned();
+    admin(
+        nexus,
+        "PUT",
+        &format!("/tenants/{ccid}/channels/{channel_id}/routing"),
+        Some(json!({"queue": "support"})),
+    )
+    .await;
+    Tenant {
+        chat_key: key["key"].as_str().unwrap().to_owned(),
+        channel_id,
+    }
+}
+
+struct Agent {
+    id: String,
+    token: String,
+}
+
+async fn add_agent(nexus: &Nexus, ccid: &str, username: &str, body: Value) -> Agent {
+    let mut body = body;
+    body["username"] = Value::from(username);
+    let agent = admin(
+        nexus,
+        "POST",
+        &format!("/tenants/{ccid}/agents"),
+        Some(body),
+    )
+    .await;
+    Agent {
+        id: agent["id"].as_str().unwrap().to_owned(),
+        token: agent["token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A Workspace API call as `agent`.
+async fn work(
+    nexus: &Nexus,
+    agent: &Agent,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let bearer = format!("Bearer {}", agent.token);
+    call(
+        nexus,
+        method,
+        &format!("/nexus/v3/workspace/{path}"),
+        &[("authorization", &bearer)],
+        body,
+    )
+    .await
+}
+
+async fn ok(nexus: &Nexus, agent: &Agent, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, answer) = work(nexus, agent, method, path, body).await;
+    assert_eq!(status, 200, "{method} {path}: {answer}");
+    answer["data"].clone()
+}
+
+/// The agent's desktop socket, past its `Connected`.
+async fn desktop(nexus: &Nexus, agent: &Agent, after: i64) -> Socket {
+    let bearer = format!("Bearer {}", agent.token);
+    let mut socket = Socket::open(
+        &nexus.ws_url(&format!("/nexus/v3/workspace/socket?after={after}")),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(socket.next_json().await["messageType"], "Connected");
+    socket
+}
+
+/// Reads events until one matches; the events before it are returned too.
+async fn until(socket: &mut Socket, what: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+    let mut seen = Vec::new();
+    loop {
+        let event = socket.next_json().await;
+        if what(&event) {
+            return (event, seen);
+        }
+        seen.push(event);
+    }
+}
+
+fn invited(event: &Value) -> bool {
+    event["notificationType"] == "Invited"
+}
+
+fn has_text(event: &Value, text: &str) -> bool {
+    event["messageType"] == "MessageLogUpdated"
+        && event["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == text)
+}
+
+struct Customer {
+    uri: String,
+    token: String,
+}
+
+async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str, email: &str) -> Customer {
+    let response = client()
+        .post(nexus.url("/nexus/v3/chat/sessions"))
+        .header("x-api-key", &tenant.chat_key)
+        .json(&json!({"nickname": nickname, "email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    Customer {
+        uri: body["data"]["selfUri"].as_str().unwrap().to_owned(),
+        token: body["data"]["clientToken"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Customer {
+    async fn say(&self, text: &str) {
+        let response = client()
+            .post(format!("{}/messages", self.uri))
+            .header("x-nexus-client-key", &self.token)
+            .json(&json!({"type": "Text", "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    async fn read(&self, after: i64, timeout: u64) -> Value {
+        let response = client()
+            .get(format!(
+                "{}/messages?after={after}&timeout={timeout}",
+                self.uri
+            ))
+            .header("x-nexus-client-key", &self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["data"].clone()
+    }
+
+    /// Every message the customer sees.
+    async fn transcript(&self) -> Vec<Value> {
+        self.read(0, 0).await["messages"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+async fn an_agent_works_a_routed_chat_to_done(backends: Backends) {
+    let nexus = Nexus::start(MANIFEST, backends).await;
+    let tenant = provision(&nexus, "acme").await;
+    let agent = add_agent(
+        &nexus,
+        "acme",
+        "ann",
+        json!({"nickname": "Ann", "skills": ["english"], "capacity": {"chat": 1}}),
+    )
+    .await;
+    let mut socket = desktop(&nexus, &agent, 0).await;
+    let state = ok(&nexus, &agent, "POST", "media/chat/ready", None).await;
+    assert_eq!(state["state"], "ready");
+    assert_eq!(socket.next_json().await["messageType"], "AgentStateChanged");
+
+    let alice = customer(&nexus, &tenant, "Alice", "alice@example.com").await;
+    let (invitation, _) = until(&mut socket, invited).await;
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(invitation["interaction"]["queue"], "support");
+    assert_eq!(
+        invitation["interaction"]["capabilities"],
+        json!(["accept", "reject"])
+    );
+
+    let accepted = ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/accept"),
+        None,
+    )
+    .await;
+    assert_eq!(accepted["routingState"], "assigned");
+    // The customer sees the agent join.
+    let seen = alice.read(1, 5).await;
+    assert_eq!(seen["messages"][0]["type"], "ParticipantJoined");
+    assert_eq!(seen["messages"][0]["from"]["nickname"], "Ann");
+
+    alice.say("my parcel is late").await;
+    until(&mut socket, |e| has_text(e, "my parcel is late")).await;
+
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/send-message"),
+        Some(json!({"message": "let me check"})),
+    )
+    .await;
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/send-message"),
+        Some(json!({"message": "note: VIP", "visibility": "Agent"})),
+    )
+    .await;
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/send-url"),
+        Some(json!({"url": "https://example.com/track"})),
+    )
+    .await;
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/attach-user-data"),
+        Some(json!({"userData": {"order": "A-1"}})),
+    )
+    .await;
+    let texts: Vec<Value> = alice
+        .transcript()
+        .await
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert!(texts.contains(&json!("let me check")), "{texts:?}");
+    assert!(
+        texts.contains(&json!("https://example.com/track")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.contains(&json!("note: VIP")),
+        "a whisper reached the customer: {texts:?}"
+    );
+    let agent_view = ok(
+        &nexus,
+        &agent,
+        "GET",
+        &format!("media/chat/interactions/{id}/messages"),
+        None,
+    )
+    .await;
+    assert!(
+        agent_view["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["text"] == "note: VIP")
+    );
+
+    // Leave, closing the chat; then done.
+    let left = ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/leave"),
+        Some(json!({"afterAction": "ForceClose"})),
+    )
+    .await;
+    assert_eq!(left["chatEnded"], true);
+    let end = alice.read(0, 0).await;
+    assert_eq!(end["state"], "ended");
+    assert!(
+        end["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["type"] == "ChatEnded")
+    );
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/complete"),
+        None,
+    )
+    .await;
+    until(&mut socket, |e| e["notificationType"] == "Completed").await;
+
+    // The agent is free again: the next customer is offered at once.
+    let _bob = customer(&nexus, &tenant, "Bob", "bob@example.com").await;
+    until(&mut socket, invited).await;
+
+    if backends == Backends::Real {
+        let db = nexus.database.as_ref().unwrap().client().await;
+        let row = db
+            .query_one(
+                "SELECT routing_state, last_agent_id::text, (SELECT count(*) FROM messages WHERE interaction_id = $1) FROM interactions WHERE id = $1",
+                &[&uuid::Uuid::parse_str(&id).unwrap()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "done");
+        assert_eq!(row.get::<_, Option<String>>(1), Some(agent.id.clone()));
+        assert!(row.get::<_, i64>(2) >= 8);
+    }
+    let _ = tenant.channel_id;
+}
+
+async fn capacity_transfer_conference_and_after_actions(backends: Backends) {
+    let nexus = Nexus::start(MANIFEST, backends).await;
+    let tenant = provision(&nexus, "acme").await;
+    let ann = add_agent(
+        &nexus,
+        "acme",
+        "ann",
+        json!({"skills": ["english"], "capacity": {"chat": 1}}),
+    )
+    .await;
+    let bob = add_agent(
+        &nexus,
+        "acme",
+        "bob",
+        json!({"skills": ["english"], "capacity": {"chat": 2}}),
+    )
+    .await;
+    let sue = add_agent(
+        &nexus,
+        "acme",
+        "sue",
+        json!({"role": "supervisor", "skills": ["english"], "capacity": {"chat": 0}}),
+    )
+    .await;
+    let mut ann_socket = desktop(&nexus, &ann, 0).await;
+    let mut bob_socket = desktop(&nexus, &bob, 0).await;
+    ok(&nexus, &ann, "POST", "media/chat/ready", None).await;
+
+    // Ann holds one at most: the second customer waits, and is told their place.
+    let first = customer(&nexus, &tenant, "C1", "c1@example.com").await;
+    let (invitation, _) = until(&mut ann_socket, invited).await;
+    let first_id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    let second = customer(&nexus, &tenant, "C2", "c2@example.com").await;
+    let waiting = second.read(0, 0).await;
+    assert_eq!(waiting["routing"]["state"], "queued");
+    assert_eq!(waiting["routing"]["position"], 1);
+    assert!(
+        ann_socket.stays_quiet(Duration::from_millis(700)).await,
+        "Ann was offered past her capacity"
+    );
+
+    // Bob goes ready and is offered the waiting customer. Then Ann rejects hers: it goes back
+    // to the queue at its place and to the longest-idle agent with room, Bob, not back to Ann.
+    ok(&nexus, &bob, "POST", "media/chat/ready", None).await;
+    let (bob_invite, _) = until(&mut bob_socket, invited).await;
+    let bob_second = bob_invite["interaction"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(bob_second, first_id);
+    ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_second}/accept"),
+        None,
+    )
+    .await;
+    ok(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{first_id}/reject"),
+        None,
+    )
+    .await;
+    let (next_invite, _) = until(&mut bob_socket, invited).await;
+    let bob_first = next_invite["interaction"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(bob_first, first_id);
+    ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/accept"),
+        None,
+    )
+    .await;
+    let (_, _) = (first, second);
+
+    // Conference: Bob invites Ann in; both are in it; Ann is removed again.
+    let joined = ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/invite"),
+        Some(json!({"agentId": ann.id})),
+    )
+    .await;
+    assert_eq!(
+        joined["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["type"] == "Agent")
+            .count(),
+        2
+    );
+    ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/remove-from-conference"),
+        Some(json!({"agentId": ann.id})),
+    )
+    .await;
+
+    // A supervisor monitors (says nothing), coaches (to agents only), barges in (to all).
+    let (status, _) = work(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/switch-to-monitor"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "an agent does not even see another agent's chat"
+    );
+    ok(
+        &nexus,
+        &sue,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/switch-to-monitor"),
+        None,
+    )
+    .await;
+    let (status, _) = work(
+        &nexus,
+        &sue,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/send-message"),
+        Some(json!({"message": "psst"})),
+    )
+    .await;
+    assert_eq!(status, 409, "a monitor says nothing");
+    ok(
+        &nexus,
+        &sue,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/switch-to-coach"),
+        None,
+    )
+    .await;
+    ok(
+        &nexus,
+        &sue,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/send-message"),
+        Some(json!({"message": "offer a refund"})),
+    )
+    .await;
+    until(&mut bob_socket, |e| has_text(e, "offer a refund")).await;
+
+    // Transfer to Ann (free again): she is offered it, and accepts.
+    ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/transfer-agent"),
+        Some(json!({"agentId": ann.id})),
+    )
+    .await;
+    let (transfer, _) = until(&mut ann_socket, |e| {
+        invited(e) && e["interaction"]["id"] == bob_first.as_str()
+    })
+    .await;
+    assert_eq!(transfer["interaction"]["routingState"], "invited");
+    ok(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/accept"),
+        None,
+    )
+    .await;
+
+    // KeepAlive: the chat stays open without agents; the customer's next message routes it again.
+    ok(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/leave"),
+        Some(json!({"afterAction": "KeepAlive"})),
+    )
+    .await;
+    let (status, _) = work(
+        &nexus,
+        &sue,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/leave"),
+        Some(json!({"afterAction": "KeepAlive"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = work(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/leave"),
+        Some(json!({"afterAction": "bogus"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // Ann completes her part; the chat is still open for the customer.
+    ok(
+        &nexus,
+        &ann,
+        "POST",
+        &format!("media/chat/interactions/{bob_first}/complete"),
+        None,
+    )
+    .await;
+
+    // CloseIfNoAgents: Bob leaves his second chat, the last agent in it: it ends.
+    let left = ok(
+        &nexus,
+        &bob,
+        "POST",
+        &format!("media/chat/interactions/{bob_second}/leave"),
+        Some(json!({"afterAction": "CloseIfNoAgents"})),
+    )
+    .await;
+    assert_eq!(left["chatEnded"], true);
+
+    // A token of nobody is refused; an agent cannot touch what is not theirs.
+    let nobody = Agent {
+        id: String::new(),
+        token: "nxa_nope".into(),
+    };
+    let (status, _) = work(&nexus, &nobody, "GET", "me", None).await;
+    assert_eq!(status, 401);
+}
+
+both_backends!(
+    an_agent_works_a_routed_chat_to_done,
+    capacity_transfer_conference_and_after_actions
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hosts_one_redis_and_a_dropped_socket_loses_nothing() {
+    let first = Nexus::start(MANIFEST, Backends::Real).await;
+    let second = first.peer().await;
+    let tenant = provision(&first, "acme").await;
+    let agent = add_agent(
+        &first,
+        "acme",
+        "ann",
+        json!({"skills": ["english"], "capacity": {"chat": 2}}),
+    )
+    .await;
+    // The agent on the first host, the customer on the second.
+    let mut socket = desktop(&first, &agent, 0).await;
+    ok(&first, &agent, "POST", "media/chat/ready", None).await;
+    let alice = customer(&second, &tenant, "Alice", "alice@example.com").await;
+    let (invitation, _) = until(&mut socket, invited).await;
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    let accepted_seq = {
+        ok(
+            &first,
+            &agent,
+            "POST",
+            &format!("media/chat/interactions/{id}/accept"),
+            None,
+        )
+        .await;
+        let (event, _) = until(&mut socket, |e| e["notificationType"] == "StatusChange").await;
+        event["seq"].as_i64().unwrap()
+    };
+
+    // The socket drops; the customer writes meanwhile; the agent reconnects (to the other host)
+    // with the last seq seen and gets what was missed.
+    socket.close().await;
+    alice.say("are you there?").await;
+    alice.say("hello?").await;
+    let mut again = desktop(&second, &agent, accepted_seq).await;
+    let (_, before) = until(&mut again, |e| has_text(e, "hello?")).await;
+    assert!(
+        before.iter().any(|e| has_text(e, "are you there?")),
+        "{before:?}"
+    );
+
+    // The long-poll (for runtimes without WebSockets) has the same events.
+    let events = ok(
+        &second,
+        &agent,
+        "GET",
+        &format!("events?after={accepted_seq}&timeout=1"),
+        None,
+    )
+    .await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| has_text(e, "hello?")),
+        "{events}"
+    );
+
+    // Two hosts routing at once never overfill an agent: 6 customers, capacity 2, both hosts.
+    let mut customers = Vec::new();
+    for n in 0..6 {
+        let host = if n % 2 == 0 { &first } else { &second };
+        customers.push(
+            customer(
+                host,
+                &tenant,
+                &format!("C{n}"),
+                &format!("c{n}@example.com"),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mine = ok(&first, &agent, "GET", "media/chat/interactions", None).await;
+    let held = mine["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["routingState"] != "done")
+        .count();
+    assert_eq!(held, 2, "{mine}");
+    let db = first.database.as_ref().unwrap().client().await;
+    let queued: i64 = db
+        .query_one(
+            "SELECT count(*) FROM interactions WHERE routing_state = 'queued'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 5);
+}
