@@ -527,9 +527,17 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
         }
         session.release_db();
         std::thread::sleep(POLL_INTERVAL);
-        if routing_before["state"] == "queued" {
-            routing_now = routing_status(session)?;
-            session.release_db();
+        // While queued, only the place in the queue (Redis) is watched; PostgreSQL is asked
+        // again only once it changed.
+        if let (Some(queue), Some(_)) = (
+            routing_before["queue"].as_str(),
+            routing_before["position"].as_i64(),
+        ) {
+            let place = routing::position(&session.live, session.tenant.id, queue, session.id)?;
+            if place != routing_before["position"].as_i64() {
+                routing_now = routing_status(session)?;
+                session.release_db();
+            }
         }
     };
     let next_position = messages

@@ -57,8 +57,6 @@ pub struct LogRead {
     /// The log no longer reaches back to the number asked for: events were trimmed (or lost
     /// with Redis) and the desktop should reload its interactions.
     pub lost: bool,
-    /// The next event exists but one before it is still on its way.
-    pub waiting: bool,
 }
 
 /// Up to `limit` events after `after`. With `skip_gaps`, a number still missing is given up
@@ -89,7 +87,6 @@ pub fn after(
     let mut read = LogRead {
         events: Vec::new(),
         lost: false,
-        waiting: false,
     };
     let mut expected = after + 1;
     for event in parsed {
@@ -107,7 +104,7 @@ pub fn after(
                 if after > 0 && oldest_seq.is_some_and(|oldest| oldest > after + 1) {
                     read.lost = true;
                 } else {
-                    read.waiting = true;
+                    // The next one is still on its way: nothing to give yet.
                     return Ok(read);
                 }
             } else if !skip_gaps {

@@ -66,7 +66,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// A flat `[field, value, field, value, ...]` reply as pairs of text.
-fn pairs(reply: &[RedisResult]) -> Vec<(String, String)> {
+pub fn pairs(reply: &[RedisResult]) -> Vec<(String, String)> {
     reply
         .chunks(2)
         .filter_map(|pair| match pair {

@@ -27,7 +27,7 @@ use spin_sdk::redis::RedisResult;
 use crate::api::{ApiError, ApiResult, Code};
 use crate::conversation::{self, NewMessage};
 use crate::events;
-use crate::live::{LiveState, now_ms};
+use crate::live::{LiveState, now_ms, pairs};
 use crate::secrets::new_id;
 use crate::spin::{Db, Live, arg, int_arg, opt_text, reply_text, text, uuid};
 
@@ -81,6 +81,30 @@ fn agent_key(live: &Live, agent_id: &str) -> String {
 
 fn load_key(live: &Live, agent_id: &str) -> String {
     live.key(&format!("agent:{agent_id}:load"))
+}
+
+/// Now, as a sorted-set score in milliseconds.
+fn now_score() -> i64 {
+    i64::try_from(now_ms()).unwrap_or(i64::MAX)
+}
+
+/// Puts a conversation in a queue's order, at `queued_ms` (its arrival).
+fn wait_in_queue(
+    live: &Live,
+    tenant_id: i64,
+    queue: &str,
+    queued_ms: i64,
+    interaction_id: &str,
+) -> ApiResult<()> {
+    live.cmd(
+        "ZADD",
+        &[
+            arg(queue_key(live, tenant_id, queue)),
+            int_arg(queued_ms),
+            arg(interaction_id),
+        ],
+    )?;
+    Ok(())
 }
 
 fn int_reply(reply: &[RedisResult]) -> i64 {
@@ -199,14 +223,7 @@ pub fn enqueue(
     else {
         return Ok(());
     };
-    live.cmd(
-        "ZADD",
-        &[
-            arg(queue_key(live, tenant_id, &queue.name)),
-            int_arg(queued_ms),
-            arg(interaction_id),
-        ],
-    )?;
+    wait_in_queue(live, tenant_id, &queue.name, queued_ms, interaction_id)?;
     live.cmd(
         "SADD",
         &[arg(live.key("route:tenants")), arg(tenant_id.to_string())],
@@ -273,13 +290,12 @@ fn candidates(live: &Live, tenant_id: i64, skills: &[String]) -> ApiResult<Vec<C
     )?;
     let mut found = Vec::new();
     for agent_id in ready.iter().filter_map(reply_text) {
-        let hash = live.cmd("HGETALL", &[arg(agent_key(live, &agent_id))])?;
-        let fields: Vec<String> = hash.iter().filter_map(reply_text).collect();
+        let fields = pairs(&live.cmd("HGETALL", &[arg(agent_key(live, &agent_id))])?);
         let field = |name: &str| {
             fields
-                .chunks(2)
-                .find(|pair| pair.first().map(String::as_str) == Some(name))
-                .and_then(|pair| pair.get(1).cloned())
+                .iter()
+                .find(|(field, _)| field == name)
+                .map(|(_, value)| value.clone())
         };
         let Some(capacity) = field("capacity").and_then(|c| c.parse::<i64>().ok()) else {
             continue;
@@ -437,7 +453,7 @@ fn invite(
         "ZADD",
         &[
             arg(ready_key(live, tenant_id)),
-            int_arg(i64::try_from(now_ms()).unwrap_or_default()),
+            int_arg(now_score()),
             arg(agent_id),
         ],
     )?;
@@ -503,14 +519,7 @@ pub fn set_agent_state(
         let key = ready_key(live, agent.tenant_id);
         let already = live.cmd("ZSCORE", &[arg(&key), arg(&agent.id)])?;
         if matches!(already.first(), None | Some(RedisResult::Nil)) {
-            live.cmd(
-                "ZADD",
-                &[
-                    arg(&key),
-                    int_arg(i64::try_from(now_ms()).unwrap_or_default()),
-                    arg(&agent.id),
-                ],
-            )?;
+            live.cmd("ZADD", &[arg(&key), int_arg(now_score()), arg(&agent.id)])?;
         }
         live.cmd(
             "SADD",
@@ -602,23 +611,9 @@ fn requeue(
         live.cmd("ZSCORE", &[arg(&ready), arg(agent_id)])?.first(),
         None | Some(RedisResult::Nil)
     ) {
-        live.cmd(
-            "ZADD",
-            &[
-                arg(&ready),
-                int_arg(i64::try_from(now_ms()).unwrap_or_default()),
-                arg(agent_id),
-            ],
-        )?;
+        live.cmd("ZADD", &[arg(&ready), int_arg(now_score()), arg(agent_id)])?;
     }
-    live.cmd(
-        "ZADD",
-        &[
-            arg(queue_key(live, tenant_id, &queue)),
-            int_arg(queued_ms),
-            arg(interaction_id),
-        ],
-    )?;
+    wait_in_queue(live, tenant_id, &queue, queued_ms, interaction_id)?;
     events::push(
         live,
         agent_id,
@@ -1093,13 +1088,12 @@ pub fn wake(db: &Db, live: &Live, tenant_id: i64, interaction_id: &str) -> ApiRe
         return Ok(());
     };
     let queue = row.get::<String>("queue").unwrap_or_default();
-    live.cmd(
-        "ZADD",
-        &[
-            arg(queue_key(live, tenant_id, &queue)),
-            int_arg(row.get::<i64>("queued_ms").unwrap_or_default()),
-            arg(interaction_id),
-        ],
+    wait_in_queue(
+        live,
+        tenant_id,
+        &queue,
+        row.get::<i64>("queued_ms").unwrap_or_default(),
+        interaction_id,
     )?;
     route(db, live, tenant_id, &queue)?;
     Ok(())
@@ -1147,14 +1141,7 @@ pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
             ) else {
                 continue;
             };
-            live.cmd(
-                "ZADD",
-                &[
-                    arg(queue_key(live, tenant_id, &queue)),
-                    int_arg(ms),
-                    arg(id),
-                ],
-            )?;
+            wait_in_queue(live, tenant_id, &queue, ms, &id)?;
         }
         let expired = db.rows(
             "find unanswered invitations",
@@ -1193,10 +1180,7 @@ pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
                 continue;
             };
             live.cmd("ZREM", &[arg(queue_key(live, tenant_id, &old)), arg(&id)])?;
-            live.cmd(
-                "ZADD",
-                &[arg(queue_key(live, tenant_id, &new)), int_arg(ms), arg(&id)],
-            )?;
+            wait_in_queue(live, tenant_id, &new, ms, &id)?;
             summary["overflowed"] = Value::from(summary["overflowed"].as_i64().unwrap_or(0) + 1);
         }
         let offered = route_tenant(db, live, tenant_id)?;
