@@ -19,30 +19,17 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-64}
-REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-PGADMIN=${PGADMIN:-postgres://postgres@127.0.0.1:5432/test}
-target=${CARGO_TARGET_DIR:-$PWD/target}
-work=$(mktemp -d)
-database="nexus_bench_$(date +%s)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  psql -q "$PGADMIN" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" 2>/dev/null || true
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 
 source bench/lib.sh
+start_run_on_services
 if ! command -v wrk >/dev/null; then
   echo "installing wrk" >&2
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null
   else sudo apt-get update -qq && sudo apt-get install -y -qq wrk >/dev/null; fi
 fi
-scripts/services.sh >/dev/null
 cargo build --quiet --locked --release -p nexus-host
 scripts/build-components.sh >/dev/null 2>&1
 psql -q "$PGADMIN" -c "CREATE DATABASE $database"
-database_url="${PGADMIN%/*}/$database"
 
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 REDIS_URL="$REDIS_URL" DATABASE_URL="$database_url" RUST_LOG=warn \

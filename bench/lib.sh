@@ -51,3 +51,23 @@ run_rounds() { # names...
     p99[$name]=$(for r in $(seq "$ROUNDS"); do echo "${results[$name,$r]}" | cut -d' ' -f3; done | median)
   done
 }
+
+# A run on the real Redis and PostgreSQL: a work directory, a fresh database named after the
+# run, and on exit every started process (`pids+=(...)`) killed and the database dropped (the
+# work directory kept with KEEP=1). Sets target, work, database, database_url and pids.
+start_run_on_services() {
+  REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+  PGADMIN=${PGADMIN:-postgres://postgres@127.0.0.1:5432/test}
+  target=${CARGO_TARGET_DIR:-$PWD/target}
+  work=$(mktemp -d)
+  database="nexus_bench_$(date +%s)"
+  database_url="${PGADMIN%/*}/$database"
+  pids=()
+  trap end_run_on_services EXIT
+  scripts/services.sh >/dev/null
+}
+end_run_on_services() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  psql -q "$PGADMIN" -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}

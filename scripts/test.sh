@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): the servers the tests need, the
-# checks (vendored WIT unchanged, formatting, clippy on host and components), the components,
+# checks (vendored WIT unchanged, formatting, clippy on host, benchmarks and components), the components,
 # then every unit and end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ scripts/services.sh
 scripts/vendor-wit.sh --check
 cargo fmt --all -- --check
 scripts/build-components.sh
-cargo clippy --locked --all-targets -- -D warnings
+# The native crates: the host, the guest library's unit tests, and the benchmarks' programs.
+cargo clippy --locked --all-targets -p nexus-host -p nexus-guest -p nexus-bench-native-hello \
+  -p nexus-bench-ws-load -- -D warnings
 scripts/build-components.sh --clippy
 cargo test --locked

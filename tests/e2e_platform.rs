@@ -294,14 +294,7 @@ async fn runaway_guests_fail_alone(backends: Backends) {
     // The host goes on serving, and counted both traps.
     let response = http.get(nexus.url("/limits/ok")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let metrics = http
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     assert!(
         metrics.contains(r#"nexus_guest_traps_total{component="limits",reason="cpu_deadline"} 1"#),
         "{metrics}"
@@ -401,14 +394,7 @@ async fn host_endpoints_answer(backends: Backends) {
     assert_eq!(body["error"]["code"], "no-route");
     let hello = http.get(nexus.url("/hello")).send().await.unwrap();
     assert!(hello.headers().contains_key("x-request-id"));
-    let metrics = http
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     for name in [
         "nexus_http_requests_total",
         "nexus_http_request_duration_seconds_bucket",
@@ -419,6 +405,60 @@ async fn host_endpoints_answer(backends: Backends) {
     }
 }
 
+/// An instance slot comes back when the instance ends, not when its response headers go out:
+/// with one slot, a request that arrives while a component is still sending its answer waits
+/// for the slot and is told 503 `overloaded` with Retry-After. (Were the slot given back with
+/// the headers, the pooling allocator would be asked for a second instance it does not have,
+/// and the request would fail as a trap, 500.) Once the first answer is done, the slot is free.
+/// (The backends play no part: the embedded ones only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_slot_is_held_until_the_instance_ends() {
+    let receiver = Receiver::start().await;
+    let nexus = Nexus::start_with(
+        &manifest(&receiver),
+        Backends::Embedded,
+        &[("NEXUS_MAX_CONCURRENT_REQUESTS", "1")],
+    )
+    .await;
+    let http = client();
+    let dripping = http
+        .get(nexus.url("/limits/drip?ms=3000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dripping.status(), 200, "the headers come first");
+    let meanwhile = http.get(nexus.url("/limits/ok")).send().await.unwrap();
+    assert_eq!(meanwhile.status(), 503);
+    assert_eq!(meanwhile.headers()["retry-after"], "1");
+    let body: serde_json::Value = meanwhile.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    assert_eq!(
+        dripping.text().await.unwrap(),
+        "first\nlast, after 3000 ms\n"
+    );
+    // The instance ends just after its last byte; then the slot is free again.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = http
+            .get(nexus.url("/limits/ok"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    let metrics = nexus.metrics().await;
+    assert!(
+        !metrics.contains(r#"nexus_guest_traps_total{component="limits""#),
+        "no request failed as a trap:\n{metrics}"
+    );
+}
+
 async fn sigterm_lets_in_flight_requests_finish(backends: Backends) {
     let receiver = Receiver::start().await;
     let mut nexus = Nexus::start(&manifest(&receiver), backends).await;
@@ -427,17 +467,9 @@ async fn sigterm_lets_in_flight_requests_finish(backends: Backends) {
         tokio::spawn(async move { client().get(url).send().await })
     };
     // SIGTERM only once the request is being served, however slow the machine.
-    let http = client();
     let mut serving = false;
     for _ in 0..200 {
-        let metrics = http
-            .get(nexus.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = nexus.metrics().await;
         if metrics.contains("nexus_http_requests_in_flight 1") {
             serving = true;
             break;

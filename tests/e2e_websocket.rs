@@ -65,14 +65,7 @@ async fn two_texts(socket: &mut Socket) -> Vec<String> {
 
 /// The host's `nexus_websockets_open` gauge.
 async fn open_sockets(nexus: &Nexus) -> u64 {
-    let metrics = support::client()
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("nexus_websockets_open "))
@@ -135,14 +128,7 @@ async fn the_handler_sees_connect_messages_and_context(backends: Backends) {
         .await
         .expect("a close frame");
     assert_eq!(u16::from(frame.code), 4000);
-    let metrics = support::client()
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     assert!(
         metrics.contains("nexus_websocket_messages_received_total"),
         "{metrics}"
@@ -318,14 +304,7 @@ async fn silent_and_slow_sockets_are_closed_without_holding_up_others() {
         .await
         .expect("a close frame");
     assert_eq!(u16::from(frame.code), 1013);
-    let metrics = support::client()
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     assert!(
         metrics.contains("nexus_websockets_closed_too_slow_total 1"),
         "{metrics}"

@@ -6,9 +6,11 @@
 #[macro_use]
 mod support;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::openapi::Api;
 use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, client};
 
@@ -81,7 +83,37 @@ postgres_address = "{{ postgres_address }}"
 route = "/nexus/v3/workspace/socket"
 "#;
 
-/// One HTTP call with a JSON body; the status and the JSON answer.
+/// The OpenAPI documents every answer in these tests is checked against.
+struct Documents {
+    chat: Api,
+    provisioning: Api,
+    workspace: Api,
+}
+
+fn documents() -> &'static Documents {
+    static DOCUMENTS: OnceLock<Documents> = OnceLock::new();
+    DOCUMENTS.get_or_init(|| Documents {
+        chat: Api::load("chat-v3"),
+        provisioning: Api::load("provisioning"),
+        workspace: Api::load("workspace"),
+    })
+}
+
+/// Panics unless the answer is what the API's OpenAPI document says.
+fn check(method: &str, url: &str, status: u16, body: &Value) {
+    let documents = documents();
+    let api = if url.contains("/nexus/v3/chat/") {
+        &documents.chat
+    } else if url.contains("/nexus/v3/provisioning/") {
+        &documents.provisioning
+    } else {
+        &documents.workspace
+    };
+    api.check(method, url, status, body);
+}
+
+/// One HTTP call with a JSON body; the status and the JSON answer, checked against its API's
+/// OpenAPI document.
 async fn call(
     nexus: &Nexus,
     method: &str,
@@ -99,10 +131,9 @@ async fn call(
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    check(method, path, status, &body);
+    (status, body)
 }
 
 async fn admin(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -227,11 +258,15 @@ async fn desktop(nexus: &Nexus, agent: &Agent, after: i64) -> Socket {
     socket
 }
 
-/// Reads events until one matches; the events before it are returned too.
+/// Reads events until one matches; the events before it are returned too. Every logged event
+/// (one with a `seq`) must match the Workspace API's `Event` schema.
 async fn until(socket: &mut Socket, what: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
     let mut seen = Vec::new();
     loop {
         let event = socket.next_json().await;
+        if event.get("seq").is_some() {
+            documents().workspace.check_schema("Event", &event);
+        }
         if what(&event) {
             return (event, seen);
         }
@@ -267,6 +302,7 @@ async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str, email: &str) -
         .unwrap();
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
+    check("POST", "/nexus/v3/chat/sessions", 201, &body);
     Customer {
         uri: body["data"]["selfUri"].as_str().unwrap().to_owned(),
         token: body["data"]["clientToken"].as_str().unwrap().to_owned(),
@@ -275,28 +311,30 @@ async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str, email: &str) -
 
 impl Customer {
     async fn say(&self, text: &str) {
+        let url = format!("{}/messages", self.uri);
         let response = client()
-            .post(format!("{}/messages", self.uri))
+            .post(&url)
             .header("x-nexus-client-key", &self.token)
             .json(&json!({"type": "Text", "text": text}))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        check("POST", &url, 200, &response.json::<Value>().await.unwrap());
     }
 
     async fn read(&self, after: i64, timeout: u64) -> Value {
+        let url = format!("{}/messages?after={after}&timeout={timeout}", self.uri);
         let response = client()
-            .get(format!(
-                "{}/messages?after={after}&timeout={timeout}",
-                self.uri
-            ))
+            .get(&url)
             .header("x-nexus-client-key", &self.token)
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["data"].clone()
+        let body = response.json::<Value>().await.unwrap();
+        check("GET", &url, 200, &body);
+        body["data"].clone()
     }
 
     /// Every message the customer sees.

@@ -429,7 +429,7 @@ impl App {
                 request_id,
             );
         }
-        let Some(_permit) = self.instance_slot().await else {
+        let Some(permit) = self.instance_slot().await else {
             let mut response = error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -442,7 +442,7 @@ impl App {
             return response;
         };
         self.metrics.in_flight.inc();
-        let response = self.run_instance(req, &component, request_id).await;
+        let response = self.run_instance(req, &component, request_id, permit).await;
         self.metrics.in_flight.dec();
         response
     }
@@ -498,6 +498,7 @@ impl App {
         req: Request<Incoming>,
         component: &Arc<ServedComponent>,
         request_id: &str,
+        permit: OwnedSemaphorePermit,
     ) -> Response<HyperOutgoingBody> {
         let labels = ComponentLabels {
             component: component.name.to_string(),
@@ -538,6 +539,13 @@ impl App {
         let instantiation_labels = labels.clone();
         let guest = tokio::spawn(
             async move {
+                // The instance lives until this task ends, which may be well after the response
+                // headers went out (the guest writes its body, or goes on after answering): the
+                // slot is given back only then, or more instances would be asked of the pooling
+                // allocator than it has, and the excess would fail as traps under load.
+                // (`store` is declared after the permit, so it is dropped first.)
+                let _permit = permit;
+                let mut store = store;
                 let instantiated = Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
                 metrics

@@ -240,15 +240,16 @@ impl Nexus {
                 shared_cache_dir().display().to_string(),
             ));
         }
-        for arg in [
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--max-concurrent-requests",
-            "64",
-        ] {
+        for arg in ["--listen", "127.0.0.1:0", "--log-format", "json"] {
             args.push(arg.into());
+        }
+        // A test may set its own limit through the environment.
+        if !env
+            .iter()
+            .any(|(name, _)| *name == "NEXUS_MAX_CONCURRENT_REQUESTS")
+        {
+            args.push("--max-concurrent-requests".into());
+            args.push("64".into());
         }
         let redis_prefix = format!("{}:", unique("test"));
         all_env.push(("RUST_LOG".into(), "info".into()));
@@ -336,6 +337,18 @@ impl Nexus {
     }
 
     /// What the host has logged so far (one JSON object per line).
+    /// The host's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics page")
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }

@@ -80,22 +80,38 @@ impl Api {
             .replace('/', "~1")
             .replace('{', "%7B")
             .replace('}', "%7D");
-        let pointer = format!(
-            "#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
+        self.validate(
+            &format!(
+                "#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
+            ),
+            body,
+            &format!("{method} {template} {status}"),
         );
+    }
+
+    /// Panics unless `value` matches the document's `components/schemas/{schema}`.
+    pub fn check_schema(&self, schema: &str, value: &Value) {
+        self.validate(
+            &format!("#/components/schemas/{schema}"),
+            value,
+            &format!("schema {schema}"),
+        );
+    }
+
+    fn validate(&self, pointer: &str, value: &Value, what: &str) {
         let mut root = self.doc.clone();
         root.as_object_mut()
             .unwrap()
-            .insert("$ref".into(), Value::String(pointer));
+            .insert("$ref".into(), Value::String(pointer.to_owned()));
         let validator = jsonschema::draft202012::new(&root)
             .unwrap_or_else(|err| panic!("{}: the schema does not compile: {err}", self.name));
         let errors: Vec<String> = validator
-            .iter_errors(body)
+            .iter_errors(value)
             .map(|err| format!("{} at {}", err, err.instance_path()))
             .collect();
         assert!(
             errors.is_empty(),
-            "{}: {method} {template} {status} does not match its schema:\n{}\nbody: {body:#}",
+            "{}: {what} does not match its schema:\n{}\nvalue: {value:#}",
             self.name,
             errors.join("\n")
         );

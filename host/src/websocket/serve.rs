@@ -33,6 +33,12 @@ use crate::server::{App, ServedComponent, error_response, full_body};
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The read buffer of each socket. tungstenite allocates it up front and zero-fills it before
+/// each read, so its whole size stays resident for every idle socket: its default of 128 KiB
+/// made an idle agent desktop cost 136 KiB of host memory, against 14 KiB with this
+/// (BENCHMARKS.md). A larger message still arrives whole: the buffer grows for it, up to
+/// `max_message_bytes`.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Whether `req` asks for a WebSocket (RFC 6455 §4.2.1).
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -162,6 +168,7 @@ pub async fn upgrade(
             }
         };
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(decl.max_message_bytes))
             .max_frame_size(Some(decl.max_message_bytes));
         let stream =
