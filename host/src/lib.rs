@@ -2,6 +2,7 @@
 //!
 //! Each capability is a module with its own context, limits and backends (`redis`,
 //! `postgres`, `outbound_http`, `variables`, `log`, `websocket`); `engine` wires them into one linker,
+//! `schedule` and `queue` (durable jobs) drive components from timers and from PostgreSQL,
 //! `server` serves HTTP with a fresh instance per request, and `platform` provides the
 //! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins).
 #![forbid(unsafe_code)]
@@ -11,12 +12,14 @@ pub mod bindings;
 pub mod build;
 pub mod engine;
 pub mod log;
+pub mod loopback;
 pub mod manifest;
 pub mod metrics;
 pub mod migrate;
 pub mod outbound_http;
 pub mod platform;
 pub mod postgres;
+pub mod queue;
 pub mod redis;
 pub mod routes;
 pub mod schedule;

@@ -219,6 +219,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%address, app = %manifest.application.name, "serving");
     nexus_host::schedule::start(nexus_host::schedule::schedules(&manifest)?, address);
+    let database = platform
+        .variables
+        .get("postgres_address")
+        .cloned()
+        .context("the platform names no database")?;
+    nexus_host::queue::start(
+        nexus_host::queue::workers(&manifest)?,
+        nexus_host::queue::JobContext {
+            postgres: platform.postgres.clone(),
+            database,
+            address,
+            metrics: Arc::clone(&app.metrics),
+        },
+    );
 
     serve(app, listener, &settings, shutdown_signal()).await?;
     match Arc::try_unwrap(platform) {

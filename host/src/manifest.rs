@@ -205,8 +205,68 @@ pub struct ComponentNexusSettings {
     /// Requests the host makes to this component on a timer (due work, such as a sweep).
     #[serde(default)]
     pub schedule: Vec<ScheduleDecl>,
+    /// Run this component's durable jobs (the `jobs` rows naming it).
+    #[serde(default)]
+    pub jobs: Option<JobsDecl>,
     #[serde(flatten)]
     pub limits: ComponentLimits,
+}
+
+/// `[component.NAME.tool.nexus.jobs]`: the host claims the component's due jobs from
+/// PostgreSQL and `POST`s each to `path` (through its own listener, like any request); the
+/// answer's status says how the attempt ended: 2xx done, 422 give up (dead-letter), anything
+/// else try again after the next delay of `retry_ms`, and dead-letter once those run out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsDecl {
+    /// The path each job is `POST`ed to (it must route to this component).
+    pub path: String,
+    /// A bearer token to send, as a template over application variables.
+    #[serde(default)]
+    pub bearer: Option<String>,
+    /// Jobs of this component run at once on each host.
+    #[serde(default = "JobsDecl::default_concurrency")]
+    pub concurrency: usize,
+    /// The delays before each retry, in milliseconds: the published retry schedule.
+    #[serde(default = "JobsDecl::default_retry_ms")]
+    pub retry_ms: Vec<u64>,
+    /// How long a claim lasts: a job whose host died is claimed again after it.
+    #[serde(default = "JobsDecl::default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often an idle worker looks for due jobs.
+    #[serde(default = "JobsDecl::default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl JobsDecl {
+    fn default_concurrency() -> usize {
+        8
+    }
+
+    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: the schedule Svix publishes, about a day and a
+    /// half in all, so that a receiver down for a day loses nothing.
+    pub fn default_retry_ms() -> Vec<u64> {
+        const SECOND: u64 = 1000;
+        const MINUTE: u64 = 60 * SECOND;
+        const HOUR: u64 = 60 * MINUTE;
+        vec![
+            5 * SECOND,
+            5 * MINUTE,
+            30 * MINUTE,
+            2 * HOUR,
+            5 * HOUR,
+            10 * HOUR,
+            10 * HOUR,
+        ]
+    }
+
+    fn default_lease_ms() -> u64 {
+        60_000
+    }
+
+    fn default_poll_ms() -> u64 {
+        500
+    }
 }
 
 /// `[[component.NAME.tool.nexus.schedule]]`: a `POST` the host sends itself every `every_ms`,
@@ -422,6 +482,16 @@ impl Manifest {
                         "component `{name}`: a schedule needs a path starting with `/` and every_ms of at least 100"
                     )));
                 }
+            }
+            if let Some(jobs) = &component.tool.nexus.jobs
+                && (!jobs.path.starts_with('/')
+                    || jobs.concurrency == 0
+                    || jobs.lease_ms < 1000
+                    || jobs.poll_ms < 10)
+            {
+                return Err(invalid(format!(
+                    "component `{name}`: jobs need a path starting with `/`, a concurrency of at least 1, lease_ms of at least 1000 and poll_ms of at least 10"
+                )));
             }
             if let Some(websocket) = &component.tool.nexus.websocket {
                 crate::routes::check_route(&websocket.route).map_err(&invalid)?;

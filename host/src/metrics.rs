@@ -25,6 +25,13 @@ pub struct TrapLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub component: String,
+    /// `succeeded`, `retry` or `dead`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the host records.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +44,7 @@ pub struct Metrics {
     pub websockets_too_slow: Counter,
     pub websocket_messages_received: Counter,
     pub websocket_fanout_messages: Counter,
+    pub jobs: Family<JobLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -109,8 +117,15 @@ impl Default for Metrics {
             "Messages this host received from Redis pub/sub for its WebSockets",
             websocket_fanout_messages.clone(),
         );
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "jobs",
+            "Durable job attempts this host ran, by component and outcome",
+            jobs.clone(),
+        );
         Self {
             registry,
+            jobs,
             websockets_open,
             websockets_too_slow,
             websocket_messages_received,

@@ -216,7 +216,7 @@ impl Nexus {
             ("{sockets}", "nexus-fixture-sockets"),
             ("{workspace}", "nexus-workspace"),
             ("{workspace_socket}", "nexus-workspace-socket"),
-            ("{routing}", "nexus-routing"),
+            ("{webhooks}", "nexus-webhooks"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());
@@ -438,10 +438,12 @@ pub struct Received {
 }
 
 /// A local HTTP server standing in for the far side of an outbound call: it records every
-/// request and answers 200 with `received`.
+/// request and answers with the statuses it was told ([`Receiver::answer_next`]), then 200,
+/// with the body `received`.
 pub struct Receiver {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Received>>>,
+    answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -452,17 +454,21 @@ impl Receiver {
             .expect("bind the receiver");
         let addr = listener.local_addr().expect("the receiver's address");
         let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
         let recorded = Arc::clone(&requests);
+        let told = Arc::clone(&answers);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let recorded = Arc::clone(&recorded);
+                let told = Arc::clone(&told);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let recorded = Arc::clone(&recorded);
+                            let told = Arc::clone(&told);
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -476,9 +482,21 @@ impl Receiver {
                                     headers: parts.headers,
                                     body,
                                 });
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from_static(b"received"),
-                                )))
+                                let mut status = told
+                                    .lock()
+                                    .expect("the receiver's answers")
+                                    .pop_front()
+                                    .unwrap_or(200);
+                                if status == 0 {
+                                    // Told to hang: a far side that never answers.
+                                    tokio::time::sleep(Duration::from_secs(120)).await;
+                                    status = 200;
+                                }
+                                let mut response =
+                                    http::Response::new(Full::new(Bytes::from_static(b"received")));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).expect("a status");
+                                Ok::<_, std::convert::Infallible>(response)
                             }
                         },
                     );
@@ -491,8 +509,18 @@ impl Receiver {
         Receiver {
             addr,
             requests,
+            answers,
             task,
         }
+    }
+
+    /// The next requests are answered with these statuses, in order (then 200 again); 0 leaves
+    /// a request unanswered.
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.answers
+            .lock()
+            .expect("the receiver's answers")
+            .extend(statuses);
     }
 
     pub fn received(&self) -> Vec<Received> {

@@ -9,8 +9,10 @@ pub mod api;
 pub mod body;
 pub mod hours;
 pub mod identity;
+pub mod jobs;
 pub mod secrets;
 pub mod token;
+pub mod webhook_signature;
 
 #[cfg(target_arch = "wasm32")]
 pub mod conversation;

@@ -9,7 +9,7 @@ use spin_sdk::pg4::{self, ParameterValue};
 use spin_sdk::redis::{self, RedisParameter, RedisResult};
 use spin_sdk::variables;
 
-use crate::api::{ApiError, ApiResult, success_body};
+use crate::api::{ApiError, ApiResult, Code, success_body};
 
 /// A successful answer: the HTTP status and the envelope's `data`.
 pub struct Reply {
@@ -39,6 +39,36 @@ pub fn respond(reference_id: &str, result: ApiResult<Reply>) -> Response {
         .header("cache-control", "no-store")
         .body(body.to_string())
         .build()
+}
+
+/// Requires the application's admin token as `Authorization: Bearer <admin_token>`, compared in
+/// constant time; while the variable `admin_token` is empty, everything is refused (503).
+pub fn require_admin(req: &Request) -> ApiResult<()> {
+    let expected = variable("admin_token")?;
+    if expected.is_empty() {
+        return Err(ApiError::new(
+            503,
+            Code::NotConfigured,
+            "this API is disabled: set the application variable admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
+        ));
+    }
+    let presented = header(req, "authorization")
+        .and_then(|value| value.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
+        .ok_or_else(|| {
+            ApiError::new(
+                401,
+                Code::AuthenticationRequired,
+                "send the admin token as `Authorization: Bearer <token>`",
+            )
+        })?;
+    if !crate::secrets::secrets_equal(&presented, &expected) {
+        return Err(ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            "the admin token is not valid",
+        ));
+    }
+    Ok(())
 }
 
 pub fn header(req: &Request, name: &str) -> Option<String> {

@@ -9,13 +9,14 @@
 #![allow(unsafe_code)]
 
 mod designer;
+mod integrations;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
-use nexus_guest::secrets::{self, new_id, secrets_equal};
+use nexus_guest::secrets::{self, new_id};
 use nexus_guest::spin::{
     Db, Reply, header, is_uuid, jsonb, opt_text, path_segments, query, reference_id, respond, text,
-    uuid, variable,
+    uuid,
 };
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
@@ -37,7 +38,7 @@ fn provisioning(req: Request) -> impl IntoResponse {
 }
 
 fn serve(req: &Request) -> ApiResult<Reply> {
-    authorize(req)?;
+    nexus_guest::spin::require_admin(req)?;
     let path = path_segments(req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     let db = Db::open()?;
@@ -113,6 +114,33 @@ fn serve(req: &Request) -> ApiResult<Reply> {
         (Method::Delete, ["tenants", ccid, "queues", name]) => {
             designer::delete_queue(&db, &tenant(&db, ccid)?, name)
         }
+        (Method::Get, ["tenants", ccid, "webhooks"]) => {
+            integrations::list_webhooks(&db, &tenant(&db, ccid)?)
+        }
+        (Method::Post, ["tenants", ccid, "webhooks"]) => {
+            integrations::create_webhook(&db, &tenant(&db, ccid)?, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "webhooks", id]) => {
+            integrations::webhook(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Patch, ["tenants", ccid, "webhooks", id]) => {
+            integrations::update_webhook(&db, &tenant(&db, ccid)?, id, &fields(req)?)
+        }
+        (Method::Delete, ["tenants", ccid, "webhooks", id]) => {
+            integrations::delete_webhook(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Post, ["tenants", ccid, "webhooks", id, "rotate-secret"]) => {
+            integrations::rotate_webhook_secret(&db, &tenant(&db, ccid)?, id, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "jobs"]) => {
+            integrations::list_jobs(&db, &tenant(&db, ccid)?, &query(req))
+        }
+        (Method::Get, ["tenants", ccid, "jobs", id]) => {
+            integrations::job(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Post, ["tenants", ccid, "jobs", id, "replay"]) => {
+            integrations::replay_job(&db, &tenant(&db, ccid)?, id)
+        }
         (Method::Put, ["tenants", ccid, "channels", id, "routing"]) => {
             designer::put_rule(&db, &tenant(&db, ccid)?, id, &fields(req)?)
         }
@@ -128,39 +156,6 @@ fn serve(req: &Request) -> ApiResult<Reply> {
 }
 
 /// The admin token must be configured and presented.
-fn authorize(req: &Request) -> ApiResult<()> {
-    let expected = variable("admin_token")?;
-    if expected.is_empty() {
-        return Err(ApiError::new(
-            503,
-            Code::NotConfigured,
-            "provisioning is disabled: set the application variable admin_token (SPIN_VARIABLE_ADMIN_TOKEN)",
-        ));
-    }
-    let presented = header(req, "authorization")
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .map(str::trim)
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| {
-            ApiError::new(
-                401,
-                Code::AuthenticationRequired,
-                "send the admin token as `Authorization: Bearer <token>`",
-            )
-        })?;
-    if !secrets_equal(&presented, &expected) {
-        return Err(ApiError::new(
-            401,
-            Code::AuthenticationRequired,
-            "the admin token is not valid",
-        ));
-    }
-    Ok(())
-}
-
 fn fields(req: &Request) -> ApiResult<Fields> {
     Fields::parse(
         header(req, "content-type").as_deref(),
@@ -709,9 +704,10 @@ fn delete_channel(db: &Db, tenant: &Tenant, id: &str) -> ApiResult<Reply> {
 
 /// A new channel secret. The previous one stays valid for `overlapSeconds` (a day unless said),
 /// so that the far side can move to the new one without a window of refused requests.
-fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiResult<Reply> {
-    let overlap = match fields.text("overlapSeconds") {
-        None => DEFAULT_SECRET_OVERLAP_SECONDS,
+/// How long a rotated secret keeps working (`overlapSeconds`).
+pub(crate) fn overlap_seconds(fields: &Fields) -> ApiResult<i64> {
+    match fields.text("overlapSeconds") {
+        None => Ok(DEFAULT_SECRET_OVERLAP_SECONDS),
         Some(text) => text
             .parse::<i64>()
             .ok()
@@ -720,8 +716,12 @@ fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) ->
                 ApiError::bad_parameter(format!(
                     "`overlapSeconds` is a number of seconds from 0 to {MAX_SECRET_OVERLAP_SECONDS}"
                 ))
-            })?,
-    };
+            }),
+    }
+}
+
+fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiResult<Reply> {
+    let overlap = overlap_seconds(fields)?;
     let secret = new_secret()?;
     db.transaction(|db| {
         let mut rotated = db

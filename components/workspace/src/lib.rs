@@ -27,7 +27,7 @@ use nexus_guest::conversation::{self, NewMessage};
 use nexus_guest::live::LiveState;
 use nexus_guest::routing::{self, AfterAction, Agent};
 use nexus_guest::spin::{
-    Db, Live, Reply, header, jsonb, path_segments, query, reference_id, respond, uuid, variable,
+    Db, Live, Reply, header, jsonb, path_segments, query, reference_id, respond, uuid,
 };
 use serde_json::{Map, Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
@@ -113,17 +113,7 @@ fn authenticate(req: &Request, db: &Db) -> ApiResult<Agent> {
 }
 
 fn sweep(req: &Request) -> ApiResult<Reply> {
-    let expected = variable("admin_token")?;
-    let presented = header(req, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
-        .unwrap_or_default();
-    if expected.is_empty() || !nexus_guest::secrets::secrets_equal(&presented, &expected) {
-        return Err(ApiError::new(
-            401,
-            Code::AuthenticationRequired,
-            "the sweep takes the admin token",
-        ));
-    }
+    nexus_guest::spin::require_admin(req)?;
     let db = Db::open()?;
     let live = Live::open()?;
     Reply::ok(routing::sweep(&db, &live)?)

@@ -1,0 +1,108 @@
+//! Requests the host makes to itself, through its own listener, so that they are routed,
+//! limited, logged and counted like any other: the timed requests of `schedule` and the job runs
+//! of `queue`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::manifest::Manifest;
+use crate::variables::AppVariables;
+
+/// The most of an answer's body that is kept (it is for logs and the jobs API).
+const MAX_ANSWER_BYTES: usize = 4096;
+
+/// What the host answered itself.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The body, cut to [`MAX_ANSWER_BYTES`].
+    pub body: String,
+    /// `Retry-After`, in seconds, when the answer has one.
+    pub retry_after: Option<Duration>,
+}
+
+/// `POST`s `body` (JSON, when there is one) to `path` on the host at `address`, with the
+/// bearer `token` and the request id `request_id`.
+pub async fn post(
+    address: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    request_id: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Answer> {
+    let stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot reach the host at {address}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake with the host")?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = hyper::Request::post(path)
+        .header(http::header::HOST, address.to_string())
+        .header("x-request-id", request_id);
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        request = request.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let response = sender.send_request(request).await;
+    let answer = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            let kept = &bytes[..bytes.len().min(MAX_ANSWER_BYTES)];
+            Ok(Answer {
+                status,
+                body: String::from_utf8_lossy(kept).into_owned(),
+                retry_after,
+            })
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!("POST {path}"))),
+    };
+    driver.abort();
+    answer
+}
+
+/// The application variables, resolved from the environment as the host starts, for the
+/// tokens of requests the host makes to itself.
+pub fn app_variables(manifest: &Manifest) -> anyhow::Result<AppVariables> {
+    Ok(AppVariables::resolve(
+        manifest,
+        |name| std::env::var(name).ok(),
+        &Default::default(),
+    )?)
+}
+
+/// A bearer token from its template (`"{{ admin_token }}"`); none when it expands to nothing.
+pub fn bearer(
+    variables: &AppVariables,
+    template: Option<&str>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    Ok(template
+        .map(|template| variables.expand(template))
+        .transpose()
+        .with_context(|| format!("{what} bearer"))?
+        .filter(|token| !token.is_empty()))
+}
