@@ -468,7 +468,8 @@ async fn two_hosts_never_deliver_a_job_twice() {
 async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends) {
     let receiver = Receiver::start().await;
     let nexus = Nexus::start(&manifest_without_jobs(&receiver), backends).await;
-    let (key, _, secret) = tenant_with_webhook(&nexus, &receiver, json!(["STARTED"])).await;
+    let (key, webhook_id, secret) =
+        tenant_with_webhook(&nexus, &receiver, json!(["STARTED"])).await;
     chat(&nexus, &key).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.received().is_empty(), "nothing runs jobs yet");
@@ -488,6 +489,28 @@ async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends
     verify(&requests[0], &secret);
     let jobs = ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+
+    // A delivery whose endpoint is gone is dead at once (422), not retried.
+    chat(&nexus, &key).await;
+    ok(
+        &nexus,
+        "DELETE",
+        &format!("/tenants/acme/webhooks/{webhook_id}"),
+        None,
+    )
+    .await;
+    let sweep = client()
+        .post(nexus.url("/nexus/v3/webhooks/jobs/sweep"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let summary: Value = sweep.json().await.unwrap();
+    assert_eq!(summary["data"]["dead"], 1, "{summary}");
+    let dead = ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
+    assert_eq!(dead["jobs"][0]["attempts"], 1);
+    assert_eq!(dead["jobs"][0]["lastStatus"], 422);
+    assert_eq!(receiver.received().len(), 1);
 
     // Without the admin token, no sweep.
     let refused = client()

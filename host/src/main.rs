@@ -224,6 +224,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .get("postgres_address")
         .cloned()
         .context("the platform names no database")?;
+    let (stop_jobs, stopping) = tokio::sync::watch::channel(false);
     nexus_host::queue::start(
         nexus_host::queue::workers(&manifest)?,
         nexus_host::queue::JobContext {
@@ -231,10 +232,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             database,
             address,
             metrics: Arc::clone(&app.metrics),
+            stopping,
         },
     );
 
-    serve(app, listener, &settings, shutdown_signal()).await?;
+    let shutdown = async move {
+        shutdown_signal().await;
+        // No new job runs once the listener stops taking requests.
+        let _ = stop_jobs.send(true);
+    };
+    serve(app, listener, &settings, shutdown).await?;
     match Arc::try_unwrap(platform) {
         Ok(platform) => platform.shutdown()?,
         Err(_) => tracing::warn!(

@@ -123,6 +123,9 @@ pub struct JobContext {
     /// The host's own listener.
     pub address: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// Becomes true when the host shuts down: the workers claim nothing more (the jobs they
+    /// run finish as in-flight requests do).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Starts every worker.
@@ -146,7 +149,11 @@ async fn run_worker(worker: Arc<JobWorker>, context: JobContext) {
     let worker_id = format!("{}@{}", worker.component, uuid::Uuid::new_v4().simple());
     let slots = Arc::new(Semaphore::new(worker.concurrency));
     tracing::info!(component = %worker.component, worker = %worker_id, "running durable jobs");
+    let mut stopping = context.stopping.clone();
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         if slots.available_permits() == 0 {
             // Every slot is busy: wait for one to come free.
             if let Ok(permit) = Arc::clone(&slots).acquire_owned().await {
@@ -169,12 +176,20 @@ async fn run_worker(worker: Arc<JobWorker>, context: JobContext) {
                     ));
                 }
             }
-            Ok(_) => tokio::time::sleep(worker.poll).await,
+            Ok(_) => pause(worker.poll, &mut stopping).await,
             Err(err) => {
                 tracing::warn!(component = %worker.component, error = %format!("{err:#}"), "cannot claim jobs");
-                tokio::time::sleep(worker.poll.max(CLAIM_ERROR_PAUSE)).await;
+                pause(worker.poll.max(CLAIM_ERROR_PAUSE), &mut stopping).await;
             }
         }
+    }
+}
+
+/// Waits `length`, or less if the host begins to shut down.
+async fn pause(length: Duration, stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(length) => {}
+        _ = stopping.changed() => {}
     }
 }
 
