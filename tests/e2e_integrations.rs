@@ -175,21 +175,6 @@ async fn post_as_customer(url: &str, token: &str, body: Value) {
     assert_eq!(response.status(), 200, "{url}");
 }
 
-/// Waits until the receiver has `count` requests.
-async fn received(receiver: &Receiver, count: usize) -> Vec<Received> {
-    for _ in 0..200 {
-        let got = receiver.received();
-        if got.len() >= count {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the receiver got {} requests, not {count}",
-        receiver.received().len()
-    );
-}
-
 fn header<'a>(request: &'a Received, name: &str) -> &'a str {
     request
         .headers
@@ -275,7 +260,7 @@ async fn a_chat_reaches_the_webhook_signed_and_in_order(backends: Backends) {
     .await;
     post_as_customer(&format!("{uri}/end"), &token, json!({})).await;
 
-    let requests = received(&receiver, 3).await;
+    let requests = receiver.wait_for(3).await;
     let types: Vec<String> = requests.iter().map(event_type).collect();
     assert_eq!(types, ["STARTED", "MESSAGE", "FINISHED"]);
     for request in &requests {
@@ -308,7 +293,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     // Two failures, then the receiver takes it: three attempts, one webhook-id.
     receiver.answer_next(&[503, 500]);
     chat(&nexus, &key).await;
-    let requests = received(&receiver, 3).await;
+    let requests = receiver.wait_for(3).await;
     let id = header(&requests[0], "webhook-id").to_owned();
     for request in &requests {
         assert_eq!(header(request, "webhook-id"), id, "one id on every attempt");
@@ -328,7 +313,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     // Three failures exhaust the schedule: the job is dead-lettered, and nothing more is sent.
     receiver.answer_next(&[500, 500, 500]);
     chat(&nexus, &key).await;
-    received(&receiver, 6).await;
+    receiver.wait_for(6).await;
     let mut dead = Value::Null;
     for _ in 0..100 {
         dead = ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
@@ -352,7 +337,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     )
     .await;
     assert_eq!(replayed["state"], "pending");
-    let requests = received(&receiver, 7).await;
+    let requests = receiver.wait_for(7).await;
     assert_eq!(header(&requests[6], "webhook-id"), dead_id);
     // A rotated secret: both sign while the old one is honoured (X-Hub-Signature, which has
     // room for one, uses the new one).
@@ -365,7 +350,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     .await;
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
     chat(&nexus, &key).await;
-    let requests = received(&receiver, 8).await;
+    let requests = receiver.wait_for(8).await;
     verify(&requests[7], &new_secret);
     verify_standard(&requests[7], &secret);
 
@@ -389,11 +374,11 @@ async fn a_host_killed_mid_delivery_loses_nothing(backends: Backends) {
     // The first attempt never gets an answer: the host is killed while it waits.
     receiver.answer_next(&[0]);
     chat(&nexus, &key).await;
-    let first = received(&receiver, 1).await;
+    let first = receiver.wait_for(1).await;
     nexus.restart().await;
 
     // The claim's lease (5 s here) runs out and the job is run again, with the same id.
-    let requests = received(&receiver, 2).await;
+    let requests = receiver.wait_for(2).await;
     assert_eq!(
         header(&requests[1], "webhook-id"),
         header(&first[0], "webhook-id")
@@ -436,7 +421,7 @@ async fn two_hosts_never_deliver_a_job_twice() {
         });
     }
     futures::future::join_all(sends).await;
-    let requests = received(&receiver, chats * 3).await;
+    let requests = receiver.wait_for(chats * 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let requests_now = receiver.received();
     assert_eq!(requests_now.len(), requests.len(), "no delivery came twice");
@@ -485,7 +470,7 @@ async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends
     Api::load("webhooks").check("POST", "/nexus/v3/webhooks/jobs/sweep", 200, &summary);
     assert_eq!(summary["data"]["claimed"], 1, "{summary}");
     assert_eq!(summary["data"]["succeeded"], 1, "{summary}");
-    let requests = received(&receiver, 1).await;
+    let requests = receiver.wait_for(1).await;
     verify(&requests[0], &secret);
     let jobs = ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);

@@ -217,6 +217,7 @@ impl Nexus {
             ("{workspace}", "nexus-workspace"),
             ("{workspace_socket}", "nexus-workspace-socket"),
             ("{webhooks}", "nexus-webhooks"),
+            ("{messaging}", "nexus-messaging"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());
@@ -439,11 +440,12 @@ pub struct Received {
 
 /// A local HTTP server standing in for the far side of an outbound call: it records every
 /// request and answers with the statuses it was told ([`Receiver::answer_next`]), then 200,
-/// with the body `received`.
+/// with the body `received` (or the one set with [`Receiver::reply_with`]).
 pub struct Receiver {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
+    reply: Arc<Mutex<Bytes>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -455,8 +457,10 @@ impl Receiver {
         let addr = listener.local_addr().expect("the receiver's address");
         let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
         let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
+        let reply = Arc::new(Mutex::new(Bytes::from_static(b"received")));
         let recorded = Arc::clone(&requests);
         let told = Arc::clone(&answers);
+        let replying = Arc::clone(&reply);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -464,11 +468,13 @@ impl Receiver {
                 };
                 let recorded = Arc::clone(&recorded);
                 let told = Arc::clone(&told);
+                let replying = Arc::clone(&replying);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let recorded = Arc::clone(&recorded);
                             let told = Arc::clone(&told);
+                            let reply = replying.lock().expect("the receiver's reply").clone();
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -492,8 +498,7 @@ impl Receiver {
                                     tokio::time::sleep(Duration::from_secs(120)).await;
                                     status = 200;
                                 }
-                                let mut response =
-                                    http::Response::new(Full::new(Bytes::from_static(b"received")));
+                                let mut response = http::Response::new(Full::new(reply));
                                 *response.status_mut() =
                                     http::StatusCode::from_u16(status).expect("a status");
                                 Ok::<_, std::convert::Infallible>(response)
@@ -510,8 +515,29 @@ impl Receiver {
             addr,
             requests,
             answers,
+            reply,
             task,
         }
+    }
+
+    /// Waits (up to 10 s) until `count` requests have arrived; all of them so far.
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..200 {
+            let got = self.received();
+            if got.len() >= count {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the receiver got {} requests, not {count}",
+            self.received().len()
+        );
+    }
+
+    /// From now on, answers carry this body.
+    pub fn reply_with(&self, body: &str) {
+        *self.reply.lock().expect("the receiver's reply") = Bytes::from(body.to_owned());
     }
 
     /// The next requests are answered with these statuses, in order (then 200 again); 0 leaves

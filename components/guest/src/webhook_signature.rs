@@ -59,13 +59,30 @@ pub fn standard_header(
     Ok(signatures.join(" "))
 }
 
-/// The `X-Hub-Signature` header, `sha1=<hex>`.
+/// The `X-Hub-Signature` header of a webhook, `sha1=<hex>`, keyed with a `whsec_` secret.
 pub fn hub(secret: &str, body: &[u8]) -> Result<String, String> {
-    let mut mac = Hmac::<Sha1>::new_from_slice(&key(secret)?).map_err(|err| err.to_string())?;
+    Ok(hub_with_key(&key(secret)?, body))
+}
+
+/// `sha1=<hex HMAC-SHA1 of body>` keyed with `key` as it is: the original product's
+/// `X-Hub-Signature`, which a messaging channel keys with the text of its secret.
+pub fn hub_with_key(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length.
+    let mut mac = match Hmac::<Sha1>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
     mac.update(body);
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok(format!("sha1={hex}"))
+    format!("sha1={hex}")
+}
+
+/// Whether `presented` (an `X-Hub-Signature`) signs `body` with one of `keys`, compared in
+/// constant time.
+pub fn hub_matches(presented: &str, keys: &[&[u8]], body: &[u8]) -> bool {
+    keys.iter()
+        .any(|key| crate::secrets::secrets_equal(presented.trim(), &hub_with_key(key, body)))
 }
 
 #[cfg(test)]
@@ -100,6 +117,20 @@ mod tests {
     fn a_secret_must_have_its_prefix() {
         assert!(standard("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "m", 1, b"").is_err());
         assert!(hub("whsec_not base64!", b"").is_err());
+    }
+
+    /// RFC 2202's first HMAC-SHA1 test case.
+    #[test]
+    fn the_hub_signature_is_rfc_2202_hmac_sha1() {
+        assert_eq!(
+            hub_with_key(&[0x0b; 20], b"Hi There"),
+            "sha1=b617318655057264e28bc0b6fb378c8ef146be00"
+        );
+        let body = br#"{"text":"hi"}"#;
+        let signature = hub_with_key(b"channel secret", body);
+        assert!(hub_matches(&signature, &[b"old", b"channel secret"], body));
+        assert!(!hub_matches(&signature, &[b"old"], body));
+        assert!(!hub_matches("sha1=00", &[b"channel secret"], body));
     }
 
     #[test]

@@ -1,0 +1,491 @@
+//! The Third-Party Messaging API (`/nexus/v3/channels/...`): a custom messaging client (a bridge
+//! to any platform, an in-house app) on a channel of type `messaging`.
+//!
+//! In, from the client, each request signed `X-Hub-Signature: sha1=<hex HMAC-SHA1 of the raw
+//! body>` keyed with the channel secret (or the previous one while a rotation overlaps), with
+//! `x-ccid` naming the contact center:
+//! - `POST channels/{channelId}/messages`, `{id, timestamp, from: {id, nickname}, text}`: the
+//!   user's message. `timestamp` (Unix seconds) must be within five minutes of now, and `id` is
+//!   kept, so a replayed or retried request is stored once. The user's open conversation on the
+//!   channel takes it, or a new one starts and is routed as the channel's rule says.
+//! - `POST channels/{channelId}/receipts`, `{messageId, status: delivered|read|failed}`: what
+//!   became of a message nexus sent, by the `messageId` the client answered it with.
+//!
+//! Out, to the client's webhook (`settings.webhookUrl` of the channel): what agents and bots say
+//! in the conversation, one durable job each, in order:
+//! - `POST jobs/run` (the admin token; the host's job worker calls it): POSTs
+//!   `{id, interactionId, to: {id}, from: {type, nickname}, type, text, timestamp}` (the time it
+//!   was written, so every attempt sends the same body), signed the
+//!   same way; a 2xx records the `messageId` of its JSON answer and marks the message sent; a
+//!   4xx is final (the message failed); anything else, or no answer, is retried.
+// The export macro of spin-sdk generates the unsafe ABI glue of the component.
+#![allow(unsafe_code)]
+
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::conversation::{self, NewMessage};
+use nexus_guest::live::LiveState;
+use nexus_guest::routing;
+use nexus_guest::secrets::new_id;
+use nexus_guest::spin::{
+    Db, Live, Reply, header, now_unix, path_segments, reference_id, require_admin, respond, text,
+    uuid,
+};
+use nexus_guest::webhook_signature;
+use serde_json::{Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http_component;
+use spin_sdk::pg4::ParameterValue;
+
+/// How far a request's `timestamp` may be from now: the replay window.
+const REPLAY_WINDOW_SECONDS: u64 = 300;
+const MAX_TEXT_CHARS: usize = 16 * 1024;
+const MAX_ID_CHARS: usize = 256;
+const NO_CHANNEL_LABEL: &str = "a messaging channel";
+
+#[http_component]
+async fn messaging(req: Request) -> impl IntoResponse {
+    let reference = reference_id(&req);
+    let result = serve(&req).await;
+    respond(&reference, result)
+}
+
+async fn serve(req: &Request) -> ApiResult<Reply> {
+    let path = path_segments(req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Post, ["jobs", "run"]) => {
+            require_admin(req)?;
+            deliver(req).await
+        }
+        (Method::Post, [channel, "messages"]) => inbound_message(req, channel),
+        (Method::Post, [channel, "receipts"]) => receipt(req, channel),
+        _ => Err(ApiError::not_found("no such operation")),
+    }
+}
+
+/// A messaging channel as a request needs it.
+struct Channel {
+    id: String,
+    tenant_id: i64,
+    /// The current secret, then the previous one while it is still honoured.
+    secrets: Vec<String>,
+    settings: Value,
+}
+
+fn channel(db: &Db, ccid: Option<&str>, id: &str) -> ApiResult<Option<Channel>> {
+    if !nexus_guest::spin::is_uuid(id) {
+        return Ok(None);
+    }
+    let (sql, params) = match ccid {
+        Some(ccid) => (
+            "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings, \
+               CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END AS previous \
+             FROM channels c JOIN tenants t ON t.id = c.tenant_id \
+             WHERE c.id = $1 AND t.ccid = $2 AND t.enabled AND c.enabled AND c.type = 'messaging'",
+            vec![uuid(id), text(ccid)],
+        ),
+        None => (
+            "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings, \
+               CASE WHEN c.previous_secret_expires_at > now() THEN c.previous_secret END AS previous \
+             FROM channels c WHERE c.id = $1 AND c.type = 'messaging'",
+            vec![uuid(id)],
+        ),
+    };
+    let rows = db.rows("load the channel", sql, &params)?;
+    Ok(rows.rows().next().and_then(|row| {
+        let mut secrets = vec![row.get::<String>("secret")?];
+        secrets.extend(row.get::<String>("previous"));
+        Some(Channel {
+            id: row.get::<String>("id")?,
+            tenant_id: row.get::<i64>("tenant_id")?,
+            secrets,
+            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
+        })
+    }))
+}
+
+/// The channel a signed request from the client is for, once its signature checks out. Every
+/// failure is the same 401, so that a caller learns nothing of which channels exist.
+fn signed_channel(req: &Request, db: &Db, channel_id: &str) -> ApiResult<Channel> {
+    let refused = || {
+        ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            "sign the body with the channel secret (X-Hub-Signature: sha1=...) and name the contact center (x-ccid)",
+        )
+    };
+    let ccid = header(req, "x-ccid").ok_or_else(refused)?;
+    let signature = header(req, "x-hub-signature").ok_or_else(refused)?;
+    let channel = channel(db, Some(&ccid), channel_id)?.ok_or_else(refused)?;
+    let keys: Vec<&[u8]> = channel.secrets.iter().map(String::as_bytes).collect();
+    if webhook_signature::hub_matches(&signature, &keys, req.body()) {
+        Ok(channel)
+    } else {
+        Err(refused())
+    }
+}
+
+fn body(req: &Request) -> ApiResult<Value> {
+    serde_json::from_slice(req.body())
+        .map_err(|err| ApiError::bad_parameter(format!("the body is JSON: {err}")))
+}
+
+fn bounded<'a>(value: &'a Value, name: &str, max: usize) -> ApiResult<&'a str> {
+    value
+        .as_str()
+        .filter(|s| !s.is_empty() && s.chars().count() <= max)
+        .ok_or_else(|| {
+            ApiError::bad_parameter(format!("`{name}` is a string of 1 to {max} characters"))
+        })
+}
+
+/// Refuses a request whose signed `timestamp` is outside the replay window.
+fn within_window(message: &Value) -> ApiResult<()> {
+    let timestamp = message["timestamp"].as_u64().ok_or_else(|| {
+        ApiError::bad_parameter("`timestamp` is the time of sending, in Unix seconds")
+    })?;
+    if now_unix().abs_diff(timestamp) > REPLAY_WINDOW_SECONDS {
+        return Err(ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            format!(
+                "`timestamp` is more than {REPLAY_WINDOW_SECONDS} s from now: a replay, or a clock that is off"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The conversation a message from user `from` joins: their open one on the channel, or a new
+/// one (with the user's contact). `true` when it is new.
+fn conversation_of(
+    db: &Db,
+    channel: &Channel,
+    from: &str,
+    nickname: &str,
+) -> ApiResult<(String, String, bool)> {
+    let tenant = ParameterValue::Int64(channel.tenant_id);
+    let contact = db
+        .rows(
+            "find the user",
+            "SELECT contact_id::text AS id FROM contact_identities \
+             WHERE tenant_id = $1 AND kind = 'external' AND channel_id = $2 AND value = $3",
+            &[tenant.clone(), uuid(&channel.id), text(from)],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| row.get::<String>("id"));
+    let contact = match contact {
+        Some(contact) => contact,
+        None => {
+            let id = new_id();
+            db.execute(
+                "create the user's contact",
+                "INSERT INTO contacts (id, tenant_id, nickname) VALUES ($1, $2, $3)",
+                &[uuid(&id), tenant.clone(), text(nickname)],
+            )?;
+            db.execute(
+                "record the user's id",
+                "INSERT INTO contact_identities (tenant_id, contact_id, kind, value, channel_id) \
+                 VALUES ($1, $2, 'external', $3, $4)",
+                &[tenant.clone(), uuid(&id), text(from), uuid(&channel.id)],
+            )?;
+            id
+        }
+    };
+    let open = db
+        .rows(
+            "find the user's conversation",
+            "SELECT i.id::text AS id, p.id::text AS participant FROM interactions i \
+             JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
+             WHERE i.channel_id = $1 AND i.contact_id = $2 AND i.state = 'active' \
+             ORDER BY i.created_at DESC LIMIT 1 FOR UPDATE OF i",
+            &[uuid(&channel.id), uuid(&contact)],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| Some((row.get::<String>("id")?, row.get::<String>("participant")?)));
+    if let Some((id, participant)) = open {
+        return Ok((id, participant, false));
+    }
+    let (id, participant) = (new_id(), new_id());
+    db.execute(
+        "start the conversation",
+        "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, media, next_position) \
+         VALUES ($1, $2, $3, $4, 'messaging', 2)",
+        &[uuid(&id), tenant.clone(), uuid(&channel.id), uuid(&contact)],
+    )?;
+    db.execute(
+        "add the user",
+        "INSERT INTO participants (id, interaction_id, tenant_id, kind, nickname) VALUES ($1, $2, $3, 'Customer', $4)",
+        &[uuid(&participant), uuid(&id), tenant.clone(), text(nickname)],
+    )?;
+    db.execute(
+        "record the user's arrival",
+        "INSERT INTO messages (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname) \
+         VALUES ($1, 1, $2, 'ParticipantJoined', $3, 'Customer', $4)",
+        &[uuid(&id), tenant, uuid(&participant), text(nickname)],
+    )?;
+    Ok((id, participant, true))
+}
+
+fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
+    let db = Db::open()?;
+    let channel = signed_channel(req, &db, channel_id)?;
+    let message = body(req)?;
+    within_window(&message)?;
+    let client_id = bounded(&message["id"], "id", MAX_ID_CHARS)?;
+    let from = bounded(&message["from"]["id"], "from.id", MAX_ID_CHARS)?;
+    let nickname = message["from"]["nickname"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .map_or_else(
+            || from.chars().take(100).collect(),
+            |n| n.chars().take(100).collect::<String>(),
+        );
+    let text_body = bounded(&message["text"], "text", MAX_TEXT_CHARS)?;
+    let (interaction, stored, duplicate, started) = db.transaction(|db| {
+        let (interaction, participant, started) = conversation_of(db, &channel, from, &nickname)?;
+        let appended = conversation::append_message(
+            db,
+            channel.tenant_id,
+            &interaction,
+            &NewMessage {
+                kind: "Text",
+                participant_id: Some(&participant),
+                sender_kind: "Customer",
+                nickname: &nickname,
+                text: Some(text_body),
+                data: None,
+                visibility: "All",
+                client_message_id: Some(client_id),
+            },
+        )?
+        .ok_or_else(|| ApiError::internal("append the message", "the conversation ended"))?;
+        Ok((interaction, appended.0, appended.1, started))
+    })?;
+    if !duplicate {
+        tell_the_floor(&db, &channel, &interaction, &stored, started);
+    }
+    Reply::ok(json!({
+        "interactionId": interaction,
+        "message": stored,
+        "duplicate": duplicate,
+    }))
+}
+
+/// The message is committed; the live state, the agents and routing follow. A failure here
+/// only delays them: readers rebuild the live state from PostgreSQL and the routing sweep
+/// picks up what waits.
+fn tell_the_floor(db: &Db, channel: &Channel, interaction: &str, message: &Value, started: bool) {
+    let Ok(live) = Live::open() else {
+        return;
+    };
+    let state = LiveState::new(&live, interaction);
+    if !matches!(state.load(), Ok(Some(_)))
+        && let Ok(Some((session, tail))) =
+            conversation::load_session(db, channel.tenant_id, interaction)
+        && state.store(&session, &tail).is_err()
+    {
+        state.forget();
+    }
+    conversation::publish(&live, interaction, std::slice::from_ref(message), "active");
+    if started {
+        let routed =
+            routing::rule_for_channel(db, channel.tenant_id, &channel.id).and_then(|rule| {
+                let Some(rule) = rule else {
+                    return Ok(());
+                };
+                let Some(queue) = routing::load_queue(db, channel.tenant_id, &rule.queue)? else {
+                    return Ok(());
+                };
+                routing::enqueue(db, &live, channel.tenant_id, interaction, &queue)
+            });
+        if let Err(err) = routed {
+            nexus_guest::spin::log_error("route the new conversation", &err);
+        }
+    }
+}
+
+/// The order of delivery states: a receipt never moves a message back.
+fn rank(status: &str) -> Option<i32> {
+    match status {
+        "sent" => Some(1),
+        "delivered" => Some(2),
+        "read" => Some(3),
+        "failed" => Some(4),
+        _ => None,
+    }
+}
+
+fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
+    let db = Db::open()?;
+    let channel = signed_channel(req, &db, channel_id)?;
+    let receipt = body(req)?;
+    within_window(&receipt)?;
+    let message_id = bounded(&receipt["messageId"], "messageId", MAX_ID_CHARS)?;
+    let status = receipt["status"]
+        .as_str()
+        .filter(|s| matches!(*s, "delivered" | "read" | "failed"))
+        .ok_or_else(|| ApiError::bad_parameter("`status` is delivered, read or failed"))?;
+    let updated = db.json_row(
+        "record the receipt",
+        "UPDATE messages m SET delivery_status = CASE \
+           WHEN (CASE m.delivery_status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) < $4 \
+           THEN $3 ELSE m.delivery_status END \
+         FROM interactions i \
+         WHERE m.tenant_id = $1 AND m.external_id = $2 AND i.id = m.interaction_id AND i.channel_id = $5 \
+         RETURNING nexus_message_json(m)",
+        &[
+            ParameterValue::Int64(channel.tenant_id),
+            text(message_id),
+            text(status),
+            ParameterValue::Int32(rank(status).unwrap_or_default()),
+            uuid(&channel.id),
+        ],
+    )?;
+    let message = updated.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no message was sent with the messageId `{message_id}`"
+        ))
+    })?;
+    Reply::ok(json!({ "message": message }))
+}
+
+/// What a delivery needs: the message, the user it goes to, and the channel's webhook.
+struct Outbound {
+    channel: Channel,
+    to: String,
+    body: Value,
+}
+
+fn outbound(db: &Db, interaction: &str, position: i32) -> ApiResult<Option<Outbound>> {
+    let rows = db.rows(
+        "load the message to send",
+        "SELECT i.channel_id::text AS channel_id, ci.value AS to_id, \
+           extract(epoch FROM m.created_at)::bigint AS written_at, \
+           (nexus_message_json(m) || jsonb_build_object('interactionId', i.id))::text AS message \
+         FROM messages m JOIN interactions i ON i.id = m.interaction_id \
+         JOIN contact_identities ci ON ci.contact_id = i.contact_id AND ci.kind = 'external' AND ci.channel_id = i.channel_id \
+         WHERE m.interaction_id = $1 AND m.position = $2",
+        &[uuid(interaction), ParameterValue::Int32(position)],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let (Some(channel_id), Some(to), Some(message), Some(written_at)) = (
+        row.get::<String>("channel_id"),
+        row.get::<String>("to_id"),
+        row.get::<String>("message"),
+        row.get::<i64>("written_at"),
+    ) else {
+        return Ok(None);
+    };
+    let message: Value = serde_json::from_str(&message)
+        .map_err(|err| ApiError::internal("read the message", err))?;
+    let Some(channel) = channel(db, None, &channel_id)? else {
+        return Ok(None);
+    };
+    let body = json!({
+        "id": format!("{interaction}:{position}"),
+        "interactionId": interaction,
+        "to": {"id": to},
+        "from": {"type": message["from"]["type"], "nickname": message["from"]["nickname"]},
+        "type": message["type"],
+        "text": message["text"],
+        // When the message was written, so that every attempt sends the same body.
+        "timestamp": written_at,
+    });
+    Ok(Some(Outbound { channel, to, body }))
+}
+
+fn set_delivery(
+    interaction: &str,
+    position: i32,
+    status: &str,
+    external_id: Option<&str>,
+) -> ApiResult<()> {
+    let db = Db::open()?;
+    db.execute(
+        "record the delivery",
+        "UPDATE messages SET delivery_status = $3, external_id = coalesce($4, external_id) \
+         WHERE interaction_id = $1 AND position = $2",
+        &[
+            uuid(interaction),
+            ParameterValue::Int32(position),
+            text(status),
+            external_id.map_or(ParameterValue::DbNull, text),
+        ],
+    )?;
+    Ok(())
+}
+
+fn gone(message: &str) -> ApiError {
+    ApiError::new(422, Code::NotFound, message)
+}
+
+/// Sends one message to the client's webhook (a job of the host's worker).
+async fn deliver(req: &Request) -> ApiResult<Reply> {
+    let job = body(req)?;
+    let (Some(interaction), Some(position)) = (
+        job["payload"]["interactionId"].as_str(),
+        job["payload"]["position"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok()),
+    ) else {
+        return Err(gone("a messaging job names interactionId and position"));
+    };
+    let Some(outbound) = outbound(&Db::open()?, interaction, position)? else {
+        return Err(gone("the message, its user or its channel is gone"));
+    };
+    let Some(url) = outbound.channel.settings["webhookUrl"]
+        .as_str()
+        .map(str::to_owned)
+    else {
+        set_delivery(interaction, position, "failed", None)?;
+        return Err(gone(&format!(
+            "{NO_CHANNEL_LABEL} needs settings.webhookUrl to send to its client"
+        )));
+    };
+    let body = serde_json::to_vec(&outbound.body)
+        .map_err(|err| ApiError::internal("encode the message", err))?;
+    let signature = webhook_signature::hub_with_key(outbound.channel.secrets[0].as_bytes(), &body);
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(url.as_str())
+        .header("content-type", "application/json")
+        .header("content-length", body.len().to_string())
+        .header("x-hub-signature", signature)
+        .header("x-b3-traceid", reference_id(req).replace('-', ""))
+        .body(body)
+        .build();
+    let response = spin_sdk::http::send::<_, Response>(request)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("cannot reach the client: {err}"),
+            )
+        })?;
+    let status = *response.status();
+    match status {
+        200..=299 => {
+            let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+            let message_id = answer["messageId"].as_str();
+            set_delivery(interaction, position, "sent", message_id)?;
+            Reply::ok(json!({ "sent": true, "to": outbound.to, "messageId": message_id }))
+        }
+        400..=499 => {
+            set_delivery(interaction, position, "failed", None)?;
+            Err(gone(&format!(
+                "the client refused the message with {status}; it is not retried"
+            )))
+        }
+        _ => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("the client answered {status}"),
+        )),
+    }
+}

@@ -1,0 +1,420 @@
+//! End to end: the Third-Party Messaging API. A custom messaging client (the test, with a local
+//! receiver as its webhook) exchanges messages with an agent: signed messages in, refused when
+//! the signature or the timestamp is wrong, stored once when replayed; the agent's replies out
+//! to the webhook, signed, retried after a 5xx, their `messageId` kept to match receipts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use support::openapi::Api;
+use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, client};
+
+fn manifest() -> String {
+    r#"
+spin_manifest_version = 2
+
+[application]
+name = "messaging"
+
+[variables]
+redis_address = { default = "redis://127.0.0.1:6379" }
+redis_host = { default = "127.0.0.1:6379" }
+postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
+postgres_host = { default = "127.0.0.1:5432" }
+redis_key_prefix = { default = "nexus:" }
+admin_token = { default = "", secret = true }
+
+[[trigger.http]]
+route = "/nexus/v3/provisioning/..."
+component = "provisioning"
+
+[[trigger.http]]
+route = "/nexus/v3/workspace/..."
+component = "workspace"
+
+[[trigger.http]]
+route = "/nexus/v3/channels/..."
+component = "messaging"
+
+[component.provisioning]
+source = "{provisioning}"
+allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
+[component.provisioning.variables]
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+
+[component.workspace]
+source = "{workspace}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.workspace.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+
+[component.messaging]
+source = "{messaging}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}", "http://127.0.0.1:*"]
+[component.messaging.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+[component.messaging.tool.nexus]
+request_timeout_ms = 10000
+[component.messaging.tool.nexus.jobs]
+path = "/nexus/v3/channels/jobs/run"
+bearer = "{{ admin_token }}"
+retry_ms = [200, 400]
+poll_ms = 50
+lease_ms = 15000
+"#
+    .to_owned()
+}
+
+/// A call with a JSON body; the status and answer, checked against the API's OpenAPI document.
+async fn call(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut request = client().request(method.parse().unwrap(), nexus.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    let document = if path.starts_with("/nexus/v3/provisioning/") {
+        "provisioning"
+    } else if path.starts_with("/nexus/v3/workspace/") {
+        "workspace"
+    } else {
+        "messaging"
+    };
+    Api::load(document).check(method, path, status, &answer);
+    (status, answer)
+}
+
+async fn admin(nexus: &Nexus, method: &str, path: &str, body: Value) -> Value {
+    let (status, answer) = call(
+        nexus,
+        method,
+        &format!("/nexus/v3/provisioning{path}"),
+        &[("authorization", format!("Bearer {ADMIN_TOKEN}"))],
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{method} {path}: {answer}");
+    answer["data"].clone()
+}
+
+async fn work(nexus: &Nexus, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, answer) = call(
+        nexus,
+        method,
+        &format!("/nexus/v3/workspace/{path}"),
+        &[("authorization", format!("Bearer {token}"))],
+        body.map(|b| b.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(status, 200, "{method} {path}: {answer}");
+    answer["data"].clone()
+}
+
+/// The client's side: its channel and the secret both sides sign with.
+struct Client {
+    channel: String,
+    secret: String,
+}
+
+fn hub(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha1={hex}")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Client {
+    /// POSTs `body` to `channels/{channel}/{what}`, signed with `signature` (by default the
+    /// right one).
+    async fn post(
+        &self,
+        nexus: &Nexus,
+        what: &str,
+        body: &Value,
+        signature: Option<String>,
+    ) -> (u16, Value) {
+        let bytes = body.to_string().into_bytes();
+        let mut headers = vec![("x-ccid", "acme".to_owned())];
+        headers.push((
+            "x-hub-signature",
+            signature.unwrap_or_else(|| hub(self.secret.as_bytes(), &bytes)),
+        ));
+        call(
+            nexus,
+            "POST",
+            &format!("/nexus/v3/channels/{}/{what}", self.channel),
+            &headers,
+            Some(bytes),
+        )
+        .await
+    }
+}
+
+/// Waits until the agent's view of message `position` has `status`.
+async fn delivery_status(
+    nexus: &Nexus,
+    token: &str,
+    interaction: &str,
+    position: i64,
+    status: &str,
+) {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let messages = work(
+            nexus,
+            token,
+            "GET",
+            &format!("media/chat/interactions/{interaction}/messages"),
+            None,
+        )
+        .await;
+        last = messages["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["position"] == position)
+            .cloned()
+            .unwrap_or(Value::Null);
+        if last["deliveryStatus"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("message {position} is not {status}: {last}");
+}
+
+both_backends!(a_client_and_an_agent_converse_both_ways);
+
+async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
+    let receiver = Receiver::start().await;
+    receiver.reply_with(r#"{"messageId": "wa-1"}"#);
+    let nexus = Nexus::start(&manifest(), backends).await;
+    admin(
+        &nexus,
+        "POST",
+        "/tenants",
+        json!({"ccid": "acme", "name": "Acme"}),
+    )
+    .await;
+    let channel = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/channels",
+        json!({"type": "messaging", "name": "bridge",
+               "settings": {"webhookUrl": format!("http://{}/outbound", receiver.addr)}}),
+    )
+    .await;
+    let client = Client {
+        channel: channel["id"].as_str().unwrap().to_owned(),
+        secret: channel["secret"].as_str().unwrap().to_owned(),
+    };
+    admin(&nexus, "PUT", "/tenants/acme/queues/support", json!({})).await;
+    admin(
+        &nexus,
+        "PUT",
+        &format!("/tenants/acme/channels/{}/routing", client.channel),
+        json!({"queue": "support"}),
+    )
+    .await;
+    let agent = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/agents",
+        json!({"username": "ann", "nickname": "Ann", "capacity": {"chat": 2}}),
+    )
+    .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    work(&nexus, &token, "POST", "media/chat/ready", None).await;
+
+    // The user writes in.
+    let message = json!({"id": "in-1", "timestamp": now(), "from": {"id": "+15550100", "nickname": "Ada"},
+                         "text": "is my order shipped?"});
+    let (status, first) = client.post(&nexus, "messages", &message, None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"]["duplicate"], false);
+    let interaction = first["data"]["interactionId"].as_str().unwrap().to_owned();
+    // The same request again (a replay, or the client's retry): stored once.
+    let (status, again) = client.post(&nexus, "messages", &message, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["interactionId"], interaction.as_str());
+
+    // Refused: a wrong signature, none, another channel's secret, a stale timestamp.
+    let other = json!({"id": "in-2", "timestamp": now(), "from": {"id": "+15550100"}, "text": "x"});
+    let (status, _) = client
+        .post(&nexus, "messages", &other, Some("sha1=0000".into()))
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = client
+        .post(
+            &nexus,
+            "messages",
+            &other,
+            Some(hub(b"not the secret", other.to_string().as_bytes())),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let unsigned = support::client()
+        .post(nexus.url(&format!("/nexus/v3/channels/{}/messages", client.channel)))
+        .header("x-ccid", "acme")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let stale =
+        json!({"id": "in-3", "timestamp": now() - 3600, "from": {"id": "+15550100"}, "text": "x"});
+    let (status, answer) = client.post(&nexus, "messages", &stale, None).await;
+    assert_eq!(status, 401, "{answer}");
+
+    // The conversation was routed: the agent is offered it and takes it.
+    let mut offered = Value::Null;
+    for _ in 0..100 {
+        offered = work(&nexus, &token, "GET", "media/chat/interactions", None).await;
+        if offered["interactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == interaction.as_str())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        offered["interactions"][0]["routingState"], "invited",
+        "{offered}"
+    );
+    work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/accept"),
+        None,
+    )
+    .await;
+    let transcript = work(
+        &nexus,
+        &token,
+        "GET",
+        &format!("media/chat/interactions/{interaction}/messages"),
+        None,
+    )
+    .await;
+    let texts: Vec<&Value> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["text"])
+        .collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| **t == "is my order shipped?")
+            .count(),
+        1,
+        "{texts:?}"
+    );
+
+    // The agent answers: the client's webhook gets it, signed, and its messageId is kept.
+    let sent = work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/send-message"),
+        Some(json!({"message": "yes, it left today"})),
+    )
+    .await;
+    let position = sent["message"]["position"].as_i64().unwrap();
+    let requests = receiver.wait_for(1).await;
+    let outbound = &requests[0];
+    assert_eq!(outbound.path, "/outbound");
+    assert_eq!(
+        outbound.headers["x-hub-signature"].to_str().unwrap(),
+        hub(client.secret.as_bytes(), &outbound.body)
+    );
+    let body: Value = serde_json::from_slice(&outbound.body).unwrap();
+    assert_eq!(body["to"]["id"], "+15550100");
+    assert_eq!(body["text"], "yes, it left today");
+    assert_eq!(body["from"]["nickname"], "Ann");
+    assert_eq!(body["interactionId"], interaction.as_str());
+    delivery_status(&nexus, &token, &interaction, position, "sent").await;
+
+    // Receipts move the message forward by the client's messageId, never back.
+    let read = json!({"messageId": "wa-1", "status": "read", "timestamp": now()});
+    let (status, answer) = client.post(&nexus, "receipts", &read, None).await;
+    assert_eq!(status, 200, "{answer}");
+    delivery_status(&nexus, &token, &interaction, position, "read").await;
+    let late = json!({"messageId": "wa-1", "status": "delivered", "timestamp": now()});
+    client.post(&nexus, "receipts", &late, None).await;
+    delivery_status(&nexus, &token, &interaction, position, "read").await;
+    let unknown = json!({"messageId": "nope", "status": "read", "timestamp": now()});
+    let (status, _) = client.post(&nexus, "receipts", &unknown, None).await;
+    assert_eq!(status, 404);
+
+    // A 5xx from the client is retried; the reply arrives once it answers 2xx.
+    receiver.answer_next(&[503]);
+    receiver.reply_with(r#"{"messageId": "wa-2"}"#);
+    let sent = work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/send-message"),
+        Some(json!({"message": "anything else?"})),
+    )
+    .await;
+    let requests = receiver.wait_for(3).await;
+    assert_eq!(
+        requests[1].body, requests[2].body,
+        "the same message, again"
+    );
+    delivery_status(
+        &nexus,
+        &token,
+        &interaction,
+        sent["message"]["position"].as_i64().unwrap(),
+        "sent",
+    )
+    .await;
+
+    // The user writes again: the same conversation, and the agent sees it.
+    let more = json!({"id": "in-4", "timestamp": now(), "from": {"id": "+15550100"}, "text": "no, thanks"});
+    let (_, answer) = client.post(&nexus, "messages", &more, None).await;
+    assert_eq!(answer["data"]["interactionId"], interaction.as_str());
+}
