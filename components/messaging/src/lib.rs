@@ -22,19 +22,14 @@
 #![allow(unsafe_code)]
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
-use nexus_guest::conversation::{self, NewMessage};
-use nexus_guest::live::LiveState;
-use nexus_guest::routing;
-use nexus_guest::secrets::new_id;
+use nexus_guest::inbound::{self, Inlet, Sender};
 use nexus_guest::spin::{
-    Db, Live, Reply, header, now_unix, path_segments, reference_id, require_admin, respond, text,
-    uuid,
+    Db, Reply, header, now_unix, path_segments, reference_id, require_admin, respond, text, uuid,
 };
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::pg4::ParameterValue;
 
 /// How far a request's `timestamp` may be from now: the replay window.
 const REPLAY_WINDOW_SECONDS: u64 = 300;
@@ -156,79 +151,6 @@ fn within_window(message: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-/// The conversation a message from user `from` joins: their open one on the channel, or a new
-/// one (with the user's contact). `true` when it is new.
-fn conversation_of(
-    db: &Db,
-    channel: &Channel,
-    from: &str,
-    nickname: &str,
-) -> ApiResult<(String, String, bool)> {
-    let tenant = ParameterValue::Int64(channel.tenant_id);
-    let contact = db
-        .rows(
-            "find the user",
-            "SELECT contact_id::text AS id FROM contact_identities \
-             WHERE tenant_id = $1 AND kind = 'external' AND channel_id = $2 AND value = $3",
-            &[tenant.clone(), uuid(&channel.id), text(from)],
-        )?
-        .rows()
-        .next()
-        .and_then(|row| row.get::<String>("id"));
-    let contact = match contact {
-        Some(contact) => contact,
-        None => {
-            let id = new_id();
-            db.execute(
-                "create the user's contact",
-                "INSERT INTO contacts (id, tenant_id, nickname) VALUES ($1, $2, $3)",
-                &[uuid(&id), tenant.clone(), text(nickname)],
-            )?;
-            db.execute(
-                "record the user's id",
-                "INSERT INTO contact_identities (tenant_id, contact_id, kind, value, channel_id) \
-                 VALUES ($1, $2, 'external', $3, $4)",
-                &[tenant.clone(), uuid(&id), text(from), uuid(&channel.id)],
-            )?;
-            id
-        }
-    };
-    let open = db
-        .rows(
-            "find the user's conversation",
-            "SELECT i.id::text AS id, p.id::text AS participant FROM interactions i \
-             JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
-             WHERE i.channel_id = $1 AND i.contact_id = $2 AND i.state = 'active' \
-             ORDER BY i.created_at DESC LIMIT 1 FOR UPDATE OF i",
-            &[uuid(&channel.id), uuid(&contact)],
-        )?
-        .rows()
-        .next()
-        .and_then(|row| Some((row.get::<String>("id")?, row.get::<String>("participant")?)));
-    if let Some((id, participant)) = open {
-        return Ok((id, participant, false));
-    }
-    let (id, participant) = (new_id(), new_id());
-    db.execute(
-        "start the conversation",
-        "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, media, next_position) \
-         VALUES ($1, $2, $3, $4, 'messaging', 2)",
-        &[uuid(&id), tenant.clone(), uuid(&channel.id), uuid(&contact)],
-    )?;
-    db.execute(
-        "add the user",
-        "INSERT INTO participants (id, interaction_id, tenant_id, kind, nickname) VALUES ($1, $2, $3, 'Customer', $4)",
-        &[uuid(&participant), uuid(&id), tenant.clone(), text(nickname)],
-    )?;
-    db.execute(
-        "record the user's arrival",
-        "INSERT INTO messages (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname) \
-         VALUES ($1, 1, $2, 'ParticipantJoined', $3, 'Customer', $4)",
-        &[uuid(&id), tenant, uuid(&participant), text(nickname)],
-    )?;
-    Ok((id, participant, true))
-}
-
 fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     let db = Db::open()?;
     let channel = signed_channel(req, &db, channel_id)?;
@@ -236,86 +158,34 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     within_window(&message)?;
     let client_id = bounded(&message["id"], "id", MAX_ID_CHARS)?;
     let from = bounded(&message["from"]["id"], "from.id", MAX_ID_CHARS)?;
-    let nickname = message["from"]["nickname"]
+    let nickname: String = message["from"]["nickname"]
         .as_str()
         .filter(|n| !n.is_empty())
-        .map_or_else(
-            || from.chars().take(100).collect(),
-            |n| n.chars().take(100).collect::<String>(),
-        );
+        .unwrap_or(from)
+        .chars()
+        .take(100)
+        .collect();
     let text_body = bounded(&message["text"], "text", MAX_TEXT_CHARS)?;
-    let (interaction, stored, duplicate, started) = db.transaction(|db| {
-        let (interaction, participant, started) = conversation_of(db, &channel, from, &nickname)?;
-        let appended = conversation::append_message(
-            db,
-            channel.tenant_id,
-            &interaction,
-            &NewMessage {
-                kind: "Text",
-                participant_id: Some(&participant),
-                sender_kind: "Customer",
-                nickname: &nickname,
-                text: Some(text_body),
-                data: None,
-                visibility: "All",
-                client_message_id: Some(client_id),
-            },
-        )?
-        .ok_or_else(|| ApiError::internal("append the message", "the conversation ended"))?;
-        Ok((interaction, appended.0, appended.1, started))
-    })?;
-    if !duplicate {
-        tell_the_floor(&db, &channel, &interaction, &stored, started);
-    }
+    let taken = inbound::take_text(
+        &db,
+        &Inlet {
+            tenant_id: channel.tenant_id,
+            channel_id: &channel.id,
+            media: "messaging",
+        },
+        &Sender {
+            kind: "external",
+            value: from,
+            nickname: &nickname,
+        },
+        client_id,
+        text_body,
+    )?;
     Reply::ok(json!({
-        "interactionId": interaction,
-        "message": stored,
-        "duplicate": duplicate,
+        "interactionId": taken.interaction,
+        "message": taken.message,
+        "duplicate": taken.duplicate,
     }))
-}
-
-/// The message is committed; the live state, the agents and routing follow. A failure here
-/// only delays them: readers rebuild the live state from PostgreSQL and the routing sweep
-/// picks up what waits.
-fn tell_the_floor(db: &Db, channel: &Channel, interaction: &str, message: &Value, started: bool) {
-    let Ok(live) = Live::open() else {
-        return;
-    };
-    let state = LiveState::new(&live, interaction);
-    if !matches!(state.load(), Ok(Some(_)))
-        && let Ok(Some((session, tail))) =
-            conversation::load_session(db, channel.tenant_id, interaction)
-        && state.store(&session, &tail).is_err()
-    {
-        state.forget();
-    }
-    conversation::publish(&live, interaction, std::slice::from_ref(message), "active");
-    if started {
-        let routed =
-            routing::rule_for_channel(db, channel.tenant_id, &channel.id).and_then(|rule| {
-                let Some(rule) = rule else {
-                    return Ok(());
-                };
-                let Some(queue) = routing::load_queue(db, channel.tenant_id, &rule.queue)? else {
-                    return Ok(());
-                };
-                routing::enqueue(db, &live, channel.tenant_id, interaction, &queue)
-            });
-        if let Err(err) = routed {
-            nexus_guest::spin::log_error("route the new conversation", &err);
-        }
-    }
-}
-
-/// The order of delivery states: a receipt never moves a message back.
-fn rank(status: &str) -> Option<i32> {
-    match status {
-        "sent" => Some(1),
-        "delivered" => Some(2),
-        "read" => Some(3),
-        "failed" => Some(4),
-        _ => None,
-    }
 }
 
 fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
@@ -328,22 +198,7 @@ fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         .as_str()
         .filter(|s| matches!(*s, "delivered" | "read" | "failed"))
         .ok_or_else(|| ApiError::bad_parameter("`status` is delivered, read or failed"))?;
-    let updated = db.json_row(
-        "record the receipt",
-        "UPDATE messages m SET delivery_status = CASE \
-           WHEN (CASE m.delivery_status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) < $4 \
-           THEN $3 ELSE m.delivery_status END \
-         FROM interactions i \
-         WHERE m.tenant_id = $1 AND m.external_id = $2 AND i.id = m.interaction_id AND i.channel_id = $5 \
-         RETURNING nexus_message_json(m)",
-        &[
-            ParameterValue::Int64(channel.tenant_id),
-            text(message_id),
-            text(status),
-            ParameterValue::Int32(rank(status).unwrap_or_default()),
-            uuid(&channel.id),
-        ],
-    )?;
+    let updated = inbound::record_receipt(&db, channel.tenant_id, &channel.id, message_id, status)?;
     let message = updated.ok_or_else(|| {
         ApiError::not_found(format!(
             "no message was sent with the messageId `{message_id}`"
@@ -360,64 +215,26 @@ struct Outbound {
 }
 
 fn outbound(db: &Db, interaction: &str, position: i32) -> ApiResult<Option<Outbound>> {
-    let rows = db.rows(
-        "load the message to send",
-        "SELECT i.channel_id::text AS channel_id, ci.value AS to_id, \
-           extract(epoch FROM m.created_at)::bigint AS written_at, \
-           (nexus_message_json(m) || jsonb_build_object('interactionId', i.id))::text AS message \
-         FROM messages m JOIN interactions i ON i.id = m.interaction_id \
-         JOIN contact_identities ci ON ci.contact_id = i.contact_id AND ci.kind = 'external' AND ci.channel_id = i.channel_id \
-         WHERE m.interaction_id = $1 AND m.position = $2",
-        &[uuid(interaction), ParameterValue::Int32(position)],
-    )?;
-    let Some(row) = rows.rows().next() else {
+    let Some(out) = inbound::outgoing(db, interaction, position, "external")? else {
         return Ok(None);
     };
-    let (Some(channel_id), Some(to), Some(message), Some(written_at)) = (
-        row.get::<String>("channel_id"),
-        row.get::<String>("to_id"),
-        row.get::<String>("message"),
-        row.get::<i64>("written_at"),
-    ) else {
-        return Ok(None);
-    };
-    let message: Value = serde_json::from_str(&message)
-        .map_err(|err| ApiError::internal("read the message", err))?;
-    let Some(channel) = channel(db, None, &channel_id)? else {
+    let Some(channel) = channel(db, None, &out.channel_id)? else {
         return Ok(None);
     };
     let body = json!({
         "id": format!("{interaction}:{position}"),
         "interactionId": interaction,
-        "to": {"id": to},
-        "from": {"type": message["from"]["type"], "nickname": message["from"]["nickname"]},
-        "type": message["type"],
-        "text": message["text"],
-        // When the message was written, so that every attempt sends the same body.
-        "timestamp": written_at,
+        "to": {"id": out.to},
+        "from": {"type": out.message["from"]["type"], "nickname": out.message["from"]["nickname"]},
+        "type": out.message["type"],
+        "text": out.message["text"],
+        "timestamp": out.written_at,
     });
-    Ok(Some(Outbound { channel, to, body }))
-}
-
-fn set_delivery(
-    interaction: &str,
-    position: i32,
-    status: &str,
-    external_id: Option<&str>,
-) -> ApiResult<()> {
-    let db = Db::open()?;
-    db.execute(
-        "record the delivery",
-        "UPDATE messages SET delivery_status = $3, external_id = coalesce($4, external_id) \
-         WHERE interaction_id = $1 AND position = $2",
-        &[
-            uuid(interaction),
-            ParameterValue::Int32(position),
-            text(status),
-            external_id.map_or(ParameterValue::DbNull, text),
-        ],
-    )?;
-    Ok(())
+    Ok(Some(Outbound {
+        channel,
+        to: out.to,
+        body,
+    }))
 }
 
 fn gone(message: &str) -> ApiError {
@@ -442,7 +259,7 @@ async fn deliver(req: &Request) -> ApiResult<Reply> {
         .as_str()
         .map(str::to_owned)
     else {
-        set_delivery(interaction, position, "failed", None)?;
+        inbound::set_delivery(interaction, position, "failed", None)?;
         return Err(gone(&format!(
             "{NO_CHANNEL_LABEL} needs settings.webhookUrl to send to its client"
         )));
@@ -473,11 +290,11 @@ async fn deliver(req: &Request) -> ApiResult<Reply> {
         200..=299 => {
             let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
             let message_id = answer["messageId"].as_str();
-            set_delivery(interaction, position, "sent", message_id)?;
+            inbound::set_delivery(interaction, position, "sent", message_id)?;
             Reply::ok(json!({ "sent": true, "to": outbound.to, "messageId": message_id }))
         }
         400..=499 => {
-            set_delivery(interaction, position, "failed", None)?;
+            inbound::set_delivery(interaction, position, "failed", None)?;
             Err(gone(&format!(
                 "the client refused the message with {status}; it is not retried"
             )))

@@ -1,0 +1,331 @@
+//! Conversations with people who write in from another system (a messaging client, an SMS
+//! aggregator): their message joins their open conversation on the channel or starts one, the
+//! agents and routing are told, and what nexus sends them is tracked by the far side's id.
+
+use serde_json::Value;
+use spin_sdk::pg4::ParameterValue;
+
+use crate::api::{ApiError, ApiResult};
+use crate::conversation::{self, NewMessage};
+use crate::live::LiveState;
+use crate::routing;
+use crate::secrets::new_id;
+use crate::spin::{Db, Live, text, uuid};
+
+/// The identities of phone numbers and emails belong to no channel (a customer's number is the
+/// same on chat and SMS); external ids belong to theirs.
+const NO_CHANNEL: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Who wrote in, as the far side names them.
+pub struct Sender<'a> {
+    /// `external` (an id of the channel's own), `phone` or `email`.
+    pub kind: &'a str,
+    pub value: &'a str,
+    pub nickname: &'a str,
+}
+
+/// Where a message comes in.
+pub struct Inlet<'a> {
+    pub tenant_id: i64,
+    pub channel_id: &'a str,
+    /// The interactions' `media`: `messaging`, `sms`, ...
+    pub media: &'a str,
+}
+
+/// A message taken in.
+pub struct Taken {
+    pub interaction: String,
+    pub message: Value,
+    /// The far side's id was seen in this conversation before: nothing new was stored.
+    pub duplicate: bool,
+    /// The message started the conversation.
+    pub started: bool,
+}
+
+fn identity_channel<'a>(inlet: &Inlet<'a>, sender: &Sender<'_>) -> &'a str {
+    if sender.kind == "external" {
+        inlet.channel_id
+    } else {
+        NO_CHANNEL
+    }
+}
+
+/// The sender's open conversation on the channel, or a new one with the sender's contact; the
+/// customer participant; whether it is new.
+fn conversation_of(
+    db: &Db,
+    inlet: &Inlet<'_>,
+    sender: &Sender<'_>,
+) -> ApiResult<(String, String, bool)> {
+    let tenant = ParameterValue::Int64(inlet.tenant_id);
+    let identity_channel = identity_channel(inlet, sender);
+    let contact = db
+        .rows(
+            "find the sender",
+            "SELECT contact_id::text AS id FROM contact_identities \
+             WHERE tenant_id = $1 AND kind = $2 AND channel_id = $3 AND value = $4",
+            &[
+                tenant.clone(),
+                text(sender.kind),
+                uuid(identity_channel),
+                text(sender.value),
+            ],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| row.get::<String>("id"));
+    let contact = match contact {
+        Some(contact) => contact,
+        None => {
+            let id = new_id();
+            db.execute(
+                "create the sender's contact",
+                "INSERT INTO contacts (id, tenant_id, nickname) VALUES ($1, $2, $3)",
+                &[uuid(&id), tenant.clone(), text(sender.nickname)],
+            )?;
+            db.execute(
+                "record the sender's identity",
+                "INSERT INTO contact_identities (tenant_id, contact_id, kind, value, channel_id) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    tenant.clone(),
+                    uuid(&id),
+                    text(sender.kind),
+                    text(sender.value),
+                    uuid(identity_channel),
+                ],
+            )?;
+            id
+        }
+    };
+    // Locked, so that two messages arriving at once join one conversation.
+    let open = db
+        .rows(
+            "find the sender's conversation",
+            "SELECT i.id::text AS id, p.id::text AS participant FROM interactions i \
+             JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
+             WHERE i.channel_id = $1 AND i.contact_id = $2 AND i.state = 'active' \
+             ORDER BY i.created_at DESC LIMIT 1 FOR UPDATE OF i",
+            &[uuid(inlet.channel_id), uuid(&contact)],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| Some((row.get::<String>("id")?, row.get::<String>("participant")?)));
+    if let Some((id, participant)) = open {
+        return Ok((id, participant, false));
+    }
+    let (id, participant) = (new_id(), new_id());
+    db.execute(
+        "start the conversation",
+        "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, media, next_position) \
+         VALUES ($1, $2, $3, $4, $5, 2)",
+        &[
+            uuid(&id),
+            tenant.clone(),
+            uuid(inlet.channel_id),
+            uuid(&contact),
+            text(inlet.media),
+        ],
+    )?;
+    db.execute(
+        "add the sender",
+        "INSERT INTO participants (id, interaction_id, tenant_id, kind, nickname) VALUES ($1, $2, $3, 'Customer', $4)",
+        &[uuid(&participant), uuid(&id), tenant.clone(), text(sender.nickname)],
+    )?;
+    db.execute(
+        "record the sender's arrival",
+        "INSERT INTO messages (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname) \
+         VALUES ($1, 1, $2, 'ParticipantJoined', $3, 'Customer', $4)",
+        &[uuid(&id), tenant, uuid(&participant), text(sender.nickname)],
+    )?;
+    Ok((id, participant, true))
+}
+
+/// Stores a text the sender wrote, under the far side's id for it (`far_id`: a repeat is stored
+/// once), then tells the live state, the agents and routing.
+pub fn take_text(
+    db: &Db,
+    inlet: &Inlet<'_>,
+    sender: &Sender<'_>,
+    far_id: &str,
+    body: &str,
+) -> ApiResult<Taken> {
+    let taken = db.transaction(|db| {
+        let (interaction, participant, started) = conversation_of(db, inlet, sender)?;
+        let (message, duplicate) = conversation::append_message(
+            db,
+            inlet.tenant_id,
+            &interaction,
+            &NewMessage {
+                kind: "Text",
+                participant_id: Some(&participant),
+                sender_kind: "Customer",
+                nickname: sender.nickname,
+                text: Some(body),
+                data: None,
+                visibility: "All",
+                client_message_id: Some(far_id),
+            },
+        )?
+        .ok_or_else(|| ApiError::internal("append the message", "the conversation ended"))?;
+        Ok(Taken {
+            interaction,
+            message,
+            duplicate,
+            started,
+        })
+    })?;
+    if !taken.duplicate {
+        tell_the_floor(db, inlet, &taken.interaction, &taken.message, taken.started);
+    }
+    Ok(taken)
+}
+
+/// The message is committed; the live state, the agents and routing follow. A failure here only
+/// delays them: readers rebuild the live state from PostgreSQL and the routing sweep picks up
+/// what waits.
+fn tell_the_floor(db: &Db, inlet: &Inlet<'_>, interaction: &str, message: &Value, started: bool) {
+    let Ok(live) = Live::open() else {
+        return;
+    };
+    let state = LiveState::new(&live, interaction);
+    if !matches!(state.load(), Ok(Some(_)))
+        && let Ok(Some((session, tail))) =
+            conversation::load_session(db, inlet.tenant_id, interaction)
+        && state.store(&session, &tail).is_err()
+    {
+        state.forget();
+    }
+    conversation::publish(&live, interaction, std::slice::from_ref(message), "active");
+    if !started {
+        return;
+    }
+    let routed =
+        routing::rule_for_channel(db, inlet.tenant_id, inlet.channel_id).and_then(|rule| {
+            let Some(rule) = rule else {
+                return Ok(());
+            };
+            let Some(queue) = routing::load_queue(db, inlet.tenant_id, &rule.queue)? else {
+                return Ok(());
+            };
+            routing::enqueue(db, &live, inlet.tenant_id, interaction, &queue)
+        });
+    if let Err(err) = routed {
+        crate::spin::log_error("route the new conversation", &err);
+    }
+}
+
+/// The order of delivery states: a receipt never moves a message back.
+fn rank(status: &str) -> i32 {
+    match status {
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "failed" => 4,
+        _ => 0,
+    }
+}
+
+/// Moves the message the far side knows as `far_id` on channel `channel_id` forward to
+/// `status` (sent, delivered, read, failed); the message as it now is, if there is one.
+pub fn record_receipt(
+    db: &Db,
+    tenant_id: i64,
+    channel_id: &str,
+    far_id: &str,
+    status: &str,
+) -> ApiResult<Option<Value>> {
+    db.json_row(
+        "record the receipt",
+        "UPDATE messages m SET delivery_status = CASE \
+           WHEN (CASE m.delivery_status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) < $4 \
+           THEN $3 ELSE m.delivery_status END \
+         FROM interactions i \
+         WHERE m.tenant_id = $1 AND m.external_id = $2 AND i.id = m.interaction_id AND i.channel_id = $5 \
+         RETURNING nexus_message_json(m)",
+        &[
+            ParameterValue::Int64(tenant_id),
+            text(far_id),
+            text(status),
+            ParameterValue::Int32(rank(status)),
+            uuid(channel_id),
+        ],
+    )
+}
+
+/// A message to send out, with whom it goes to.
+pub struct Outgoing {
+    pub channel_id: String,
+    /// The sender's identity of `kind` (their external id, their phone number).
+    pub to: String,
+    pub message: Value,
+    /// When it was written, in Unix seconds: fixed, so every attempt sends the same.
+    pub written_at: i64,
+}
+
+/// Message `position` of `interaction`, to go to its customer's identity of `kind`.
+pub fn outgoing(
+    db: &Db,
+    interaction: &str,
+    position: i32,
+    kind: &str,
+) -> ApiResult<Option<Outgoing>> {
+    let rows = db.rows(
+        "load the message to send",
+        "SELECT i.channel_id::text AS channel_id, ci.value AS to_id, \
+           extract(epoch FROM m.created_at)::bigint AS written_at, \
+           (nexus_message_json(m) || jsonb_build_object('interactionId', i.id))::text AS message \
+         FROM messages m JOIN interactions i ON i.id = m.interaction_id \
+         JOIN contact_identities ci ON ci.contact_id = i.contact_id AND ci.kind = $3 \
+           AND ci.channel_id = CASE WHEN $3 = 'external' THEN i.channel_id ELSE $4::uuid END \
+         WHERE m.interaction_id = $1 AND m.position = $2",
+        &[
+            uuid(interaction),
+            ParameterValue::Int32(position),
+            text(kind),
+            uuid(NO_CHANNEL),
+        ],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let (Some(channel_id), Some(to), Some(message), Some(written_at)) = (
+        row.get::<String>("channel_id"),
+        row.get::<String>("to_id"),
+        row.get::<String>("message"),
+        row.get::<i64>("written_at"),
+    ) else {
+        return Ok(None);
+    };
+    let message = serde_json::from_str(&message)
+        .map_err(|err| ApiError::internal("read the message", err))?;
+    Ok(Some(Outgoing {
+        channel_id,
+        to,
+        message,
+        written_at,
+    }))
+}
+
+/// Records what became of sending message `position` of `interaction`, and the far side's id
+/// for it.
+pub fn set_delivery(
+    interaction: &str,
+    position: i32,
+    status: &str,
+    far_id: Option<&str>,
+) -> ApiResult<()> {
+    let db = Db::open()?;
+    db.execute(
+        "record the delivery",
+        "UPDATE messages SET delivery_status = $3, external_id = coalesce($4, external_id) \
+         WHERE interaction_id = $1 AND position = $2",
+        &[
+            uuid(interaction),
+            ParameterValue::Int32(position),
+            text(status),
+            far_id.map_or(ParameterValue::DbNull, text),
+        ],
+    )?;
+    Ok(())
+}
