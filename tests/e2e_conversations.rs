@@ -1093,14 +1093,29 @@ async fn provisioning_manages_keys_and_channels(backends: Backends) {
     // It has an interaction in the history, so it cannot be deleted, only disabled.
     let (status, _) = api.admin("DELETE", &channel_path, None).await;
     assert_eq!(status, 409);
-    let (status, sms) = api
+    let (status, _) = api
         .admin(
             "POST",
             "/tenants/prov/channels",
             Some(json!({"type": "sms", "name": "sms-main", "settings": {"sender": "12345"}})),
         )
         .await;
+    assert_eq!(
+        status, 400,
+        "an sms channel takes the aggregator's auth token"
+    );
+    let (status, sms) = api
+        .admin(
+            "POST",
+            "/tenants/prov/channels",
+            Some(
+                json!({"type": "sms", "name": "sms-main", "secret": "aggregator-token",
+                        "settings": {"sender": "12345"}}),
+            ),
+        )
+        .await;
     assert_eq!(status, 201);
+    assert_eq!(sms["data"]["secret"], "aggregator-token");
     let (status, _) = api
         .admin(
             "DELETE",

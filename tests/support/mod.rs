@@ -218,6 +218,7 @@ impl Nexus {
             ("{workspace_socket}", "nexus-workspace-socket"),
             ("{webhooks}", "nexus-webhooks"),
             ("{messaging}", "nexus-messaging"),
+            ("{sms}", "nexus-sms"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());

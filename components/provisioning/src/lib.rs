@@ -597,11 +597,27 @@ fn channel_type(fields: &Fields) -> ApiResult<String> {
     }
 }
 
+/// A channel's (new) secret. An SMS channel's is the aggregator's, given in `secret`: the auth
+/// token it signs its webhooks with and nexus authenticates to its API with. nexus makes every
+/// other channel's.
+fn channel_secret(kind: &str, fields: &Fields) -> ApiResult<String> {
+    match (kind, fields.bounded_text("secret", 256)?) {
+        ("sms", Some(secret)) => Ok(secret),
+        ("sms", None) => Err(ApiError::bad_parameter(
+            "an sms channel needs `secret`: the aggregator account's auth token",
+        )),
+        (_, Some(_)) => Err(ApiError::bad_parameter(
+            "only an sms channel takes a `secret`; nexus makes the others'",
+        )),
+        (_, None) => new_secret(),
+    }
+}
+
 fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
     let kind = channel_type(fields)?;
     let name = fields.required_text("name")?;
     let settings = Value::Object(fields.object("settings")?.unwrap_or_default());
-    let secret = new_secret()?;
+    let secret = channel_secret(&kind, fields)?;
     let id = new_id();
     db.transaction(|db| {
         let mut created = db
@@ -722,7 +738,17 @@ pub(crate) fn overlap_seconds(fields: &Fields) -> ApiResult<i64> {
 
 fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiResult<Reply> {
     let overlap = overlap_seconds(fields)?;
-    let secret = new_secret()?;
+    let kind = db
+        .rows(
+            "read the channel's type",
+            "SELECT type FROM channels WHERE tenant_id = $1 AND id = $2",
+            &[ParameterValue::Int64(tenant.id), uuid(channel_id(id)?)],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| row.get::<String>("type"))
+        .ok_or_else(|| ApiError::not_found(format!("no channel has the id `{id}`")))?;
+    let secret = channel_secret(&kind, fields)?;
     db.transaction(|db| {
         let mut rotated = db
             .json_row(

@@ -1,0 +1,309 @@
+//! SMS through an aggregator, in the shape of the Twilio API (`/nexus/v3/sms/...`), on a channel
+//! of type `sms` whose `secret` is the aggregator account's auth token and whose settings are
+//! `{accountSid, from, apiBaseUrl (default https://api.twilio.com), webhookBaseUrl}`.
+//!
+//! In, from the aggregator, form posts signed `X-Twilio-Signature` (base64 HMAC-SHA1, keyed with
+//! the auth token, of the URL it called followed by the sorted form parameters). The URL is the
+//! one this request came to, or `webhookBaseUrl` + the path when nexus sits behind a proxy:
+//! - `POST sms/{channelId}/inbound` (`MessageSid`, `From`, `To`, `Body`, `AccountSid`): the
+//!   sender's open conversation on the channel takes the text, or a new one starts and is
+//!   routed; a repeated `MessageSid` is stored once. The answer is an empty TwiML `<Response/>`.
+//! - `POST sms/{channelId}/status` (`MessageSid`, `MessageStatus`): what became of a message
+//!   nexus sent (sent, delivered, read; undelivered and failed are failed).
+//!
+//! Out: what agents and bots say, one durable job each (`POST sms/jobs/run`, the admin token):
+//! `POST {apiBaseUrl}/2010-04-01/Accounts/{accountSid}/Messages.json` with `To`, `From`, `Body`
+//! and `StatusCallback`, authenticated with the account SID and auth token; the answer's `sid`
+//! is kept to match the status callbacks. A 4xx is final (the message failed); a 5xx, a 429 or
+//! no answer is retried.
+// The export macro of spin-sdk generates the unsafe ABI glue of the component.
+#![allow(unsafe_code)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::inbound::{self, Inlet, Sender};
+use nexus_guest::spin::{
+    Db, Reply, header, path_segments, reference_id, require_admin, respond, uuid,
+};
+use nexus_guest::webhook_signature;
+use serde_json::{Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http_component;
+
+const MAX_BODY_CHARS: usize = 1600;
+const DEFAULT_API: &str = "https://api.twilio.com";
+
+#[http_component]
+async fn sms(req: Request) -> impl IntoResponse {
+    let reference = reference_id(&req);
+    let path = path_segments(&req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Post, ["jobs", "run"]) => {
+            let result = match require_admin(&req) {
+                Ok(()) => send(&req).await,
+                Err(err) => Err(err),
+            };
+            respond(&reference, result)
+        }
+        (Method::Post, [channel, "inbound"]) => match inbound_message(&req, channel) {
+            // The aggregator wants TwiML back; an empty response sends no reply of its own.
+            Ok(()) => Response::builder()
+                .status(200)
+                .header("content-type", "text/xml")
+                .body("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>")
+                .build(),
+            Err(err) => respond(&reference, Err(err)),
+        },
+        (Method::Post, [channel, "status"]) => respond(&reference, status_callback(&req, channel)),
+        _ => respond(&reference, Err(ApiError::not_found("no such operation"))),
+    }
+}
+
+/// An SMS channel as a request needs it.
+struct Channel {
+    id: String,
+    tenant_id: i64,
+    auth_token: String,
+    settings: Value,
+}
+
+impl Channel {
+    fn setting(&self, name: &str) -> Option<&str> {
+        self.settings[name].as_str().filter(|s| !s.is_empty())
+    }
+}
+
+fn channel(db: &Db, id: &str) -> ApiResult<Option<Channel>> {
+    if !nexus_guest::spin::is_uuid(id) {
+        return Ok(None);
+    }
+    let rows = db.rows(
+        "load the channel",
+        "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings \
+         FROM channels c JOIN tenants t ON t.id = c.tenant_id \
+         WHERE c.id = $1 AND c.type = 'sms' AND c.enabled AND t.enabled",
+        &[uuid(id)],
+    )?;
+    Ok(rows.rows().next().and_then(|row| {
+        Some(Channel {
+            id: row.get::<String>("id")?,
+            tenant_id: row.get::<i64>("tenant_id")?,
+            auth_token: row.get::<String>("secret")?,
+            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
+        })
+    }))
+}
+
+/// The URL the aggregator called, as it signed it.
+fn called_url(req: &Request, channel: &Channel) -> String {
+    let full = header(req, "spin-full-url").unwrap_or_default();
+    match channel.setting("webhookBaseUrl") {
+        Some(base) => {
+            let path = full
+                .find("://")
+                .and_then(|scheme| {
+                    full[scheme + 3..]
+                        .find('/')
+                        .map(|i| &full[scheme + 3 + i..])
+                })
+                .unwrap_or("/");
+            format!("{}{path}", base.trim_end_matches('/'))
+        }
+        None => full,
+    }
+}
+
+/// A form post's parameters, in the order they came.
+type Form = Vec<(String, String)>;
+
+/// The channel and the form of a request the aggregator signed; every failure is one 401.
+fn signed(req: &Request, channel_id: &str) -> ApiResult<(Db, Channel, Form)> {
+    let refused = || {
+        ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            "the request is not signed by the channel's aggregator (X-Twilio-Signature)",
+        )
+    };
+    let db = Db::open()?;
+    let channel = channel(&db, channel_id)?.ok_or_else(refused)?;
+    let signature = header(req, "x-twilio-signature").ok_or_else(refused)?;
+    let form: Form = form_urlencoded::parse(req.body()).into_owned().collect();
+    if !webhook_signature::twilio_matches(
+        &signature,
+        &channel.auth_token,
+        &called_url(req, &channel),
+        &form,
+    ) {
+        return Err(refused());
+    }
+    if let Some(account) = channel.setting("accountSid")
+        && field(&form, "AccountSid") != Some(account)
+    {
+        return Err(refused());
+    }
+    Ok((db, channel, form))
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn required<'a>(form: &'a [(String, String)], name: &str) -> ApiResult<&'a str> {
+    field(form, name)
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| ApiError::bad_parameter(format!("`{name}` is required")))
+}
+
+fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
+    let (db, channel, form) = signed(req, channel_id)?;
+    let sid = field(&form, "MessageSid")
+        .or_else(|| field(&form, "SmsSid"))
+        .filter(|sid| !sid.is_empty())
+        .ok_or_else(|| ApiError::bad_parameter("`MessageSid` is required"))?;
+    let from = nexus_guest::identity::normalise_phone(required(&form, "From")?)?;
+    let body: String = field(&form, "Body")
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_BODY_CHARS)
+        .collect();
+    if body.is_empty() {
+        return Err(ApiError::bad_parameter(
+            "`Body` is empty (media messages are not taken yet)",
+        ));
+    }
+    inbound::take_text(
+        &db,
+        &Inlet {
+            tenant_id: channel.tenant_id,
+            channel_id: &channel.id,
+            media: "sms",
+        },
+        &Sender {
+            kind: "phone",
+            value: &from,
+            nickname: &from,
+        },
+        sid,
+        &body,
+    )?;
+    Ok(())
+}
+
+fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
+    let (db, channel, form) = signed(req, channel_id)?;
+    let sid = required(&form, "MessageSid")?;
+    let status = match required(&form, "MessageStatus")? {
+        "sent" => "sent",
+        "delivered" => "delivered",
+        "read" => "read",
+        "undelivered" | "failed" => "failed",
+        // accepted, queued, sending, scheduled...: nothing to record yet.
+        _ => return Reply::ok(json!({ "recorded": false })),
+    };
+    let message = inbound::record_receipt(&db, channel.tenant_id, &channel.id, sid, status)?;
+    Reply::ok(json!({ "recorded": message.is_some() }))
+}
+
+fn gone(message: &str) -> ApiError {
+    ApiError::new(422, Code::NotFound, message)
+}
+
+/// Sends one message through the aggregator's API (a job of the host's worker).
+async fn send(req: &Request) -> ApiResult<Reply> {
+    let job: Value = serde_json::from_slice(req.body())
+        .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
+    let (Some(interaction), Some(position)) = (
+        job["payload"]["interactionId"].as_str(),
+        job["payload"]["position"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok()),
+    ) else {
+        return Err(gone("an sms job names interactionId and position"));
+    };
+    let (out, channel) = {
+        let db = Db::open()?;
+        let Some(out) = inbound::outgoing(&db, interaction, position, "phone")? else {
+            return Err(gone("the message or its recipient's number is gone"));
+        };
+        let Some(channel) = channel(&db, &out.channel_id)? else {
+            return Err(gone("the channel is gone or disabled"));
+        };
+        (out, channel)
+    };
+    let (Some(account), Some(from)) = (channel.setting("accountSid"), channel.setting("from"))
+    else {
+        inbound::set_delivery(interaction, position, "failed", None)?;
+        return Err(gone(
+            "an sms channel needs settings.accountSid and settings.from to send",
+        ));
+    };
+    let api = channel
+        .setting("apiBaseUrl")
+        .unwrap_or(DEFAULT_API)
+        .trim_end_matches('/');
+    let callback = format!(
+        "{}/nexus/v3/sms/{}/status",
+        channel
+            .setting("webhookBaseUrl")
+            .map(str::to_owned)
+            .unwrap_or_else(|| nexus_guest::spin::origin(req))
+            .trim_end_matches('/'),
+        channel.id
+    );
+    let text = out.message["text"].as_str().unwrap_or_default();
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("To", &out.to)
+        .append_pair("From", from)
+        .append_pair("Body", text)
+        .append_pair("StatusCallback", &callback)
+        .finish();
+    let credentials = STANDARD.encode(format!("{account}:{}", channel.auth_token));
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(format!("{api}/2010-04-01/Accounts/{account}/Messages.json"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", form.len().to_string())
+        .header("authorization", format!("Basic {credentials}"))
+        .body(form.into_bytes())
+        .build();
+    let response = spin_sdk::http::send::<_, Response>(request)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("cannot reach the aggregator: {err}"),
+            )
+        })?;
+    let status = *response.status();
+    let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    match status {
+        200..=299 => {
+            let sid = answer["sid"].as_str();
+            inbound::set_delivery(interaction, position, "sent", sid)?;
+            Reply::ok(json!({ "sent": true, "sid": sid }))
+        }
+        429 => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            "the aggregator is rate limiting",
+        )),
+        400..=499 => {
+            inbound::set_delivery(interaction, position, "failed", None)?;
+            Err(gone(&format!(
+                "the aggregator refused the message with {status}: {}",
+                answer["message"].as_str().unwrap_or_default()
+            )))
+        }
+        _ => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("the aggregator answered {status}"),
+        )),
+    }
+}

@@ -1,0 +1,369 @@
+//! End to end: SMS through an aggregator in the Twilio API's shape. The test plays the
+//! aggregator: it posts inbound texts and status callbacks signed the Twilio way (its own
+//! implementation of the documented algorithm), and a local receiver stands in for the
+//! aggregator's REST API that nexus sends the agent's replies through.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use support::openapi::Api;
+use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, client};
+
+const AUTH_TOKEN: &str = "aggregator-auth-token";
+const ACCOUNT: &str = "AC0123456789";
+const OUR_NUMBER: &str = "+15550000";
+
+fn manifest() -> String {
+    r#"
+spin_manifest_version = 2
+
+[application]
+name = "sms"
+
+[variables]
+redis_address = { default = "redis://127.0.0.1:6379" }
+redis_host = { default = "127.0.0.1:6379" }
+postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
+postgres_host = { default = "127.0.0.1:5432" }
+redis_key_prefix = { default = "nexus:" }
+admin_token = { default = "", secret = true }
+
+[[trigger.http]]
+route = "/nexus/v3/provisioning/..."
+component = "provisioning"
+
+[[trigger.http]]
+route = "/nexus/v3/workspace/..."
+component = "workspace"
+
+[[trigger.http]]
+route = "/nexus/v3/sms/..."
+component = "sms"
+
+[component.provisioning]
+source = "{provisioning}"
+allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
+[component.provisioning.variables]
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+
+[component.workspace]
+source = "{workspace}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.workspace.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+
+[component.sms]
+source = "{sms}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}", "http://127.0.0.1:*"]
+[component.sms.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+[component.sms.tool.nexus.jobs]
+path = "/nexus/v3/sms/jobs/run"
+bearer = "{{ admin_token }}"
+retry_ms = [200, 400]
+poll_ms = 50
+lease_ms = 15000
+"#
+    .to_owned()
+}
+
+async fn json_call(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut request = client()
+        .request(method.parse().unwrap(), nexus.url(path))
+        .header("authorization", format!("Bearer {bearer}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    let document = if path.starts_with("/nexus/v3/provisioning/") {
+        "provisioning"
+    } else {
+        "workspace"
+    };
+    Api::load(document).check(method, path, status, &answer);
+    assert!((200..300).contains(&status), "{method} {path}: {answer}");
+    answer["data"].clone()
+}
+
+/// The Twilio signature of a form post to `url`, computed as Twilio documents it.
+fn twilio_signature(url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (name, value) in sorted {
+        data.push_str(name);
+        data.push_str(value);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).unwrap();
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Posts a form as the aggregator does, signed with `signature` (the right one by default).
+async fn aggregator_post(
+    nexus: &Nexus,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> (u16, String) {
+    let url = nexus.url(path);
+    let signature = signature.map_or_else(|| twilio_signature(&url, params), str::to_owned);
+    let response = client()
+        .post(&url)
+        .header("x-twilio-signature", signature)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.iter())
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    if status != 200 || path.ends_with("/status") {
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        Api::load("sms").check("POST", path, status, &answer);
+    }
+    (status, body)
+}
+
+async fn transcript(nexus: &Nexus, token: &str, interaction: &str) -> Vec<Value> {
+    json_call(
+        nexus,
+        "GET",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/messages"),
+        token,
+        None,
+    )
+    .await["messages"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+both_backends!(a_texter_and_an_agent_converse_by_sms);
+
+async fn a_texter_and_an_agent_converse_by_sms(backends: Backends) {
+    let aggregator = Receiver::start().await;
+    aggregator.reply_with(r#"{"sid": "SMout1", "status": "queued"}"#);
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let provisioning = |path: &str| format!("/nexus/v3/provisioning{path}");
+    json_call(
+        &nexus,
+        "POST",
+        &provisioning("/tenants"),
+        ADMIN_TOKEN,
+        Some(json!({"ccid": "acme", "name": "Acme"})),
+    )
+    .await;
+    let channel = json_call(
+        &nexus,
+        "POST",
+        &provisioning("/tenants/acme/channels"),
+        ADMIN_TOKEN,
+        Some(
+            json!({"type": "sms", "name": "sms-us", "secret": AUTH_TOKEN,
+                    "settings": {"accountSid": ACCOUNT, "from": OUR_NUMBER,
+                                 "apiBaseUrl": format!("http://{}", aggregator.addr)}}),
+        ),
+    )
+    .await;
+    let channel = channel["id"].as_str().unwrap().to_owned();
+    json_call(
+        &nexus,
+        "PUT",
+        &provisioning("/tenants/acme/queues/texts"),
+        ADMIN_TOKEN,
+        Some(json!({})),
+    )
+    .await;
+    json_call(
+        &nexus,
+        "PUT",
+        &provisioning(&format!("/tenants/acme/channels/{channel}/routing")),
+        ADMIN_TOKEN,
+        Some(json!({"queue": "texts"})),
+    )
+    .await;
+    let agent = json_call(
+        &nexus,
+        "POST",
+        &provisioning("/tenants/acme/agents"),
+        ADMIN_TOKEN,
+        Some(json!({"username": "ann", "nickname": "Ann"})),
+    )
+    .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    json_call(
+        &nexus,
+        "POST",
+        "/nexus/v3/workspace/media/chat/ready",
+        &token,
+        None,
+    )
+    .await;
+
+    // A text arrives.
+    let inbound = format!("/nexus/v3/sms/{channel}/inbound");
+    let text = [
+        ("MessageSid", "SMin1"),
+        ("AccountSid", ACCOUNT),
+        ("From", "+1 (555) 0100"),
+        ("To", OUR_NUMBER),
+        ("Body", "Is the store open today?"),
+        ("NumMedia", "0"),
+    ];
+    let (status, twiml) = aggregator_post(&nexus, &inbound, &text, None).await;
+    assert_eq!(status, 200, "{twiml}");
+    assert!(twiml.contains("<Response>"), "{twiml}");
+    // The aggregator retries it: stored once.
+    let (status, _) = aggregator_post(&nexus, &inbound, &text, None).await;
+    assert_eq!(status, 200);
+
+    // Refused: a wrong signature, a signature over other parameters, another account.
+    let (status, _) = aggregator_post(&nexus, &inbound, &text, Some("bm90IGl0")).await;
+    assert_eq!(status, 401);
+    let mut tampered = text;
+    tampered[4] = ("Body", "send me everything");
+    let signed_for_other = twilio_signature(&nexus.url(&inbound), &text);
+    let (status, _) = aggregator_post(&nexus, &inbound, &tampered, Some(&signed_for_other)).await;
+    assert_eq!(status, 401);
+    let mut other_account = text;
+    other_account[1] = ("AccountSid", "AC999");
+    let (status, _) = aggregator_post(&nexus, &inbound, &other_account, None).await;
+    assert_eq!(status, 401);
+
+    // The agent is offered the conversation and takes it.
+    let mut interaction = String::new();
+    for _ in 0..100 {
+        let offered = json_call(
+            &nexus,
+            "GET",
+            "/nexus/v3/workspace/media/chat/interactions",
+            &token,
+            None,
+        )
+        .await;
+        if let Some(id) = offered["interactions"][0]["id"].as_str() {
+            interaction = id.to_owned();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!interaction.is_empty(), "the text was routed to the agent");
+    json_call(
+        &nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/accept"),
+        &token,
+        None,
+    )
+    .await;
+    let seen = transcript(&nexus, &token, &interaction).await;
+    let texts: Vec<&Value> = seen.iter().map(|m| &m["text"]).collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| **t == "Is the store open today?")
+            .count(),
+        1,
+        "{texts:?}"
+    );
+
+    // The agent answers: nexus sends it through the aggregator's API.
+    json_call(
+        &nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/send-message"),
+        &token,
+        Some(json!({"message": "Yes, until 8 pm."})),
+    )
+    .await;
+    let sent = aggregator.wait_for(1).await;
+    assert_eq!(
+        sent[0].path,
+        format!("/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
+    );
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{AUTH_TOKEN}"));
+    assert_eq!(
+        sent[0].headers["authorization"].to_str().unwrap(),
+        format!("Basic {credentials}")
+    );
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&sent[0].body)
+        .into_owned()
+        .collect();
+    let get = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("To"), "+15550100");
+    assert_eq!(get("From"), OUR_NUMBER);
+    assert_eq!(get("Body"), "Yes, until 8 pm.");
+    let callback = get("StatusCallback");
+    assert_eq!(
+        callback,
+        nexus.url(&format!("/nexus/v3/sms/{channel}/status"))
+    );
+
+    // The aggregator reports delivery, signed for the callback URL it was given.
+    let status_path = format!("/nexus/v3/sms/{channel}/status");
+    let report = [
+        ("MessageSid", "SMout1"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", ACCOUNT),
+    ];
+    let (status, body) = aggregator_post(&nexus, &status_path, &report, None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut delivered = false;
+    for _ in 0..100 {
+        let seen = transcript(&nexus, &token, &interaction).await;
+        if seen
+            .iter()
+            .any(|m| m["text"] == "Yes, until 8 pm." && m["deliveryStatus"] == "delivered")
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(delivered, "the status callback marked the reply delivered");
+
+    // The aggregator's API fails once: the send is retried.
+    aggregator.answer_next(&[500]);
+    json_call(
+        &nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/send-message"),
+        &token,
+        Some(json!({"message": "Anything else?"})),
+    )
+    .await;
+    let sent = aggregator.wait_for(3).await;
+    assert_eq!(sent[1].body, sent[2].body, "the same send, again");
+}
