@@ -263,6 +263,24 @@ pub struct Outgoing {
     pub written_at: i64,
 }
 
+/// The message an outbound job (`{payload: {interactionId, position}}`, queued by
+/// `nexus_messaging_outbound`) is for; a malformed job is final (422).
+pub fn job_message(job: &Value) -> ApiResult<(String, i32)> {
+    match (
+        job["payload"]["interactionId"].as_str(),
+        job["payload"]["position"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok()),
+    ) {
+        (Some(interaction), Some(position)) => Ok((interaction.to_owned(), position)),
+        _ => Err(ApiError::new(
+            422,
+            crate::api::Code::InvalidParameter,
+            "an outbound job names payload.interactionId and payload.position",
+        )),
+    }
+}
+
 /// Message `position` of `interaction`, to go to its customer's identity of `kind`.
 pub fn outgoing(
     db: &Db,

@@ -244,14 +244,8 @@ fn gone(message: &str) -> ApiError {
 /// Sends one message to the client's webhook (a job of the host's worker).
 async fn deliver(req: &Request) -> ApiResult<Reply> {
     let job = body(req)?;
-    let (Some(interaction), Some(position)) = (
-        job["payload"]["interactionId"].as_str(),
-        job["payload"]["position"]
-            .as_i64()
-            .and_then(|p| i32::try_from(p).ok()),
-    ) else {
-        return Err(gone("a messaging job names interactionId and position"));
-    };
+    let (interaction, position) = inbound::job_message(&job)?;
+    let interaction = interaction.as_str();
     let Some(outbound) = outbound(&Db::open()?, interaction, position)? else {
         return Err(gone("the message, its user or its channel is gone"));
     };

@@ -217,14 +217,8 @@ fn gone(message: &str) -> ApiError {
 async fn send(req: &Request) -> ApiResult<Reply> {
     let job: Value = serde_json::from_slice(req.body())
         .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
-    let (Some(interaction), Some(position)) = (
-        job["payload"]["interactionId"].as_str(),
-        job["payload"]["position"]
-            .as_i64()
-            .and_then(|p| i32::try_from(p).ok()),
-    ) else {
-        return Err(gone("an sms job names interactionId and position"));
-    };
+    let (interaction, position) = inbound::job_message(&job)?;
+    let interaction = interaction.as_str();
     let (out, channel) = {
         let db = Db::open()?;
         let Some(out) = inbound::outgoing(&db, interaction, position, "phone")? else {
