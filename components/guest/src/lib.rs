@@ -26,3 +26,5 @@ pub mod live;
 pub mod routing;
 #[cfg(target_arch = "wasm32")]
 pub mod spin;
+#[cfg(target_arch = "wasm32")]
+pub mod sweep;

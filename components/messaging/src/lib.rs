@@ -13,7 +13,8 @@
 //!
 //! Out, to the client's webhook (`settings.webhookUrl` of the channel): what agents and bots say
 //! in the conversation, one durable job each, in order:
-//! - `POST jobs/run` (the admin token; the host's job worker calls it): POSTs
+//! - `POST jobs/run` (the admin token; the host's job worker calls it; `jobs/sweep` runs the due
+//!   ones from a cron under Spin): POSTs
 //!   `{id, interactionId, to: {id}, from: {type, nickname}, type, text, timestamp}` (the time it
 //!   was written, so every attempt sends the same body), signed the
 //!   same way; a 2xx records the `messageId` of its JSON answer and marks the message sent; a
@@ -50,7 +51,18 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
     match (req.method(), segments.as_slice()) {
         (Method::Post, ["jobs", "run"]) => {
             require_admin(req)?;
-            deliver(req).await
+            deliver(&body(req)?, &reference_id(req)).await
+        }
+        (Method::Post, ["jobs", "sweep"]) => {
+            require_admin(req)?;
+            let trace = reference_id(req);
+            Reply::ok(
+                nexus_guest::sweep::sweep("messaging", |job| {
+                    let trace = trace.clone();
+                    async move { deliver(&job, &trace).await }
+                })
+                .await?,
+            )
         }
         (Method::Post, [channel, "messages"]) => inbound_message(req, channel),
         (Method::Post, [channel, "receipts"]) => receipt(req, channel),
@@ -241,10 +253,9 @@ fn gone(message: &str) -> ApiError {
     ApiError::new(422, Code::NotFound, message)
 }
 
-/// Sends one message to the client's webhook (a job of the host's worker).
-async fn deliver(req: &Request) -> ApiResult<Reply> {
-    let job = body(req)?;
-    let (interaction, position) = inbound::job_message(&job)?;
+/// Sends one message to the client's webhook (a job), with the B3 trace id `trace`.
+async fn deliver(job: &Value, trace: &str) -> ApiResult<Reply> {
+    let (interaction, position) = inbound::job_message(job)?;
     let interaction = interaction.as_str();
     let Some(outbound) = outbound(&Db::open()?, interaction, position)? else {
         return Err(gone("the message, its user or its channel is gone"));
@@ -267,7 +278,7 @@ async fn deliver(req: &Request) -> ApiResult<Reply> {
         .header("content-type", "application/json")
         .header("content-length", body.len().to_string())
         .header("x-hub-signature", signature)
-        .header("x-b3-traceid", reference_id(req).replace('-', ""))
+        .header("x-b3-traceid", trace.replace('-', ""))
         .body(body)
         .build();
     let response = spin_sdk::http::send::<_, Response>(request)

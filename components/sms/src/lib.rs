@@ -11,7 +11,8 @@
 //! - `POST sms/{channelId}/status` (`MessageSid`, `MessageStatus`): what became of a message
 //!   nexus sent (sent, delivered, read; undelivered and failed are failed).
 //!
-//! Out: what agents and bots say, one durable job each (`POST sms/jobs/run`, the admin token):
+//! Out: what agents and bots say, one durable job each (`POST sms/jobs/run`, the admin token;
+//! `jobs/sweep` runs the due ones from a cron under Spin):
 //! `POST {apiBaseUrl}/2010-04-01/Accounts/{accountSid}/Messages.json` with `To`, `From`, `Body`
 //! and `StatusCallback`, authenticated with the account SID and auth token; the answer's `sid`
 //! is kept to match the status callbacks. A 4xx is final (the message failed); a 5xx, a 429 or
@@ -40,13 +41,8 @@ async fn sms(req: Request) -> impl IntoResponse {
     let path = path_segments(&req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     match (req.method(), segments.as_slice()) {
-        (Method::Post, ["jobs", "run"]) => {
-            let result = match require_admin(&req) {
-                Ok(()) => send(&req).await,
-                Err(err) => Err(err),
-            };
-            respond(&reference, result)
-        }
+        (Method::Post, ["jobs", "run"]) => respond(&reference, run_job(&req).await),
+        (Method::Post, ["jobs", "sweep"]) => respond(&reference, sweep(&req).await),
         (Method::Post, [channel, "inbound"]) => match inbound_message(&req, channel) {
             // The aggregator wants TwiML back; an empty response sends no reply of its own.
             Ok(()) => Response::builder()
@@ -213,11 +209,30 @@ fn gone(message: &str) -> ApiError {
     ApiError::new(422, Code::NotFound, message)
 }
 
-/// Sends one message through the aggregator's API (a job of the host's worker).
-async fn send(req: &Request) -> ApiResult<Reply> {
+async fn run_job(req: &Request) -> ApiResult<Reply> {
+    require_admin(req)?;
     let job: Value = serde_json::from_slice(req.body())
         .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
-    let (interaction, position) = inbound::job_message(&job)?;
+    send(&job, &nexus_guest::spin::origin(req)).await
+}
+
+/// The due sends, from a cron under Spin.
+async fn sweep(req: &Request) -> ApiResult<Reply> {
+    require_admin(req)?;
+    let origin = nexus_guest::spin::origin(req);
+    Reply::ok(
+        nexus_guest::sweep::sweep("sms", |job| {
+            let origin = origin.clone();
+            async move { send(&job, &origin).await }
+        })
+        .await?,
+    )
+}
+
+/// Sends one message through the aggregator's API (a job); `origin` is where nexus is reached,
+/// for the status callback when `webhookBaseUrl` does not say.
+async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
+    let (interaction, position) = inbound::job_message(job)?;
     let interaction = interaction.as_str();
     let (out, channel) = {
         let db = Db::open()?;
@@ -245,7 +260,7 @@ async fn send(req: &Request) -> ApiResult<Reply> {
         channel
             .setting("webhookBaseUrl")
             .map(str::to_owned)
-            .unwrap_or_else(|| nexus_guest::spin::origin(req))
+            .unwrap_or_else(|| origin.to_owned())
             .trim_end_matches('/'),
         channel.id
     );

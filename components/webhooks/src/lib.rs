@@ -17,13 +17,12 @@
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::spin::{
-    Db, Reply, now_unix, path_segments, reference_id, require_admin, respond, text, uuid,
+    Db, Reply, now_unix, path_segments, reference_id, require_admin, respond, uuid,
 };
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
-use spin_sdk::pg4::ParameterValue;
 
 /// How much of an endpoint's failing answer is kept for the jobs API.
 const MAX_ANSWER_CHARS: usize = 300;
@@ -41,7 +40,13 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     match (req.method(), segments.as_slice()) {
         (Method::Post, ["jobs", "run"]) => run(req).await,
-        (Method::Post, ["jobs", "sweep"]) => sweep().await,
+        (Method::Post, ["jobs", "sweep"]) => Reply::ok(
+            nexus_guest::sweep::sweep("webhooks", |job| async move {
+                let id = job["id"].as_str().unwrap_or_default().to_owned();
+                deliver(&id, &job["payload"]).await
+            })
+            .await?,
+        ),
         _ => Err(ApiError::not_found("no such operation")),
     }
 }
@@ -144,59 +149,4 @@ async fn deliver(id: &str, payload: &Value) -> ApiResult<Reply> {
             format!("cannot reach the endpoint: {err}"),
         )),
     }
-}
-
-/// Jobs claimed per sweep.
-const SWEEP_BATCH: i32 = 20;
-/// The lease of a sweep's claims: longer than a sweep of [`SWEEP_BATCH`] deliveries can take.
-const SWEEP_LEASE_MS: i64 = 10 * 60 * 1000;
-
-/// Claims due deliveries and makes them, one after another, as the host's worker would.
-async fn sweep() -> ApiResult<Reply> {
-    let worker = format!("webhooks-sweep@{}", nexus_guest::secrets::new_id());
-    let claimed: Vec<(String, u32, Value)> = {
-        let db = Db::open()?;
-        let rows = db.rows(
-            "claim jobs",
-            "SELECT id::text AS id, attempts, payload::text AS payload \
-             FROM nexus_claim_jobs('webhooks', $1, $2, $3)",
-            &[
-                text(&worker),
-                ParameterValue::Int32(SWEEP_BATCH),
-                ParameterValue::Int64(SWEEP_LEASE_MS),
-            ],
-        )?;
-        rows.rows()
-            .filter_map(|row| {
-                let payload = serde_json::from_str(&row.get::<String>("payload")?).ok()?;
-                let attempt = u32::try_from(row.get::<i32>("attempts")?).ok()?;
-                Some((row.get::<String>("id")?, attempt, payload))
-            })
-            .collect()
-    };
-    let mut summary = json!({"claimed": claimed.len(), "succeeded": 0, "retry": 0, "dead": 0});
-    for (id, attempt, payload) in claimed {
-        let (status, detail) = match deliver(&id, &payload).await {
-            Ok(reply) => (reply.status, reply.data.to_string()),
-            Err(err) => (err.http_status, err.message.clone()),
-        };
-        let outcome = nexus_guest::jobs::outcome(attempt, status, &nexus_guest::jobs::RETRY_MS);
-        let db = Db::open()?;
-        db.rows(
-            "finish the job",
-            "SELECT nexus_finish_job($1, $2, $3, $4, $5, $6) AS state",
-            &[
-                uuid(&id),
-                text(&worker),
-                text(outcome.name()),
-                ParameterValue::Int32(i32::from(status)),
-                text(&detail),
-                outcome
-                    .retry_ms()
-                    .map_or(ParameterValue::DbNull, ParameterValue::Int64),
-            ],
-        )?;
-        summary[outcome.name()] = json!(summary[outcome.name()].as_i64().unwrap_or(0) + 1);
-    }
-    Reply::ok(summary)
 }
