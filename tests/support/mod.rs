@@ -219,6 +219,7 @@ impl Nexus {
             ("{webhooks}", "nexus-webhooks"),
             ("{messaging}", "nexus-messaging"),
             ("{sms}", "nexus-sms"),
+            ("{email}", "nexus-email"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());

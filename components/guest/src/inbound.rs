@@ -141,14 +141,16 @@ fn conversation_of(
     Ok((id, participant, true))
 }
 
-/// Stores a text the sender wrote, under the far side's id for it (`far_id`: a repeat is stored
-/// once), then tells the live state, the agents and routing.
+/// Stores a text the sender wrote (with `data`, such as an email's subject), under the far
+/// side's id for it (`far_id`: a repeat is stored once), then tells the live state, the agents
+/// and routing.
 pub fn take_text(
     db: &Db,
     inlet: &Inlet<'_>,
     sender: &Sender<'_>,
     far_id: &str,
     body: &str,
+    data: Option<&Value>,
 ) -> ApiResult<Taken> {
     let taken = db.transaction(|db| {
         let (interaction, participant, started) = conversation_of(db, inlet, sender)?;
@@ -162,7 +164,7 @@ pub fn take_text(
                 sender_kind: "Customer",
                 nickname: sender.nickname,
                 text: Some(body),
-                data: None,
+                data,
                 visibility: "All",
                 client_message_id: Some(far_id),
             },

@@ -192,6 +192,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         },
         client_id,
         text_body,
+        None,
     )?;
     Reply::ok(json!({
         "interactionId": taken.interaction,

@@ -597,20 +597,33 @@ fn channel_type(fields: &Fields) -> ApiResult<String> {
     }
 }
 
-/// A channel's (new) secret. An SMS channel's is the aggregator's, given in `secret`: the auth
-/// token it signs its webhooks with and nexus authenticates to its API with. nexus makes every
+/// A channel's (new) secret. An SMS or email channel's is its provider's, given in `secret`:
+/// the SMS aggregator's auth token, the email provider's webhook signing key. nexus makes every
 /// other channel's.
 fn channel_secret(kind: &str, fields: &Fields) -> ApiResult<String> {
     match (kind, fields.bounded_text("secret", 256)?) {
-        ("sms", Some(secret)) => Ok(secret),
-        ("sms", None) => Err(ApiError::bad_parameter(
-            "an sms channel needs `secret`: the aggregator account's auth token",
+        ("sms" | "email", Some(secret)) => Ok(secret),
+        ("sms" | "email", None) => Err(ApiError::bad_parameter(
+            "an sms or email channel needs `secret`: the provider's auth token or webhook signing key",
         )),
         (_, Some(_)) => Err(ApiError::bad_parameter(
-            "only an sms channel takes a `secret`; nexus makes the others'",
+            "only an sms or email channel takes a `secret`; nexus makes the others'",
         )),
         (_, None) => new_secret(),
     }
+}
+
+/// A provider API's credentials (`credentials`, an object): written, never shown again.
+fn credentials(fields: &Fields) -> ApiResult<Option<Value>> {
+    Ok(fields.object("credentials")?.map(Value::Object))
+}
+
+/// What the audit keeps of credentials: their names.
+fn credential_names(credentials: Option<&Value>) -> Value {
+    credentials
+        .and_then(Value::as_object)
+        .map(|c| Value::from(c.keys().cloned().collect::<Vec<_>>()))
+        .unwrap_or(Value::Null)
 }
 
 fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
@@ -618,13 +631,14 @@ fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
     let name = fields.required_text("name")?;
     let settings = Value::Object(fields.object("settings")?.unwrap_or_default());
     let secret = channel_secret(&kind, fields)?;
+    let credentials = credentials(fields)?;
     let id = new_id();
     db.transaction(|db| {
         let mut created = db
             .json_row(
                 "create the channel",
-                "INSERT INTO channels (id, tenant_id, type, name, secret, settings) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING nexus_channel_json(channels)",
+                "INSERT INTO channels (id, tenant_id, type, name, secret, settings, credentials) \
+                 VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, '{}'::jsonb)) RETURNING nexus_channel_json(channels)",
                 &[
                     uuid(&id),
                     ParameterValue::Int64(tenant.id),
@@ -632,6 +646,7 @@ fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
                     text(&name),
                     text(&secret),
                     jsonb(&settings),
+                    credentials.as_ref().map_or(ParameterValue::DbNull, jsonb),
                 ],
             )?
             .ok_or_else(|| ApiError::internal("create the channel", "no row"))?;
@@ -641,7 +656,7 @@ fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
             "create",
             "channel",
             &id,
-            json!({ "type": kind, "name": name }),
+            json!({ "type": kind, "name": name, "credentials": credential_names(credentials.as_ref()) }),
         )?;
         if let Some(object) = created.as_object_mut() {
             object.insert("secret".into(), Value::String(secret.clone()));
@@ -657,13 +672,15 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
     let name = fields.text("name");
     let enabled = flag(fields, "enabled")?;
     let settings = fields.object("settings")?.map(Value::Object);
+    let credentials = credentials(fields)?;
     db.transaction(|db| {
         let updated = db
             .json_row(
                 "update the channel",
                 "UPDATE channels SET name = coalesce($3::text, name), \
                  enabled = coalesce($4::boolean, enabled), \
-                 settings = coalesce($5::jsonb, settings), updated_at = now() \
+                 settings = coalesce($5::jsonb, settings), \
+                 credentials = coalesce($6::jsonb, credentials), updated_at = now() \
                  WHERE tenant_id = $1 AND id = $2 RETURNING nexus_channel_json(channels)",
                 &[
                     ParameterValue::Int64(tenant.id),
@@ -671,6 +688,7 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
                     opt_text(name.clone()),
                     enabled.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
                     settings.as_ref().map_or(ParameterValue::DbNull, jsonb),
+                    credentials.as_ref().map_or(ParameterValue::DbNull, jsonb),
                 ],
             )?
             .ok_or_else(|| ApiError::not_found(format!("no channel has the id `{id}`")))?;
@@ -680,7 +698,8 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
             "update",
             "channel",
             id,
-            json!({ "name": name, "enabled": enabled, "settings": settings }),
+            json!({ "name": name, "enabled": enabled, "settings": settings,
+                    "credentials": credential_names(credentials.as_ref()) }),
         )?;
         Reply::ok(updated)
     })

@@ -186,6 +186,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
         },
         sid,
         &body,
+        None,
     )?;
     Ok(())
 }

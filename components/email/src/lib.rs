@@ -1,0 +1,310 @@
+//! Email (`/nexus/v3/email/...`) on a channel of type `email` whose `secret` is the inbound
+//! provider's webhook signing key, whose settings are `{from, apiBaseUrl (default
+//! https://api.sparkpost.com)}` and whose write-only credentials are `{apiKey}` for sending.
+//!
+//! In: `POST email/{channelId}/inbound`, an inbound-parse post in Mailgun's form
+//! (`application/x-www-form-urlencoded`: `sender`, `recipient`, `subject`, `body-plain`,
+//! `stripped-text`, `Message-Id`, `timestamp`, `token`, `signature`). The signature (hex
+//! HMAC-SHA256 of timestamp + token, keyed with the signing key) covers only those two, so the
+//! timestamp must be within five minutes and a token is taken once (remembered in Redis for
+//! longer than that). The sender's open conversation on the channel takes the mail (its newest
+//! text, `stripped-text`, and its subject), or a new one starts and is routed; a repeated
+//! `Message-Id` is stored once. Posts with attachments (multipart) are not taken yet (415).
+//!
+//! Out: what agents and bots say, one durable job each (`POST email/jobs/run`, the admin token;
+//! `jobs/sweep` from a cron under Spin): `POST {apiBaseUrl}/api/v1/transmissions` with
+//! `Authorization: {apiKey}` and `{recipients: [{address: {email}}], content: {from, subject:
+//! "Re: <the customer's last subject>", text}, metadata: {interactionId, position}}`; the
+//! answer's `results.id` is kept. A 4xx is final; a 5xx, a 429 or no answer is retried.
+// The export macro of spin-sdk generates the unsafe ABI glue of the component.
+#![allow(unsafe_code)]
+
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::inbound::{self, Inlet, Sender};
+use nexus_guest::spin::{
+    Db, Live, Reply, arg, header, int_arg, now_unix, path_segments, reference_id, require_admin,
+    respond, uuid,
+};
+use nexus_guest::webhook_signature;
+use serde_json::{Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http_component;
+
+const REPLAY_WINDOW_SECONDS: u64 = 300;
+/// How long a token is remembered: past the replay window, after which its timestamp fails.
+const TOKEN_MEMORY_SECONDS: i64 = 2 * REPLAY_WINDOW_SECONDS as i64;
+const MAX_TEXT_CHARS: usize = 64 * 1024;
+const DEFAULT_API: &str = "https://api.sparkpost.com";
+
+#[http_component]
+async fn email(req: Request) -> impl IntoResponse {
+    let reference = reference_id(&req);
+    let result = serve(&req).await;
+    respond(&reference, result)
+}
+
+async fn serve(req: &Request) -> ApiResult<Reply> {
+    let path = path_segments(req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Post, ["jobs", "run"]) => {
+            require_admin(req)?;
+            let job: Value = serde_json::from_slice(req.body())
+                .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
+            send(&job).await
+        }
+        (Method::Post, ["jobs", "sweep"]) => {
+            require_admin(req)?;
+            Reply::ok(
+                nexus_guest::sweep::sweep("email", |job| async move { send(&job).await }).await?,
+            )
+        }
+        (Method::Post, [channel, "inbound"]) => inbound_mail(req, channel),
+        _ => Err(ApiError::not_found("no such operation")),
+    }
+}
+
+/// An email channel as a request needs it.
+struct Channel {
+    id: String,
+    tenant_id: i64,
+    signing_key: String,
+    settings: Value,
+    credentials: Value,
+}
+
+impl Channel {
+    fn setting(&self, name: &str) -> Option<&str> {
+        self.settings[name].as_str().filter(|s| !s.is_empty())
+    }
+}
+
+fn channel(db: &Db, id: &str) -> ApiResult<Option<Channel>> {
+    if !nexus_guest::spin::is_uuid(id) {
+        return Ok(None);
+    }
+    let rows = db.rows(
+        "load the channel",
+        "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings, \
+           c.credentials::text AS credentials \
+         FROM channels c JOIN tenants t ON t.id = c.tenant_id \
+         WHERE c.id = $1 AND c.type = 'email' AND c.enabled AND t.enabled",
+        &[uuid(id)],
+    )?;
+    Ok(rows.rows().next().and_then(|row| {
+        Some(Channel {
+            id: row.get::<String>("id")?,
+            tenant_id: row.get::<i64>("tenant_id")?,
+            signing_key: row.get::<String>("secret")?,
+            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
+            credentials: serde_json::from_str(&row.get::<String>("credentials")?).ok()?,
+        })
+    }))
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .filter(|value| !value.is_empty())
+}
+
+/// Takes `token` once: a second use within the memory is a replay.
+fn first_use(token: &str) -> ApiResult<bool> {
+    let live = Live::open()?;
+    let taken = live.cmd(
+        "SET",
+        &[
+            arg(live.key(&format!("email:token:{token}"))),
+            arg("1"),
+            arg("NX"),
+            arg("EX"),
+            int_arg(TOKEN_MEMORY_SECONDS),
+        ],
+    )?;
+    // SET NX answers OK when it set the key, and nil when the key was there.
+    Ok(taken
+        .iter()
+        .any(|reply| !matches!(reply, spin_sdk::redis::RedisResult::Nil)))
+}
+
+fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
+    if header(req, "content-type").is_some_and(|ct| ct.starts_with("multipart/")) {
+        return Err(ApiError::new(
+            415,
+            Code::InvalidParameter,
+            "mail with attachments (multipart) is not taken yet; forward it without them",
+        ));
+    }
+    let refused = |why: &str| {
+        ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            format!("the post is not signed by the channel's provider: {why}"),
+        )
+    };
+    let db = Db::open()?;
+    let channel = channel(&db, channel_id)?.ok_or_else(|| refused("no such email channel"))?;
+    let form: Vec<(String, String)> = form_urlencoded::parse(req.body()).into_owned().collect();
+    let (Some(timestamp), Some(token), Some(signature)) = (
+        field(&form, "timestamp"),
+        field(&form, "token"),
+        field(&form, "signature"),
+    ) else {
+        return Err(refused("timestamp, token and signature are required"));
+    };
+    if !webhook_signature::mailgun_matches(signature, &channel.signing_key, timestamp, token) {
+        return Err(refused("the signature does not match"));
+    }
+    let fresh = timestamp
+        .parse::<u64>()
+        .is_ok_and(|t| now_unix().abs_diff(t) <= REPLAY_WINDOW_SECONDS);
+    if !fresh {
+        return Err(refused("the timestamp is outside the five-minute window"));
+    }
+    if !first_use(token)? {
+        return Err(refused("the token was used before (a replay)"));
+    }
+    let sender = field(&form, "sender")
+        .or_else(|| field(&form, "from"))
+        .ok_or_else(|| ApiError::bad_parameter("`sender` is required"))?;
+    let sender = nexus_guest::identity::normalise_email(sender)?;
+    let text: String = field(&form, "stripped-text")
+        .or_else(|| field(&form, "body-plain"))
+        .ok_or_else(|| ApiError::bad_parameter("the mail has no text (`body-plain`)"))?
+        .chars()
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    let subject = field(&form, "subject").unwrap_or_default();
+    let message_id = field(&form, "Message-Id").unwrap_or(token);
+    let taken = inbound::take_text(
+        &db,
+        &Inlet {
+            tenant_id: channel.tenant_id,
+            channel_id: &channel.id,
+            media: "email",
+        },
+        &Sender {
+            kind: "email",
+            value: &sender,
+            nickname: &sender,
+        },
+        message_id,
+        &text,
+        Some(&json!({ "subject": subject })),
+    )?;
+    Reply::ok(json!({
+        "interactionId": taken.interaction,
+        "message": taken.message,
+        "duplicate": taken.duplicate,
+    }))
+}
+
+fn gone(message: &str) -> ApiError {
+    ApiError::new(422, Code::NotFound, message)
+}
+
+/// The subject of the customer's latest mail in the conversation, answered with `Re: `.
+fn reply_subject(db: &Db, interaction: &str) -> ApiResult<String> {
+    let subject = db
+        .rows(
+            "read the subject",
+            "SELECT data->>'subject' AS subject FROM messages \
+             WHERE interaction_id = $1 AND sender_kind = 'Customer' AND data ? 'subject' \
+             ORDER BY position DESC LIMIT 1",
+            &[uuid(interaction)],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| row.get::<String>("subject"))
+        .unwrap_or_default();
+    Ok(if subject.to_lowercase().starts_with("re:") {
+        subject
+    } else if subject.is_empty() {
+        "Your message".into()
+    } else {
+        format!("Re: {subject}")
+    })
+}
+
+/// Sends one message through the transmissions API (a job).
+async fn send(job: &Value) -> ApiResult<Reply> {
+    let (interaction, position) = inbound::job_message(job)?;
+    let interaction = interaction.as_str();
+    let (out, channel, subject) = {
+        let db = Db::open()?;
+        let Some(out) = inbound::outgoing(&db, interaction, position, "email")? else {
+            return Err(gone("the message or its recipient's address is gone"));
+        };
+        let Some(channel) = channel(&db, &out.channel_id)? else {
+            return Err(gone("the channel is gone or disabled"));
+        };
+        let subject = reply_subject(&db, interaction)?;
+        (out, channel, subject)
+    };
+    let (Some(from), Some(key)) = (
+        channel.setting("from"),
+        channel.credentials["apiKey"].as_str(),
+    ) else {
+        inbound::set_delivery(interaction, position, "failed", None)?;
+        return Err(gone(
+            "an email channel needs settings.from and credentials.apiKey to send",
+        ));
+    };
+    let api = channel
+        .setting("apiBaseUrl")
+        .unwrap_or(DEFAULT_API)
+        .trim_end_matches('/');
+    let body = serde_json::to_vec(&json!({
+        "recipients": [{"address": {"email": out.to}}],
+        "content": {
+            "from": from,
+            "subject": subject,
+            "text": out.message["text"],
+        },
+        "metadata": {"interactionId": interaction, "position": position},
+    }))
+    .map_err(|err| ApiError::internal("encode the transmission", err))?;
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(format!("{api}/api/v1/transmissions"))
+        .header("content-type", "application/json")
+        .header("content-length", body.len().to_string())
+        .header("authorization", key)
+        .body(body)
+        .build();
+    let response = spin_sdk::http::send::<_, Response>(request)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("cannot reach the email provider: {err}"),
+            )
+        })?;
+    let status = *response.status();
+    let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    match status {
+        200..=299 => {
+            let id = answer["results"]["id"].as_str();
+            inbound::set_delivery(interaction, position, "sent", id)?;
+            Reply::ok(json!({ "sent": true, "id": id }))
+        }
+        429 => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            "the email provider is rate limiting",
+        )),
+        400..=499 => {
+            inbound::set_delivery(interaction, position, "failed", None)?;
+            Err(gone(&format!(
+                "the email provider refused the message with {status}: {answer}"
+            )))
+        }
+        _ => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("the email provider answered {status}"),
+        )),
+    }
+}
