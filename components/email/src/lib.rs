@@ -64,42 +64,10 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
     }
 }
 
-/// An email channel as a request needs it.
-struct Channel {
-    id: String,
-    tenant_id: i64,
-    signing_key: String,
-    settings: Value,
-    credentials: Value,
-}
-
-impl Channel {
-    fn setting(&self, name: &str) -> Option<&str> {
-        self.settings[name].as_str().filter(|s| !s.is_empty())
-    }
-}
+type Channel = inbound::ProviderChannel;
 
 fn channel(db: &Db, id: &str) -> ApiResult<Option<Channel>> {
-    if !nexus_guest::spin::is_uuid(id) {
-        return Ok(None);
-    }
-    let rows = db.rows(
-        "load the channel",
-        "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings, \
-           c.credentials::text AS credentials \
-         FROM channels c JOIN tenants t ON t.id = c.tenant_id \
-         WHERE c.id = $1 AND c.type = 'email' AND c.enabled AND t.enabled",
-        &[uuid(id)],
-    )?;
-    Ok(rows.rows().next().and_then(|row| {
-        Some(Channel {
-            id: row.get::<String>("id")?,
-            tenant_id: row.get::<i64>("tenant_id")?,
-            signing_key: row.get::<String>("secret")?,
-            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
-            credentials: serde_json::from_str(&row.get::<String>("credentials")?).ok()?,
-        })
-    }))
+    inbound::provider_channel(db, id, "email")
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -153,7 +121,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     ) else {
         return Err(refused("timestamp, token and signature are required"));
     };
-    if !webhook_signature::mailgun_matches(signature, &channel.signing_key, timestamp, token) {
+    if !webhook_signature::mailgun_matches(signature, &channel.secret, timestamp, token) {
         return Err(refused("the signature does not match"));
     }
     let fresh = timestamp

@@ -16,6 +16,48 @@ use crate::spin::{Db, Live, text, uuid};
 /// same on chat and SMS); external ids belong to theirs.
 const NO_CHANNEL: &str = "00000000-0000-0000-0000-000000000000";
 
+/// A channel of a provider (an SMS aggregator, an email provider) as its component needs it.
+pub struct ProviderChannel {
+    pub id: String,
+    pub tenant_id: i64,
+    /// The provider's secret: an auth token, a webhook signing key.
+    pub secret: String,
+    pub settings: Value,
+    /// Write-only credentials for the provider's API.
+    pub credentials: Value,
+}
+
+impl ProviderChannel {
+    /// A non-empty text setting.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings[name].as_str().filter(|s| !s.is_empty())
+    }
+}
+
+/// The enabled channel `id` of type `kind` of an enabled tenant.
+pub fn provider_channel(db: &Db, id: &str, kind: &str) -> ApiResult<Option<ProviderChannel>> {
+    if !crate::spin::is_uuid(id) {
+        return Ok(None);
+    }
+    let rows = db.rows(
+        "load the channel",
+        "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings, \
+           c.credentials::text AS credentials \
+         FROM channels c JOIN tenants t ON t.id = c.tenant_id \
+         WHERE c.id = $1 AND c.type = $2 AND c.enabled AND t.enabled",
+        &[uuid(id), text(kind)],
+    )?;
+    Ok(rows.rows().next().and_then(|row| {
+        Some(ProviderChannel {
+            id: row.get::<String>("id")?,
+            tenant_id: row.get::<i64>("tenant_id")?,
+            secret: row.get::<String>("secret")?,
+            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
+            credentials: serde_json::from_str(&row.get::<String>("credentials")?).ok()?,
+        })
+    }))
+}
+
 /// Who wrote in, as the far side names them.
 pub struct Sender<'a> {
     /// `external` (an id of the channel's own), `phone` or `email`.

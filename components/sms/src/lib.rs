@@ -24,9 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::inbound::{self, Inlet, Sender};
-use nexus_guest::spin::{
-    Db, Reply, header, path_segments, reference_id, require_admin, respond, uuid,
-};
+use nexus_guest::spin::{Db, Reply, header, path_segments, reference_id, require_admin, respond};
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
@@ -57,39 +55,10 @@ async fn sms(req: Request) -> impl IntoResponse {
     }
 }
 
-/// An SMS channel as a request needs it.
-struct Channel {
-    id: String,
-    tenant_id: i64,
-    auth_token: String,
-    settings: Value,
-}
-
-impl Channel {
-    fn setting(&self, name: &str) -> Option<&str> {
-        self.settings[name].as_str().filter(|s| !s.is_empty())
-    }
-}
+type Channel = inbound::ProviderChannel;
 
 fn channel(db: &Db, id: &str) -> ApiResult<Option<Channel>> {
-    if !nexus_guest::spin::is_uuid(id) {
-        return Ok(None);
-    }
-    let rows = db.rows(
-        "load the channel",
-        "SELECT c.id::text AS id, c.tenant_id, c.secret, c.settings::text AS settings \
-         FROM channels c JOIN tenants t ON t.id = c.tenant_id \
-         WHERE c.id = $1 AND c.type = 'sms' AND c.enabled AND t.enabled",
-        &[uuid(id)],
-    )?;
-    Ok(rows.rows().next().and_then(|row| {
-        Some(Channel {
-            id: row.get::<String>("id")?,
-            tenant_id: row.get::<i64>("tenant_id")?,
-            auth_token: row.get::<String>("secret")?,
-            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
-        })
-    }))
+    inbound::provider_channel(db, id, "sms")
 }
 
 /// The URL the aggregator called, as it signed it.
@@ -129,7 +98,7 @@ fn signed(req: &Request, channel_id: &str) -> ApiResult<(Db, Channel, Form)> {
     let form: Form = form_urlencoded::parse(req.body()).into_owned().collect();
     if !webhook_signature::twilio_matches(
         &signature,
-        &channel.auth_token,
+        &channel.secret,
         &called_url(req, &channel),
         &form,
     ) {
@@ -272,7 +241,7 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         .append_pair("Body", text)
         .append_pair("StatusCallback", &callback)
         .finish();
-    let credentials = STANDARD.encode(format!("{account}:{}", channel.auth_token));
+    let credentials = STANDARD.encode(format!("{account}:{}", channel.secret));
     let request = Request::builder()
         .method(Method::Post)
         .uri(format!("{api}/2010-04-01/Accounts/{account}/Messages.json"))
