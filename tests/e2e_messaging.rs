@@ -413,6 +413,24 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
     )
     .await;
 
+    // A new user's first messages arriving at once start one conversation, not several.
+    let burst = (0..5).map(|n| {
+        let message = json!({"id": format!("burst-{n}"), "timestamp": now(),
+                             "from": {"id": "+15550199"}, "text": format!("hello {n}")});
+        let client = &client;
+        let nexus = &nexus;
+        async move { client.post(nexus, "messages", &message, None).await }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let conversations: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, 200, "{answer}");
+            answer["data"]["interactionId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(conversations.len(), 1, "{conversations:?}");
+
     // The user writes again: the same conversation, and the agent sees it.
     let more = json!({"id": "in-4", "timestamp": now(), "from": {"id": "+15550100"}, "text": "no, thanks"});
     let (_, answer) = client.post(&nexus, "messages", &more, None).await;

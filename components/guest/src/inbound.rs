@@ -101,6 +101,14 @@ fn conversation_of(
 ) -> ApiResult<(String, String, bool)> {
     let tenant = ParameterValue::Int64(inlet.tenant_id);
     let identity_channel = identity_channel(inlet, sender);
+    // One sender's messages arriving at once must find one contact and join one conversation:
+    // they take turns, per channel and sender, until each commits (every statement after this
+    // sees what the one before committed).
+    db.rows(
+        "wait for the sender's other messages",
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3, 0)) IS NULL AS unused",
+        &[text(inlet.channel_id), text(sender.kind), text(sender.value)],
+    )?;
     let contact = db
         .rows(
             "find the sender",
@@ -125,10 +133,17 @@ fn conversation_of(
                 "INSERT INTO contacts (id, tenant_id, nickname) VALUES ($1, $2, $3)",
                 &[uuid(&id), tenant.clone(), text(sender.nickname)],
             )?;
-            db.execute(
+            // A first message arriving twice at once: one identity wins, and both take its
+            // contact (the loser's new contact stays without an identity).
+            db.rows(
                 "record the sender's identity",
-                "INSERT INTO contact_identities (tenant_id, contact_id, kind, value, channel_id) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "WITH mine AS ( \
+                   INSERT INTO contact_identities (tenant_id, contact_id, kind, value, channel_id) \
+                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING contact_id) \
+                 SELECT contact_id::text AS id FROM mine \
+                 UNION ALL SELECT contact_id::text FROM contact_identities \
+                   WHERE tenant_id = $1 AND kind = $3 AND value = $4 AND channel_id = $5 \
+                 LIMIT 1",
                 &[
                     tenant.clone(),
                     uuid(&id),
@@ -136,11 +151,13 @@ fn conversation_of(
                     text(sender.value),
                     uuid(identity_channel),
                 ],
-            )?;
-            id
+            )?
+            .rows()
+            .next()
+            .and_then(|row| row.get::<String>("id"))
+            .unwrap_or(id)
         }
     };
-    // Locked, so that two messages arriving at once join one conversation.
     let open = db
         .rows(
             "find the sender's conversation",
