@@ -369,6 +369,11 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
         outbound.headers["x-hub-signature"].to_str().unwrap(),
         hub(client.secret.as_bytes(), &outbound.body)
     );
+    let trace = outbound.headers["x-b3-traceid"].to_str().unwrap();
+    assert!(
+        trace.len() == 32 && trace.chars().all(|c| c.is_ascii_hexdigit()),
+        "a B3 trace id: {trace}"
+    );
     let body: Value = serde_json::from_slice(&outbound.body).unwrap();
     assert_eq!(body["to"]["id"], "+15550100");
     assert_eq!(body["text"], "yes, it left today");

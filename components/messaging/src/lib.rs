@@ -36,7 +36,6 @@ use spin_sdk::http_component;
 const REPLAY_WINDOW_SECONDS: u64 = 300;
 const MAX_TEXT_CHARS: usize = 16 * 1024;
 const MAX_ID_CHARS: usize = 256;
-const NO_CHANNEL_LABEL: &str = "a messaging channel";
 
 #[http_component]
 async fn messaging(req: Request) -> impl IntoResponse {
@@ -51,17 +50,13 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
     match (req.method(), segments.as_slice()) {
         (Method::Post, ["jobs", "run"]) => {
             require_admin(req)?;
-            deliver(&body(req)?, &reference_id(req)).await
+            deliver(&body(req)?).await
         }
         (Method::Post, ["jobs", "sweep"]) => {
             require_admin(req)?;
-            let trace = reference_id(req);
             Reply::ok(
-                nexus_guest::sweep::sweep("messaging", |job| {
-                    let trace = trace.clone();
-                    async move { deliver(&job, &trace).await }
-                })
-                .await?,
+                nexus_guest::sweep::sweep("messaging", |job| async move { deliver(&job).await })
+                    .await?,
             )
         }
         (Method::Post, [channel, "messages"]) => inbound_message(req, channel),
@@ -254,8 +249,8 @@ fn gone(message: &str) -> ApiError {
     ApiError::new(422, Code::NotFound, message)
 }
 
-/// Sends one message to the client's webhook (a job), with the B3 trace id `trace`.
-async fn deliver(job: &Value, trace: &str) -> ApiResult<Reply> {
+/// Sends one message to the client's webhook (a job).
+async fn deliver(job: &Value) -> ApiResult<Reply> {
     let (interaction, position) = inbound::job_message(job)?;
     let interaction = interaction.as_str();
     let Some(outbound) = outbound(&Db::open()?, interaction, position)? else {
@@ -266,9 +261,9 @@ async fn deliver(job: &Value, trace: &str) -> ApiResult<Reply> {
         .map(str::to_owned)
     else {
         inbound::set_delivery(interaction, position, "failed", None)?;
-        return Err(gone(&format!(
-            "{NO_CHANNEL_LABEL} needs settings.webhookUrl to send to its client"
-        )));
+        return Err(gone(
+            "a messaging channel needs settings.webhookUrl to send to its client",
+        ));
     };
     let body = serde_json::to_vec(&outbound.body)
         .map_err(|err| ApiError::internal("encode the message", err))?;
@@ -279,7 +274,11 @@ async fn deliver(job: &Value, trace: &str) -> ApiResult<Reply> {
         .header("content-type", "application/json")
         .header("content-length", body.len().to_string())
         .header("x-hub-signature", signature)
-        .header("x-b3-traceid", trace.replace('-', ""))
+        // A B3 trace id is 32 hex digits: the job's id, the same on every attempt.
+        .header(
+            "x-b3-traceid",
+            job["id"].as_str().unwrap_or_default().replace('-', ""),
+        )
         .body(body)
         .build();
     let response = spin_sdk::http::send::<_, Response>(request)
