@@ -243,21 +243,10 @@ impl JobsDecl {
         8
     }
 
-    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: the schedule Svix publishes, about a day and a
-    /// half in all, so that a receiver down for a day loses nothing.
+    /// The published schedule (`nexus_guest::jobs::RETRY_MS`): 5 s, 5 min, 30 min, 2 h, 5 h,
+    /// 10 h, 10 h, about a day and a half in all, so that a receiver down for a day loses nothing.
     pub fn default_retry_ms() -> Vec<u64> {
-        const SECOND: u64 = 1000;
-        const MINUTE: u64 = 60 * SECOND;
-        const HOUR: u64 = 60 * MINUTE;
-        vec![
-            5 * SECOND,
-            5 * MINUTE,
-            30 * MINUTE,
-            2 * HOUR,
-            5 * HOUR,
-            10 * HOUR,
-            10 * HOUR,
-        ]
+        nexus_guest::jobs::RETRY_MS.to_vec()
     }
 
     fn default_lease_ms() -> u64 {

@@ -42,43 +42,33 @@ pub struct JobWorker {
     pub poll: Duration,
 }
 
-/// How one attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    /// Try again after this long.
-    Retry(Duration),
-    Dead,
-}
-
-impl Outcome {
-    fn name(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Retry(_) => "retry",
-            Outcome::Dead => "dead",
-        }
-    }
-}
+/// How one attempt ended (the rules the components' sweeps follow too).
+pub use nexus_guest::jobs::Outcome;
 
 impl JobWorker {
     /// What becomes of a job whose attempt `attempt` (1 for the first) was answered `status`
-    /// (`None`: no answer at all), with the answer's `Retry-After`.
+    /// (`None`: no answer at all), with the answer's `Retry-After`, which can only lengthen the
+    /// wait.
     pub fn outcome(
         &self,
         attempt: u32,
         status: Option<u16>,
         retry_after: Option<Duration>,
     ) -> Outcome {
-        match status {
-            Some(200..=299) => return Outcome::Succeeded,
-            Some(422) => return Outcome::Dead,
-            _ => {}
-        }
-        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
-        match self.retry.get(index) {
-            Some(delay) => Outcome::Retry((*delay).max(retry_after.unwrap_or_default())),
-            None => Outcome::Dead,
+        let schedule: Vec<u64> = self
+            .retry
+            .iter()
+            .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            .collect();
+        // No answer counts as a failure to retry, as any status but 2xx and 422 does.
+        match nexus_guest::jobs::outcome(attempt, status.unwrap_or(0), &schedule) {
+            Outcome::Retry(ms) => {
+                let asked = retry_after.map_or(0, |wait| {
+                    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                });
+                Outcome::Retry(ms.max(asked))
+            }
+            other => other,
         }
     }
 }
@@ -286,10 +276,7 @@ async fn finish(
     status: Option<u16>,
     detail: &str,
 ) -> anyhow::Result<()> {
-    let retry_ms = match outcome {
-        Outcome::Retry(delay) => Some(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-        _ => None,
-    };
+    let retry_ms = outcome.retry_ms();
     let client = context.postgres.connect(&context.database).await?;
     let state: Option<String> = client
         .query_one(
@@ -338,14 +325,8 @@ mod tests {
         assert_eq!(w.outcome(1, Some(200), None), Outcome::Succeeded);
         assert_eq!(w.outcome(1, Some(204), None), Outcome::Succeeded);
         assert_eq!(w.outcome(1, Some(422), None), Outcome::Dead);
-        assert_eq!(
-            w.outcome(1, Some(503), None),
-            Outcome::Retry(Duration::from_millis(100))
-        );
-        assert_eq!(
-            w.outcome(2, None, None),
-            Outcome::Retry(Duration::from_millis(200))
-        );
+        assert_eq!(w.outcome(1, Some(503), None), Outcome::Retry(100));
+        assert_eq!(w.outcome(2, None, None), Outcome::Retry(200));
     }
 
     #[test]
@@ -360,11 +341,11 @@ mod tests {
         let w = worker(&[100]);
         assert_eq!(
             w.outcome(1, Some(503), Some(Duration::from_secs(2))),
-            Outcome::Retry(Duration::from_secs(2))
+            Outcome::Retry(2000)
         );
         assert_eq!(
             w.outcome(1, Some(503), Some(Duration::ZERO)),
-            Outcome::Retry(Duration::from_millis(100))
+            Outcome::Retry(100)
         );
     }
 }

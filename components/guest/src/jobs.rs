@@ -1,6 +1,6 @@
-//! How a durable job's attempt ends, for a component that runs its own jobs from a sweep
-//! endpoint (under Spin, which runs no background work). The nexus host decides the same way for
-//! the jobs it runs (`host/src/queue.rs`); both follow one published schedule.
+//! How a durable job's attempt ends, and the published retry schedule: one set of rules for the
+//! nexus host's job worker (`host/src/queue.rs`, which uses this module) and for the components
+//! that run their own jobs from a sweep endpoint under Spin.
 
 /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (in milliseconds): the delays before each retry.
 pub const RETRY_MS: [u64; 7] = [
