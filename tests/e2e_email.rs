@@ -17,64 +17,15 @@ const SIGNING_KEY: &str = "inbound-signing-key";
 const API_KEY: &str = "transmissions-api-key";
 
 fn manifest() -> String {
-    r#"
-spin_manifest_version = 2
-
-[application]
-name = "email"
-
-[variables]
-redis_address = { default = "redis://127.0.0.1:6379" }
-redis_host = { default = "127.0.0.1:6379" }
-postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
-postgres_host = { default = "127.0.0.1:5432" }
-redis_key_prefix = { default = "nexus:" }
-admin_token = { default = "", secret = true }
-
-[[trigger.http]]
-route = "/nexus/v3/provisioning/..."
-component = "provisioning"
-
-[[trigger.http]]
-route = "/nexus/v3/workspace/..."
-component = "workspace"
-
-[[trigger.http]]
-route = "/nexus/v3/email/..."
-component = "email"
-
-[component.provisioning]
-source = "{provisioning}"
-allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
-[component.provisioning.variables]
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.workspace]
-source = "{workspace}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.email]
-source = "{email}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}", "http://127.0.0.1:*"]
-[component.email.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-[component.email.tool.nexus.jobs]
-path = "/nexus/v3/email/jobs/run"
-bearer = "{{ admin_token }}"
-retry_ms = [200, 400]
-poll_ms = 50
-lease_ms = 15000
-"#
-    .to_owned()
+    use support::manifest::{application, component, jobs, provisioning};
+    [
+        application("email"),
+        provisioning(),
+        component("workspace", "/nexus/v3/workspace/...", &[]),
+        component("email", "/nexus/v3/email/...", &["http://127.0.0.1:*"]),
+        jobs("email", "/nexus/v3/email/jobs/run", 15000),
+    ]
+    .concat()
 }
 
 async fn json_call(

@@ -14,74 +14,27 @@ use serde_json::{Value, json};
 use support::openapi::Api;
 use support::{ADMIN_TOKEN, Backends, Nexus, Received, Receiver, client};
 
-/// The retry schedule the tests run on: two retries, 200 and 400 ms after the failures.
+/// The retry schedule the tests run on: two retries, 200 and 400 ms after the failures; a
+/// claim lasts 5 s (a killed host's job is run again after that).
 fn manifest(receiver: &Receiver) -> String {
-    format!(
-        r#"{}
-[component.webhooks.tool.nexus.jobs]
-path = "/nexus/v3/webhooks/jobs/run"
-bearer = "{{{{ admin_token }}}}"
-retry_ms = [200, 400]
-poll_ms = 50
-lease_ms = 5000
-"#,
-        manifest_without_jobs(receiver)
-    )
+    manifest_without_jobs(receiver)
+        + &support::manifest::jobs("webhooks", "/nexus/v3/webhooks/jobs/run", 5000)
 }
 
 /// The application as Spin would run it: no host job worker; the sweep endpoint does the work.
 fn manifest_without_jobs(receiver: &Receiver) -> String {
-    format!(
-        r#"
-spin_manifest_version = 2
-
-[application]
-name = "integrations"
-
-[variables]
-redis_address = {{ default = "redis://127.0.0.1:6379" }}
-redis_host = {{ default = "127.0.0.1:6379" }}
-postgres_address = {{ default = "postgres://127.0.0.1:5432/unused" }}
-postgres_host = {{ default = "127.0.0.1:5432" }}
-redis_key_prefix = {{ default = "nexus:" }}
-admin_token = {{ default = "", secret = true }}
-
-[[trigger.http]]
-route = "/nexus/v3/provisioning/..."
-component = "provisioning"
-
-[[trigger.http]]
-route = "/nexus/v3/chat/..."
-component = "chat"
-
-[[trigger.http]]
-route = "/nexus/v3/webhooks/..."
-component = "webhooks"
-
-[component.provisioning]
-source = "{{provisioning}}"
-allowed_outbound_hosts = ["postgres://{{{{ postgres_host }}}}"]
-[component.provisioning.variables]
-postgres_address = "{{{{ postgres_address }}}}"
-admin_token = "{{{{ admin_token }}}}"
-
-[component.chat]
-source = "{{chat}}"
-allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "postgres://{{{{ postgres_host }}}}"]
-[component.chat.variables]
-redis_address = "{{{{ redis_address }}}}"
-redis_key_prefix = "{{{{ redis_key_prefix }}}}"
-postgres_address = "{{{{ postgres_address }}}}"
-
-[component.webhooks]
-source = "{{webhooks}}"
-allowed_outbound_hosts = ["postgres://{{{{ postgres_host }}}}", "http://{receiver}"]
-[component.webhooks.variables]
-postgres_address = "{{{{ postgres_address }}}}"
-admin_token = "{{{{ admin_token }}}}"
-"#,
-        receiver = receiver.addr
-    )
+    use support::manifest::{application, component, provisioning};
+    [
+        application("integrations"),
+        provisioning(),
+        component("chat", "/nexus/v3/chat/...", &[]),
+        component(
+            "webhooks",
+            "/nexus/v3/webhooks/...",
+            &[&format!("http://{}", receiver.addr)],
+        ),
+    ]
+    .concat()
 }
 
 /// A provisioning call, checked against `openapi/provisioning.json`.

@@ -15,66 +15,20 @@ use support::openapi::Api;
 use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, client};
 
 fn manifest() -> String {
-    r#"
-spin_manifest_version = 2
-
-[application]
-name = "messaging"
-
-[variables]
-redis_address = { default = "redis://127.0.0.1:6379" }
-redis_host = { default = "127.0.0.1:6379" }
-postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
-postgres_host = { default = "127.0.0.1:5432" }
-redis_key_prefix = { default = "nexus:" }
-admin_token = { default = "", secret = true }
-
-[[trigger.http]]
-route = "/nexus/v3/provisioning/..."
-component = "provisioning"
-
-[[trigger.http]]
-route = "/nexus/v3/workspace/..."
-component = "workspace"
-
-[[trigger.http]]
-route = "/nexus/v3/channels/..."
-component = "messaging"
-
-[component.provisioning]
-source = "{provisioning}"
-allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
-[component.provisioning.variables]
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.workspace]
-source = "{workspace}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.messaging]
-source = "{messaging}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}", "http://127.0.0.1:*"]
-[component.messaging.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-[component.messaging.tool.nexus]
-request_timeout_ms = 10000
-[component.messaging.tool.nexus.jobs]
-path = "/nexus/v3/channels/jobs/run"
-bearer = "{{ admin_token }}"
-retry_ms = [200, 400]
-poll_ms = 50
-lease_ms = 15000
-"#
-    .to_owned()
+    use support::manifest::{application, component, jobs, provisioning};
+    [
+        application("messaging"),
+        provisioning(),
+        component("workspace", "/nexus/v3/workspace/...", &[]),
+        component(
+            "messaging",
+            "/nexus/v3/channels/...",
+            &["http://127.0.0.1:*"],
+        ),
+        "\n[component.messaging.tool.nexus]\nrequest_timeout_ms = 10000\n".to_owned(),
+        jobs("messaging", "/nexus/v3/channels/jobs/run", 15000),
+    ]
+    .concat()
 }
 
 /// A call with a JSON body; the status and answer, checked against the API's OpenAPI document.

@@ -22,70 +22,17 @@ const OUR_NUMBER: &str = "+15550000";
 /// The application; `host_runs_jobs` false is it as Spin would run it, with the sends made by
 /// the sweep endpoint instead of the host's job worker.
 fn manifest(host_runs_jobs: bool) -> String {
-    let jobs = if host_runs_jobs {
-        r#"
-[component.sms.tool.nexus.jobs]
-path = "/nexus/v3/sms/jobs/run"
-bearer = "{{ admin_token }}"
-retry_ms = [200, 400]
-poll_ms = 50
-lease_ms = 15000
-"#
-    } else {
-        ""
-    };
-    let application = r#"
-spin_manifest_version = 2
-
-[application]
-name = "sms"
-
-[variables]
-redis_address = { default = "redis://127.0.0.1:6379" }
-redis_host = { default = "127.0.0.1:6379" }
-postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
-postgres_host = { default = "127.0.0.1:5432" }
-redis_key_prefix = { default = "nexus:" }
-admin_token = { default = "", secret = true }
-
-[[trigger.http]]
-route = "/nexus/v3/provisioning/..."
-component = "provisioning"
-
-[[trigger.http]]
-route = "/nexus/v3/workspace/..."
-component = "workspace"
-
-[[trigger.http]]
-route = "/nexus/v3/sms/..."
-component = "sms"
-
-[component.provisioning]
-source = "{provisioning}"
-allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
-[component.provisioning.variables]
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.workspace]
-source = "{workspace}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.sms]
-source = "{sms}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}", "http://127.0.0.1:*"]
-[component.sms.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-"#;
-    format!("{application}{jobs}")
+    use support::manifest::{application, component, jobs, provisioning};
+    let mut parts = vec![
+        application("sms"),
+        provisioning(),
+        component("workspace", "/nexus/v3/workspace/...", &[]),
+        component("sms", "/nexus/v3/sms/...", &["http://127.0.0.1:*"]),
+    ];
+    if host_runs_jobs {
+        parts.push(jobs("sms", "/nexus/v3/sms/jobs/run", 15000));
+    }
+    parts.concat()
 }
 
 /// Under Spin, the cron's call to the sweep; under nexus, nothing (the host sends by itself).

@@ -14,57 +14,17 @@ use support::openapi::Api;
 use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, client};
 
-const MANIFEST: &str = r#"
-spin_manifest_version = 2
-
-[application]
-name = "workspace"
-
-[variables]
-redis_address = { default = "redis://127.0.0.1:6379" }
-redis_host = { default = "127.0.0.1:6379" }
-postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
-postgres_host = { default = "127.0.0.1:5432" }
-redis_key_prefix = { default = "nexus:" }
-admin_token = { default = "", secret = true }
-
-[[trigger.http]]
-route = "/nexus/v3/provisioning/..."
-component = "provisioning"
-
-[[trigger.http]]
-route = "/nexus/v3/chat/..."
-component = "chat"
-
-[[trigger.http]]
-route = "/nexus/v3/workspace/..."
-component = "workspace"
-
-[component.provisioning]
-source = "{provisioning}"
-allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
-[component.provisioning.variables]
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
-
-[component.chat]
-source = "{chat}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.chat.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
+fn manifest() -> String {
+    use support::manifest::{application, component, provisioning};
+    [
+        application("workspace"),
+        provisioning(),
+        component("chat", "/nexus/v3/chat/...", &[]),
+        component("workspace", "/nexus/v3/workspace/...", &[]),
+        r#"
 [component.chat.tool.nexus]
 request_timeout_ms = 45000
 
-[component.workspace]
-source = "{workspace}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-admin_token = "{{ admin_token }}"
 [component.workspace.tool.nexus]
 request_timeout_ms = 45000
 [[component.workspace.tool.nexus.schedule]]
@@ -81,7 +41,11 @@ redis_key_prefix = "{{ redis_key_prefix }}"
 postgres_address = "{{ postgres_address }}"
 [component.workspace-socket.tool.nexus.websocket]
 route = "/nexus/v3/workspace/socket"
-"#;
+"#
+        .to_owned(),
+    ]
+    .concat()
+}
 
 /// The OpenAPI documents every answer in these tests is checked against.
 struct Documents {
@@ -347,7 +311,7 @@ impl Customer {
 }
 
 async fn an_agent_works_a_routed_chat_to_done(backends: Backends) {
-    let nexus = Nexus::start(MANIFEST, backends).await;
+    let nexus = Nexus::start(&manifest(), backends).await;
     let tenant = provision(&nexus, "acme").await;
     let agent = add_agent(
         &nexus,
@@ -499,7 +463,7 @@ async fn an_agent_works_a_routed_chat_to_done(backends: Backends) {
 }
 
 async fn capacity_transfer_conference_and_after_actions(backends: Backends) {
-    let nexus = Nexus::start(MANIFEST, backends).await;
+    let nexus = Nexus::start(&manifest(), backends).await;
     let tenant = provision(&nexus, "acme").await;
     let ann = add_agent(
         &nexus,
@@ -738,7 +702,7 @@ both_backends!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_one_redis_and_a_dropped_socket_loses_nothing() {
-    let first = Nexus::start(MANIFEST, Backends::Real).await;
+    let first = Nexus::start(&manifest(), Backends::Real).await;
     let second = first.peer().await;
     let tenant = provision(&first, "acme").await;
     let agent = add_agent(

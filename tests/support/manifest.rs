@@ -1,0 +1,79 @@
+//! The pieces the test applications' manifests are made of. The `{component}` placeholders
+//! become the built components' paths when a host starts (see `Nexus::start`).
+
+/// The head of a manifest: the application and the variables every component reads.
+pub fn application(name: &str) -> String {
+    format!(
+        r#"
+spin_manifest_version = 2
+
+[application]
+name = "{name}"
+
+[variables]
+redis_address = {{ default = "redis://127.0.0.1:6379" }}
+redis_host = {{ default = "127.0.0.1:6379" }}
+postgres_address = {{ default = "postgres://127.0.0.1:5432/unused" }}
+postgres_host = {{ default = "127.0.0.1:5432" }}
+redis_key_prefix = {{ default = "nexus:" }}
+admin_token = {{ default = "", secret = true }}
+"#
+    )
+}
+
+/// The provisioning API.
+pub fn provisioning() -> String {
+    r#"
+[[trigger.http]]
+route = "/nexus/v3/provisioning/..."
+component = "provisioning"
+
+[component.provisioning]
+source = "{provisioning}"
+allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
+[component.provisioning.variables]
+postgres_address = "{{ postgres_address }}"
+admin_token = "{{ admin_token }}"
+"#
+    .to_owned()
+}
+
+/// Component `name` (built from placeholder `{name}`) on `route`, with Redis, PostgreSQL and
+/// the admin token, that may also reach `extra_hosts`.
+pub fn component(name: &str, route: &str, extra_hosts: &[&str]) -> String {
+    let hosts: String = extra_hosts
+        .iter()
+        .map(|host| format!(", \"{host}\""))
+        .collect();
+    format!(
+        r#"
+[[trigger.http]]
+route = "{route}"
+component = "{name}"
+
+[component.{name}]
+source = "{{{name}}}"
+allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "postgres://{{{{ postgres_host }}}}"{hosts}]
+[component.{name}.variables]
+redis_address = "{{{{ redis_address }}}}"
+redis_key_prefix = "{{{{ redis_key_prefix }}}}"
+postgres_address = "{{{{ postgres_address }}}}"
+admin_token = "{{{{ admin_token }}}}"
+"#
+    )
+}
+
+/// The host's job worker for component `name`, POSTing to `path`, on the tests' short retry
+/// schedule (200 ms, then 400 ms, then dead), with claims of `lease_ms`.
+pub fn jobs(name: &str, path: &str, lease_ms: u64) -> String {
+    format!(
+        r#"
+[component.{name}.tool.nexus.jobs]
+path = "{path}"
+bearer = "{{{{ admin_token }}}}"
+retry_ms = [200, 400]
+poll_ms = 50
+lease_ms = {lease_ms}
+"#
+    )
+}
