@@ -197,6 +197,7 @@ both_backends!(
     failures_are_retried_then_dead_lettered_and_replayed,
     a_host_killed_mid_delivery_loses_nothing,
     without_the_host_worker_a_sweep_delivers_what_is_due,
+    routing_events_reach_the_webhook,
 );
 
 async fn a_chat_reaches_the_webhook_signed_and_in_order(backends: Backends) {
@@ -459,4 +460,93 @@ async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends
     assert_eq!(refused.status(), 401);
     let refusal: Value = refused.json().await.unwrap();
     Api::load("webhooks").check("POST", "/nexus/v3/webhooks/jobs/sweep", 401, &refusal);
+}
+
+/// A workspace call as the agent with `token`; the answer's data.
+async fn work(nexus: &Nexus, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let mut request = client()
+        .request(
+            method.parse().unwrap(),
+            nexus.url(&format!("/nexus/v3/workspace/{path}")),
+        )
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{method} {path}");
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+/// QUEUED, AGENT_JOINED and AGENT_LEFT, raised by routing and the agent desktop.
+async fn routing_events_reach_the_webhook(backends: Backends) {
+    let receiver = Receiver::start().await;
+    let manifest = manifest(&receiver)
+        + &support::manifest::component("workspace", "/nexus/v3/workspace/...", &[]);
+    let nexus = Nexus::start(&manifest, backends).await;
+    let (key, _, secret) = tenant_with_webhook(
+        &nexus,
+        &receiver,
+        json!(["QUEUED", "AGENT_JOINED", "AGENT_LEFT"]),
+    )
+    .await;
+    let channel = ok(&nexus, "GET", "/tenants/acme/channels", None).await["channels"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &nexus,
+        "PUT",
+        "/tenants/acme/queues/support",
+        Some(json!({})),
+    )
+    .await;
+    ok(
+        &nexus,
+        "PUT",
+        &format!("/tenants/acme/channels/{channel}/routing"),
+        Some(json!({"queue": "support"})),
+    )
+    .await;
+    let agent = ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/agents",
+        Some(json!({"username": "ann", "nickname": "Ann"})),
+    )
+    .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    work(&nexus, &token, "POST", "media/chat/ready", None).await;
+
+    chat(&nexus, &key).await;
+    let queued = receiver.wait_for(1).await;
+    assert_eq!(event_type(&queued[0]), "QUEUED");
+    let body: Value = serde_json::from_slice(&queued[0].body).unwrap();
+    assert_eq!(body["data"]["queue"], "support");
+    let interaction = body["interactionId"].as_str().unwrap().to_owned();
+    work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/accept"),
+        None,
+    )
+    .await;
+    work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/leave"),
+        Some(json!({"afterAction": "KeepAlive"})),
+    )
+    .await;
+    let requests = receiver.wait_for(3).await;
+    let types: Vec<String> = requests.iter().map(event_type).collect();
+    assert_eq!(types, ["QUEUED", "AGENT_JOINED", "AGENT_LEFT"]);
+    let joined: Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(joined["data"]["nickname"], "Ann");
+    assert_eq!(joined["data"]["agentId"], agent["id"]);
+    for request in &requests {
+        verify(request, &secret);
+    }
 }
