@@ -4,7 +4,7 @@
 #
 # The provisioning API needs an admin token (the application variable admin_token). Unless
 # SPIN_VARIABLE_ADMIN_TOKEN is set, one is made once, kept in .nexus/admin-token (mode 600), and
-# used on every start.
+# used on every start. The same goes for credentials_key (.nexus/credentials-key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null; then
@@ -19,5 +19,16 @@ if [[ -z "${SPIN_VARIABLE_ADMIN_TOKEN:-}" ]]; then
   SPIN_VARIABLE_ADMIN_TOKEN="$(cat "$token_file")"
   export SPIN_VARIABLE_ADMIN_TOKEN
   echo "admin token for the provisioning API: $token_file" >&2
+fi
+# Bot credentials are sealed under the application variable credentials_key: unless
+# SPIN_VARIABLE_CREDENTIALS_KEY is set, one is made once and kept in .nexus/credentials-key.
+if [[ -z "${SPIN_VARIABLE_CREDENTIALS_KEY:-}" ]]; then
+  key_file=.nexus/credentials-key
+  if [[ ! -s "$key_file" ]]; then
+    mkdir -p .nexus
+    (umask 077 && head -c 32 /dev/urandom | base64 > "$key_file")
+  fi
+  SPIN_VARIABLE_CREDENTIALS_KEY="$(cat "$key_file")"
+  export SPIN_VARIABLE_CREDENTIALS_KEY
 fi
 exec cargo run --locked --release -p nexus-host -- up --build "$@"

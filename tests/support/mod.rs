@@ -221,6 +221,7 @@ impl Nexus {
             ("{messaging}", "nexus-messaging"),
             ("{sms}", "nexus-sms"),
             ("{email}", "nexus-email"),
+            ("{bots}", "nexus-bots"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());

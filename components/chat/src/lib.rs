@@ -214,17 +214,12 @@ fn start_session(req: &Request) -> ApiResult<Reply> {
     }))
 }
 
-/// Queues a new session as its channel's routing rule says (and offers it to an agent).
+/// Routes a new session as its channel's routing rule says: to its bot, or to its queue (and
+/// on to an agent).
 fn route_new_session(tenant: &Tenant, channel_id: &str, session_id: &str) -> ApiResult<()> {
     let db = Db::open()?;
-    let Some(rule) = routing::rule_for_channel(&db, tenant.id, channel_id)? else {
-        return Ok(());
-    };
-    let Some(queue) = routing::load_queue(&db, tenant.id, &rule.queue)? else {
-        return Ok(());
-    };
     let live = Live::open()?;
-    routing::enqueue(&db, &live, tenant.id, session_id, &queue)
+    routing::route_new(&db, &live, tenant.id, channel_id, session_id)
 }
 
 /// Where the session stands in routing: its queue and place while it waits.

@@ -261,17 +261,8 @@ fn tell_the_floor(db: &Db, inlet: &Inlet<'_>, interaction: &str, message: &Value
     if !started {
         return;
     }
-    let routed =
-        routing::rule_for_channel(db, inlet.tenant_id, inlet.channel_id).and_then(|rule| {
-            let Some(rule) = rule else {
-                return Ok(());
-            };
-            let Some(queue) = routing::load_queue(db, inlet.tenant_id, &rule.queue)? else {
-                return Ok(());
-            };
-            routing::enqueue(db, &live, inlet.tenant_id, interaction, &queue)
-        });
-    if let Err(err) = routed {
+    if let Err(err) = routing::route_new(db, &live, inlet.tenant_id, inlet.channel_id, interaction)
+    {
         crate::spin::log_error("route the new conversation", &err);
     }
 }

@@ -7,13 +7,17 @@
 pub mod agent_token;
 pub mod api;
 pub mod body;
+pub mod bot_contract;
 pub mod hours;
 pub mod identity;
 pub mod jobs;
+pub mod sealed;
 pub mod secrets;
 pub mod token;
 pub mod webhook_signature;
 
+#[cfg(target_arch = "wasm32")]
+pub mod bot_leg;
 #[cfg(target_arch = "wasm32")]
 pub mod conversation;
 #[cfg(target_arch = "wasm32")]
@@ -22,6 +26,8 @@ pub mod events;
 pub mod inbound;
 #[cfg(target_arch = "wasm32")]
 pub mod live;
+#[cfg(target_arch = "wasm32")]
+pub mod outbound;
 #[cfg(target_arch = "wasm32")]
 pub mod routing;
 #[cfg(target_arch = "wasm32")]

@@ -190,6 +190,29 @@ pub fn rule_for_channel(db: &Db, tenant_id: i64, channel_id: &str) -> ApiResult<
     }))
 }
 
+/// Routes a conversation that has just started on `channel_id`, as the channel's rule says:
+/// to the rule's bot first, if it names one the tenant has enabled, else to the rule's queue.
+pub fn route_new(
+    db: &Db,
+    live: &Live,
+    tenant_id: i64,
+    channel_id: &str,
+    interaction_id: &str,
+) -> ApiResult<()> {
+    let Some(rule) = rule_for_channel(db, tenant_id, channel_id)? else {
+        return Ok(());
+    };
+    if let Some(bot) = &rule.bot
+        && crate::bot_leg::engage(db, live, tenant_id, interaction_id, bot)?
+    {
+        return Ok(());
+    }
+    let Some(queue) = load_queue(db, tenant_id, &rule.queue)? else {
+        return Ok(());
+    };
+    enqueue(db, live, tenant_id, interaction_id, &queue)
+}
+
 fn is_open(queue: &Queue) -> bool {
     queue.business_hours.as_ref().is_none_or(|hours| {
         crate::hours::is_open(
@@ -925,7 +948,12 @@ pub fn leave(
 }
 
 /// Ends a chat: the remaining participants leave and the transcript says it ended.
-fn end_chat(db: &Db, tenant_id: i64, interaction_id: &str, reason: &str) -> ApiResult<Vec<Value>> {
+pub fn end_chat(
+    db: &Db,
+    tenant_id: i64,
+    interaction_id: &str,
+    reason: &str,
+) -> ApiResult<Vec<Value>> {
     let rows = db.rows(
         "end the chat",
         "UPDATE interactions SET state = 'ended', ended_at = now(), ended_reason = $3, \

@@ -308,6 +308,13 @@ pub fn put_rule(db: &Db, tenant: &Tenant, channel: &str, fields: &Fields) -> Api
     let last_agent = flag(fields, "lastAgent")?.unwrap_or(true);
     let channel = channel_id(channel)?;
     let rule = db.transaction(|db| {
+        if let Some(bot) = &bot
+            && !crate::bots::exists(db, tenant, bot)?
+        {
+            return Err(ApiError::bad_parameter(format!(
+                "`bot`: no bot is named `{bot}` (register it under bots first)"
+            )));
+        }
         let rule = db
             .json_row(
                 "save the routing rule",

@@ -35,7 +35,7 @@ fn checked_id(id: &str, what: &str) -> ApiResult<String> {
     }
 }
 
-fn url(fields: &Fields) -> ApiResult<Option<String>> {
+pub(crate) fn url(fields: &Fields) -> ApiResult<Option<String>> {
     let Some(url) = fields.text("url") else {
         return Ok(None);
     };

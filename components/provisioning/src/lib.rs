@@ -8,6 +8,7 @@
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
+mod bots;
 mod designer;
 mod integrations;
 
@@ -140,6 +141,17 @@ fn serve(req: &Request) -> ApiResult<Reply> {
         }
         (Method::Post, ["tenants", ccid, "jobs", id, "replay"]) => {
             integrations::replay_job(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Get, ["tenants", ccid, "bots"]) => bots::list(&db, &tenant(&db, ccid)?),
+        (Method::Post, ["tenants", ccid, "bots"]) => {
+            bots::create(&db, &tenant(&db, ccid)?, &fields(req)?)
+        }
+        (Method::Get, ["tenants", ccid, "bots", name]) => bots::get(&db, &tenant(&db, ccid)?, name),
+        (Method::Patch, ["tenants", ccid, "bots", name]) => {
+            bots::update(&db, &tenant(&db, ccid)?, name, &fields(req)?)
+        }
+        (Method::Delete, ["tenants", ccid, "bots", name]) => {
+            bots::delete(&db, &tenant(&db, ccid)?, name)
         }
         (Method::Put, ["tenants", ccid, "channels", id, "routing"]) => {
             designer::put_rule(&db, &tenant(&db, ccid)?, id, &fields(req)?)
