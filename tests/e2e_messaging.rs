@@ -173,7 +173,10 @@ async fn delivery_status(
     panic!("message {position} is not {status}: {last}");
 }
 
-both_backends!(a_client_and_an_agent_converse_both_ways);
+both_backends!(
+    a_client_and_an_agent_converse_both_ways,
+    a_client_uploads_media_that_an_agent_downloads,
+);
 
 async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
     let receiver = Receiver::start().await;
@@ -394,4 +397,158 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
     let more = json!({"id": "in-4", "timestamp": now(), "from": {"id": "+15550100"}, "text": "no, thanks"});
     let (_, answer) = client.post(&nexus, "messages", &more, None).await;
     assert_eq!(answer["data"]["interactionId"], interaction.as_str());
+}
+
+/// A multipart/form-data body with `timestamp` and `file`, as a client's HTTP library makes it.
+fn multipart(timestamp: u64, filename: &str, mimetype: &str, content: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "nexus-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"timestamp\"\r\n\r\n{timestamp}\r\n\
+         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         content-type: {mimetype}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Client {
+    /// Uploads a multipart body to `channels/{channel}/media`, signed with `key`.
+    async fn upload(&self, nexus: &Nexus, key: &[u8], form: (String, Vec<u8>)) -> (u16, Value) {
+        let (content_type, body) = form;
+        let path = format!("/nexus/v3/channels/{}/media", self.channel);
+        let response = support::client()
+            .post(nexus.url(&path))
+            .header("x-ccid", "acme")
+            .header("x-hub-signature", hub(key, &body))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        Api::load("messaging").check("POST", &path, status, &answer);
+        (status, answer)
+    }
+}
+
+async fn a_client_uploads_media_that_an_agent_downloads(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    admin(
+        &nexus,
+        "POST",
+        "/tenants",
+        json!({"ccid": "acme", "name": "Acme"}),
+    )
+    .await;
+    let channel = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/channels",
+        json!({"type": "messaging", "name": "bridge", "settings": {"webhookUrl": "http://127.0.0.1:9/none"}}),
+    )
+    .await;
+    let client = Client {
+        channel: channel["id"].as_str().unwrap().to_owned(),
+        secret: channel["secret"].as_str().unwrap().to_owned(),
+    };
+    let key = client.secret.clone().into_bytes();
+    // Not quite a PNG, but typed as one: bytes of every value, to show none is altered.
+    let content: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+
+    let (status, uploaded) = client
+        .upload(
+            &nexus,
+            &key,
+            multipart(now(), "../photos/receipt.png", "image/png", &content),
+        )
+        .await;
+    assert_eq!(status, 200, "{uploaded}");
+    let media = &uploaded["data"];
+    let media_id = media["mediaId"].as_str().unwrap().to_owned();
+    assert_eq!(media["url"], format!("nexus://media/{media_id}"));
+    assert_eq!(media["filename"], "receipt.png");
+    assert_eq!(media["mimetype"], "image/png");
+    assert_eq!(media["length"], content.len());
+
+    // Refused: a wrong signature, a stale timestamp, a type not taken, a file too large.
+    let (status, _) = client
+        .upload(
+            &nexus,
+            b"not the secret",
+            multipart(now(), "a.png", "image/png", b"x"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = client
+        .upload(
+            &nexus,
+            &key,
+            multipart(now() - 3600, "a.png", "image/png", b"x"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, answer) = client
+        .upload(
+            &nexus,
+            &key,
+            multipart(now(), "run.exe", "application/x-msdownload", b"MZ"),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["status"]["code"], "INVALID_FILE_TYPE");
+    let big = vec![0u8; 5 * 1024 * 1024 + 1];
+    let (status, answer) = client
+        .upload(&nexus, &key, multipart(now(), "big.png", "image/png", &big))
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["status"]["code"], "LIMIT_FILE_SIZE");
+
+    // The user sends it, with no text; the message carries what the file is.
+    let message = json!({"id": "in-1", "timestamp": now(), "from": {"id": "+15550100", "nickname": "Ada"},
+                         "media": [{"url": format!("nexus://media/{media_id}")}]});
+    let (status, sent) = client.post(&nexus, "messages", &message, None).await;
+    assert_eq!(status, 200, "{sent}");
+    let attached = &sent["data"]["message"]["data"]["media"][0];
+    assert_eq!(attached["mediaId"], media_id.as_str());
+    assert_eq!(attached["filename"], "receipt.png");
+    // A file it did not upload is not named.
+    let foreign = json!({"id": "in-2", "timestamp": now(), "from": {"id": "+15550100"},
+                         "media": [{"mediaId": "00000000-0000-4000-8000-000000000000"}]});
+    let (status, _) = client.post(&nexus, "messages", &foreign, None).await;
+    assert_eq!(status, 400);
+
+    // An agent of the tenant downloads it as it was uploaded.
+    let agent = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/agents",
+        json!({"username": "ann", "nickname": "Ann"}),
+    )
+    .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    let download = support::client()
+        .get(nexus.url(&format!("/nexus/v3/workspace/files/{media_id}")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-type"], "image/png");
+    assert_eq!(
+        download.headers()["content-disposition"],
+        "attachment; filename=\"receipt.png\""
+    );
+    assert_eq!(download.bytes().await.unwrap().to_vec(), content);
+    let (status, _) = call(
+        &nexus,
+        "GET",
+        &format!("/nexus/v3/workspace/files/{media_id}"),
+        &[("authorization", "Bearer nxa_wrong".to_owned())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
 }

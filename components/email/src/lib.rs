@@ -158,7 +158,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             nickname: &sender,
         },
         message_id,
-        &text,
+        Some(&text),
         Some(&json!({ "subject": subject })),
     )?;
     Reply::ok(json!({

@@ -23,6 +23,10 @@ pub enum Code {
     InvalidEndpoint,
     InvalidNickname,
     LimitBodySize,
+    /// A file of a type the endpoint does not take.
+    InvalidFileType,
+    /// A file larger than the endpoint takes.
+    LimitFileSize,
     NotFound,
     Conflict,
     NotConfigured,
@@ -44,6 +48,8 @@ impl Code {
             Code::InvalidEndpoint => "INVALID_ENDPOINT",
             Code::InvalidNickname => "INVALID_NICKNAME",
             Code::LimitBodySize => "LIMIT_BODY_SIZE",
+            Code::InvalidFileType => "INVALID_FILE_TYPE",
+            Code::LimitFileSize => "LIMIT_FILE_SIZE",
             Code::NotFound => "NOT_FOUND",
             Code::Conflict => "CONFLICT",
             Code::NotConfigured => "NOT_CONFIGURED",

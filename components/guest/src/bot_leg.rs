@@ -210,11 +210,15 @@ pub fn turn_request(input: &TurnInput, turn_id: &str) -> Value {
         .messages
         .iter()
         .map(|m| {
-            json!({
+            let mut message = json!({
                 "position": m["position"],
                 "text": m["text"],
                 "timestamp": m["timestamp"],
-            })
+            });
+            if let Some(media) = m.get("data").and_then(|data| data.get("media")) {
+                message["media"] = media.clone();
+            }
+            message
         })
         .collect();
     json!({

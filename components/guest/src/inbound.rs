@@ -208,7 +208,7 @@ pub fn take_text(
     inlet: &Inlet<'_>,
     sender: &Sender<'_>,
     far_id: &str,
-    body: &str,
+    body: Option<&str>,
     data: Option<&Value>,
 ) -> ApiResult<Taken> {
     let taken = db.transaction(|db| {
@@ -222,7 +222,7 @@ pub fn take_text(
                 participant_id: Some(&participant),
                 sender_kind: "Customer",
                 nickname: sender.nickname,
-                text: Some(body),
+                text: body,
                 data,
                 visibility: "All",
                 client_message_id: Some(far_id),

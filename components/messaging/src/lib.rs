@@ -19,8 +19,12 @@
 //!   was written, so every attempt sends the same body), signed the
 //!   same way; a 2xx records the `messageId` of its JSON answer and marks the message sent; a
 //!   4xx is final (the message failed); anything else, or no answer, is retried.
+//! - `POST channels/{channelId}/media`, multipart: `file` and `timestamp`: a file for the user's
+//!   next messages, which name it in `media` (see [`media`]).
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
+
+mod media;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::inbound::{self, Inlet, Sender};
@@ -61,6 +65,7 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
         }
         (Method::Post, [channel, "messages"]) => inbound_message(req, channel),
         (Method::Post, [channel, "receipts"]) => receipt(req, channel),
+        (Method::Post, [channel, "media"]) => media::upload(req, channel).await,
         _ => Err(ApiError::not_found("no such operation")),
     }
 }
@@ -142,8 +147,8 @@ fn bounded<'a>(value: &'a Value, name: &str, max: usize) -> ApiResult<&'a str> {
 }
 
 /// Refuses a request whose signed `timestamp` is outside the replay window.
-fn within_window(message: &Value) -> ApiResult<()> {
-    let timestamp = message["timestamp"].as_u64().ok_or_else(|| {
+fn within_window(timestamp: Option<u64>) -> ApiResult<()> {
+    let timestamp = timestamp.ok_or_else(|| {
         ApiError::bad_parameter("`timestamp` is the time of sending, in Unix seconds")
     })?;
     if now_unix().abs_diff(timestamp) > REPLAY_WINDOW_SECONDS {
@@ -162,7 +167,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     let db = Db::open()?;
     let channel = signed_channel(req, &db, channel_id)?;
     let message = body(req)?;
-    within_window(&message)?;
+    within_window(message["timestamp"].as_u64())?;
     let client_id = bounded(&message["id"], "id", MAX_ID_CHARS)?;
     let from = bounded(&message["from"]["id"], "from.id", MAX_ID_CHARS)?;
     let nickname: String = message["from"]["nickname"]
@@ -172,7 +177,11 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         .chars()
         .take(100)
         .collect();
-    let text_body = bounded(&message["text"], "text", MAX_TEXT_CHARS)?;
+    let media = media::attached(&db, &channel, &message["media"])?;
+    let text_body = match (&message["text"], &media) {
+        (Value::Null, Some(_)) => None,
+        (text, _) => Some(bounded(text, "text", MAX_TEXT_CHARS)?),
+    };
     let taken = inbound::take_text(
         &db,
         &Inlet {
@@ -187,7 +196,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         },
         client_id,
         text_body,
-        None,
+        media.map(|media| json!({ "media": media })).as_ref(),
     )?;
     Reply::ok(json!({
         "interactionId": taken.interaction,
@@ -200,7 +209,7 @@ fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     let db = Db::open()?;
     let channel = signed_channel(req, &db, channel_id)?;
     let receipt = body(req)?;
-    within_window(&receipt)?;
+    within_window(receipt["timestamp"].as_u64())?;
     let message_id = bounded(&receipt["messageId"], "messageId", MAX_ID_CHARS)?;
     let status = receipt["status"]
         .as_str()

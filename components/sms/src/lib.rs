@@ -154,7 +154,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
             nickname: &from,
         },
         sid,
-        &body,
+        Some(&body),
         None,
     )?;
     Ok(())

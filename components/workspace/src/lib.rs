@@ -15,6 +15,7 @@
 //! - `GET events?after=N&timeout=S`: the agent's events, by long-poll (under Spin, where there
 //!   is no WebSocket; under nexus the socket at `/nexus/v3/workspace/socket` pushes the same
 //!   events);
+//! - `GET files/{mediaId}`: a file a customer sent (its bytes, not the JSON envelope);
 //! - `POST sweep` (the admin token): due routing work; the nexus host calls it every second.
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
@@ -30,7 +31,7 @@ use nexus_guest::spin::{
     Db, Live, Reply, header, jsonb, path_segments, query, reference_id, respond, uuid,
 };
 use serde_json::{Map, Value, json};
-use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 
@@ -41,9 +42,61 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_EVENTS: i64 = 200;
 
 #[http_component]
-fn workspace(req: Request) -> impl IntoResponse {
+fn workspace(req: Request) -> Response {
     let reference = reference_id(&req);
+    let path = path_segments(&req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    if let (Method::Get, ["files", id]) = (req.method(), segments.as_slice()) {
+        return file(&req, id).unwrap_or_else(|err| respond(&reference, Err(err)));
+    }
     respond(&reference, serve(&req))
+}
+
+/// A file a customer sent (a messaging client's upload), for any agent of its tenant: the bytes,
+/// with their type, name and SHA-256 as the client uploaded them.
+fn file(req: &Request, id: &str) -> ApiResult<Response> {
+    let db = Db::open()?;
+    let agent = authenticate(req, &db)?;
+    let missing = || ApiError::not_found(format!("no file has the id `{id}`"));
+    if !nexus_guest::spin::is_uuid(id) {
+        return Err(missing());
+    }
+    let rows = db.rows(
+        "read the file",
+        "SELECT filename, mimetype, sha256, content FROM media WHERE id = $1 AND tenant_id = $2",
+        &[uuid(id), ParameterValue::Int64(agent.tenant_id)],
+    )?;
+    let row = rows.rows().next().ok_or_else(missing)?;
+    let filename = row.get::<String>("filename").unwrap_or_default();
+    // The name goes in a quoted header parameter: no quotes, backslashes or controls in it.
+    let safe_name: String = filename
+        .chars()
+        .map(|c| {
+            if c == '"' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    Ok(Response::builder()
+        .status(200)
+        .header(
+            "content-type",
+            row.get::<String>("mimetype")
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        )
+        .header(
+            "content-disposition",
+            format!("attachment; filename=\"{safe_name}\""),
+        )
+        .header("x-content-type-options", "nosniff")
+        .header(
+            "x-nexus-sha256",
+            row.get::<String>("sha256").unwrap_or_default(),
+        )
+        .body(row.get::<Vec<u8>>("content").unwrap_or_default())
+        .build())
 }
 
 fn fields(req: &Request) -> ApiResult<Fields> {
