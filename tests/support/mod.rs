@@ -222,6 +222,7 @@ impl Nexus {
             ("{sms}", "nexus-sms"),
             ("{email}", "nexus-email"),
             ("{bots}", "nexus-bots"),
+            ("{securemail}", "nexus-securemail"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());

@@ -151,6 +151,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             tenant_id: channel.tenant_id,
             channel_id: &channel.id,
             media: "email",
+            securebox: None,
         },
         &Sender {
             kind: "email",

@@ -10,7 +10,7 @@ use crate::conversation::{self, NewMessage};
 use crate::live::LiveState;
 use crate::routing;
 use crate::secrets::new_id;
-use crate::spin::{Db, Live, text, uuid};
+use crate::spin::{Db, Live, opt_text, text, uuid};
 
 /// The identities of phone numbers and emails belong to no channel (a customer's number is the
 /// same on chat and SMS); external ids belong to theirs.
@@ -72,6 +72,8 @@ pub struct Inlet<'a> {
     pub channel_id: &'a str,
     /// The interactions' `media`: `messaging`, `sms`, ...
     pub media: &'a str,
+    /// A secure mailbox's department (`securebox`): its own thread with the sender.
+    pub securebox: Option<&'a str>,
 }
 
 /// A message taken in.
@@ -164,8 +166,13 @@ fn conversation_of(
             "SELECT i.id::text AS id, p.id::text AS participant FROM interactions i \
              JOIN participants p ON p.interaction_id = i.id AND p.kind = 'Customer' \
              WHERE i.channel_id = $1 AND i.contact_id = $2 AND i.state = 'active' \
+               AND i.securebox IS NOT DISTINCT FROM $3 \
              ORDER BY i.created_at DESC LIMIT 1 FOR UPDATE OF i",
-            &[uuid(inlet.channel_id), uuid(&contact)],
+            &[
+                uuid(inlet.channel_id),
+                uuid(&contact),
+                opt_text(inlet.securebox),
+            ],
         )?
         .rows()
         .next()
@@ -176,14 +183,15 @@ fn conversation_of(
     let (id, participant) = (new_id(), new_id());
     db.execute(
         "start the conversation",
-        "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, media, next_position) \
-         VALUES ($1, $2, $3, $4, $5, 2)",
+        "INSERT INTO interactions (id, tenant_id, channel_id, contact_id, media, securebox, next_position) \
+         VALUES ($1, $2, $3, $4, $5, $6, 2)",
         &[
             uuid(&id),
             tenant.clone(),
             uuid(inlet.channel_id),
             uuid(&contact),
             text(inlet.media),
+            opt_text(inlet.securebox),
         ],
     )?;
     db.execute(

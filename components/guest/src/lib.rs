@@ -17,6 +17,8 @@ pub mod token;
 pub mod webhook_signature;
 
 #[cfg(target_arch = "wasm32")]
+pub mod api_key;
+#[cfg(target_arch = "wasm32")]
 pub mod bot_leg;
 #[cfg(target_arch = "wasm32")]
 pub mod conversation;

@@ -16,7 +16,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::identity::{normalise_email, normalise_phone};
-use nexus_guest::secrets::hash_api_key;
 use nexus_guest::spin::{
     Db, Reply, header, is_uuid, opt_text, path_segments, query, reference_id, respond, text, uuid,
 };
@@ -67,45 +66,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
 
 /// The tenant of an enabled, unexpired API key with the `history` permission.
 fn authorize(req: &Request, db: &Db) -> ApiResult<i64> {
-    let key = header(req, "x-api-key").ok_or_else(|| {
-        ApiError::new(
-            401,
-            Code::AuthenticationRequired,
-            "send an API key with the history permission in the x-api-key header",
-        )
-    })?;
-    let rows = db.rows(
-        "check the API key",
-        "SELECT t.id AS tenant_id, t.ccid, k.permission, \
-         (k.enabled AND t.enabled AND coalesce(k.expires_at > now(), true)) AS usable \
-         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = $1",
-        &[ParameterValue::Binary(hash_api_key(&key))],
-    )?;
-    let invalid =
-        |status, message: &str| ApiError::new(status, Code::InvalidContactCenter, message);
-    let row = rows
-        .rows()
-        .next()
-        .ok_or_else(|| invalid(401, "the API key is not valid"))?;
-    if row.get::<bool>("usable") != Some(true) {
-        return Err(invalid(401, "the API key is disabled or expired"));
-    }
-    if row.get::<String>("permission").as_deref() != Some("history") {
-        return Err(invalid(
-            403,
-            "the API key does not have the history permission",
-        ));
-    }
-    if let Some(ccid) = header(req, "x-ccid")
-        && row.get::<String>("ccid").as_deref() != Some(ccid.as_str())
-    {
-        return Err(invalid(
-            403,
-            "the API key belongs to another contact center",
-        ));
-    }
-    row.get::<i64>("tenant_id")
-        .ok_or_else(|| ApiError::internal("check the API key", "no tenant"))
+    nexus_guest::api_key::authorize(req, db, "history")
 }
 
 fn page_size(params: &BTreeMap<String, String>) -> ApiResult<i64> {

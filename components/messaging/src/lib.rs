@@ -188,6 +188,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             tenant_id: channel.tenant_id,
             channel_id: &channel.id,
             media: "messaging",
+            securebox: None,
         },
         &Sender {
             kind: "external",

@@ -147,6 +147,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
             tenant_id: channel.tenant_id,
             channel_id: &channel.id,
             media: "sms",
+            securebox: None,
         },
         &Sender {
             kind: "phone",
