@@ -11,12 +11,11 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::openapi::Api;
 use support::ws::Socket;
-use support::{ADMIN_TOKEN, Backends, Nexus, Received, Receiver, client};
+use support::{Backends, Nexus, Received, Receiver, admin, admin_ok, client};
 
 fn manifest(bot: &Receiver) -> String {
-    use support::manifest::{application, component, jobs, provisioning};
+    use support::manifest::{application, component, jobs, provisioning, workspace_socket};
     [
         application("bots"),
         provisioning(),
@@ -34,41 +33,11 @@ fn manifest(bot: &Receiver) -> String {
 [component.bots.tool.nexus]
 request_timeout_ms = 45000
 
-[component.workspace-socket]
-source = "{workspace_socket}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace-socket.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-[component.workspace-socket.tool.nexus.websocket]
-route = "/nexus/v3/workspace/socket"
 "#
         .to_owned(),
+        workspace_socket(),
     ]
     .concat()
-}
-
-/// A provisioning call, checked against `openapi/provisioning.json`.
-async fn admin(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let path = format!("/nexus/v3/provisioning{path}");
-    let mut request = client()
-        .request(method.parse().unwrap(), nexus.url(&path))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    Api::load("provisioning").check(method, &path, status, &body);
-    (status, body)
-}
-
-async fn ok(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, answer) = admin(nexus, method, path, body).await;
-    assert!((200..300).contains(&status), "{method} {path}: {answer}");
-    answer["data"].clone()
 }
 
 struct Tenant {
@@ -79,28 +48,28 @@ struct Tenant {
 /// A tenant with a chat channel, a `support` queue, and the bot `helper` at the receiver in
 /// front of it.
 async fn provision(nexus: &Nexus, bot: &Receiver, bot_settings: Value) -> Tenant {
-    ok(
+    admin_ok(
         nexus,
         "POST",
         "/tenants",
         Some(json!({"ccid": "acme", "name": "Acme"})),
     )
     .await;
-    let channel = ok(
+    let channel = admin_ok(
         nexus,
         "POST",
         "/tenants/acme/channels",
         Some(json!({"type": "chat", "name": "web"})),
     )
     .await;
-    let key = ok(
+    let key = admin_ok(
         nexus,
         "POST",
         "/tenants/acme/api-keys",
         Some(json!({"name": "widget", "permission": "chat"})),
     )
     .await;
-    ok(
+    admin_ok(
         nexus,
         "PUT",
         "/tenants/acme/queues/support",
@@ -116,9 +85,9 @@ async fn provision(nexus: &Nexus, bot: &Receiver, bot_settings: Value) -> Tenant
         .as_object_mut()
         .unwrap()
         .extend(bot_settings.as_object().unwrap().clone());
-    ok(nexus, "POST", "/tenants/acme/bots", Some(registration)).await;
+    admin_ok(nexus, "POST", "/tenants/acme/bots", Some(registration)).await;
     let channel_id = channel["id"].as_str().unwrap().to_owned();
-    ok(
+    admin_ok(
         nexus,
         "PUT",
         &format!("/tenants/acme/channels/{channel_id}/routing"),
@@ -226,10 +195,10 @@ async fn a_bot_answers_a_chat_then_hands_off_to_an_agent(backends: Backends) {
     .await;
 
     // The credentials are write-only: their names show, their values never do.
-    let registered = ok(&nexus, "GET", "/tenants/acme/bots/helper", None).await;
+    let registered = admin_ok(&nexus, "GET", "/tenants/acme/bots/helper", None).await;
     assert_eq!(registered["credentialNames"], json!(["authorization"]));
     assert!(!registered.to_string().contains("s3cret"), "{registered}");
-    let audit = ok(&nexus, "GET", "/tenants/acme/audit", None).await;
+    let audit = admin_ok(&nexus, "GET", "/tenants/acme/audit", None).await;
     assert!(!audit.to_string().contains("s3cret"), "{audit}");
     if let Some(database) = &nexus.database {
         let db = database.client().await;
@@ -254,7 +223,7 @@ async fn a_bot_answers_a_chat_then_hands_off_to_an_agent(backends: Backends) {
     assert_eq!(status, 409, "{refused}");
 
     // An agent is ready; the bot takes the chat first.
-    let agent = ok(
+    let agent = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/agents",
@@ -427,7 +396,7 @@ async fn a_silent_or_broken_bot_hands_the_customer_to_routing(backends: Backends
     routing_state(&failing, "queued").await;
 
     // Disabled: not called at all; a new chat goes straight to the queue.
-    ok(
+    admin_ok(
         &nexus,
         "PATCH",
         "/tenants/acme/bots/helper",

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use support::openapi::Api;
-use support::{ADMIN_TOKEN, Backends, Nexus, Received, Receiver, client};
+use support::{ADMIN_TOKEN, Backends, Nexus, Received, Receiver, admin_ok, client};
 
 /// The retry schedule the tests run on: two retries, 200 and 400 ms after the failures; a
 /// claim lasts 5 s (a killed host's job is run again after that).
@@ -37,56 +37,34 @@ fn manifest_without_jobs(receiver: &Receiver) -> String {
     .concat()
 }
 
-/// A provisioning call, checked against `openapi/provisioning.json`.
-async fn admin(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let path = format!("/nexus/v3/provisioning{path}");
-    let mut request = client()
-        .request(method.parse().unwrap(), nexus.url(&path))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    Api::load("provisioning").check(method, &path, status, &body);
-    (status, body)
-}
-
-async fn ok(nexus: &Nexus, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, answer) = admin(nexus, method, path, body).await;
-    assert!((200..300).contains(&status), "{method} {path}: {answer}");
-    answer["data"].clone()
-}
-
 /// A tenant with a chat channel and key, and a webhook at the receiver: its id and secret.
 async fn tenant_with_webhook(
     nexus: &Nexus,
     receiver: &Receiver,
     events: Value,
 ) -> (String, String, String) {
-    ok(
+    admin_ok(
         nexus,
         "POST",
         "/tenants",
         Some(json!({"ccid": "acme", "name": "Acme"})),
     )
     .await;
-    ok(
+    admin_ok(
         nexus,
         "POST",
         "/tenants/acme/channels",
         Some(json!({"type": "chat", "name": "web"})),
     )
     .await;
-    let key = ok(
+    let key = admin_ok(
         nexus,
         "POST",
         "/tenants/acme/api-keys",
         Some(json!({"name": "widget", "permission": "chat"})),
     )
     .await;
-    let webhook = ok(
+    let webhook = admin_ok(
         nexus,
         "POST",
         "/tenants/acme/webhooks",
@@ -229,7 +207,7 @@ async fn a_chat_reaches_the_webhook_signed_and_in_order(backends: Backends) {
     assert_eq!(started["data"]["id"], started["interactionId"]);
 
     // Every delivery is a succeeded job, with one attempt.
-    let jobs = ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
+    let jobs = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "{jobs}");
     assert!(
         nexus
@@ -253,7 +231,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
         assert_eq!(header(request, "webhook-id"), id, "one id on every attempt");
         verify(request, &secret);
     }
-    let job = ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
+    let job = admin_ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
     assert_eq!(job["state"], "succeeded");
     assert_eq!(job["attempts"], 3);
     let outcomes: Vec<&str> = job["attemptsMade"]
@@ -270,7 +248,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     receiver.wait_for(6).await;
     let mut dead = Value::Null;
     for _ in 0..100 {
-        dead = ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
+        dead = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
         if !dead["jobs"].as_array().unwrap().is_empty() {
             break;
         }
@@ -283,7 +261,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     assert_eq!(receiver.received().len(), 6, "a dead job is not retried");
 
     // Replayed, it is delivered with the same id.
-    let replayed = ok(
+    let replayed = admin_ok(
         &nexus,
         "POST",
         &format!("/tenants/acme/jobs/{dead_id}/replay"),
@@ -295,7 +273,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     assert_eq!(header(&requests[6], "webhook-id"), dead_id);
     // A rotated secret: both sign while the old one is honoured (X-Hub-Signature, which has
     // room for one, uses the new one).
-    let rotated = ok(
+    let rotated = admin_ok(
         &nexus,
         "POST",
         &format!("/tenants/acme/webhooks/{webhook}/rotate-secret"),
@@ -309,7 +287,7 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
     verify_standard(&requests[7], &secret);
 
     // A disabled endpoint is sent nothing.
-    ok(
+    admin_ok(
         &nexus,
         "PATCH",
         &format!("/tenants/acme/webhooks/{webhook}"),
@@ -341,7 +319,7 @@ async fn a_host_killed_mid_delivery_loses_nothing(backends: Backends) {
     let id = header(&requests[1], "webhook-id").to_owned();
     let mut job = Value::Null;
     for _ in 0..100 {
-        job = ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
+        job = admin_ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
         if job["state"] == "succeeded" {
             break;
         }
@@ -426,12 +404,12 @@ async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends
     assert_eq!(summary["data"]["succeeded"], 1, "{summary}");
     let requests = receiver.wait_for(1).await;
     verify(&requests[0], &secret);
-    let jobs = ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
+    let jobs = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
 
     // A delivery whose endpoint is gone is dead at once (422), not retried.
     chat(&nexus, &key).await;
-    ok(
+    admin_ok(
         &nexus,
         "DELETE",
         &format!("/tenants/acme/webhooks/{webhook_id}"),
@@ -446,7 +424,7 @@ async fn without_the_host_worker_a_sweep_delivers_what_is_due(backends: Backends
         .unwrap();
     let summary: Value = sweep.json().await.unwrap();
     assert_eq!(summary["data"]["dead"], 1, "{summary}");
-    let dead = ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
+    let dead = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=dead", None).await;
     assert_eq!(dead["jobs"][0]["attempts"], 1);
     assert_eq!(dead["jobs"][0]["lastStatus"], 422);
     assert_eq!(receiver.received().len(), 1);
@@ -490,25 +468,26 @@ async fn routing_events_reach_the_webhook(backends: Backends) {
         json!(["QUEUED", "AGENT_JOINED", "AGENT_LEFT"]),
     )
     .await;
-    let channel = ok(&nexus, "GET", "/tenants/acme/channels", None).await["channels"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ok(
+    let channel =
+        admin_ok(&nexus, "GET", "/tenants/acme/channels", None).await["channels"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    admin_ok(
         &nexus,
         "PUT",
         "/tenants/acme/queues/support",
         Some(json!({})),
     )
     .await;
-    ok(
+    admin_ok(
         &nexus,
         "PUT",
         &format!("/tenants/acme/channels/{channel}/routing"),
         Some(json!({"queue": "support"})),
     )
     .await;
-    let agent = ok(
+    let agent = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/agents",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::openapi::Api;
-use support::{ADMIN_TOKEN, Backends, Nexus, client};
+use support::{Backends, Nexus, admin_ok, client};
 
 fn manifest() -> String {
     use support::manifest::{application, component, provisioning};
@@ -51,20 +51,6 @@ async fn call(
     };
     Api::load(document).check(method, path, status, &answer);
     (status, answer)
-}
-
-async fn admin(nexus: &Nexus, method: &str, path: &str, body: Value) -> Value {
-    let bearer = format!("Bearer {ADMIN_TOKEN}");
-    let (status, answer) = call(
-        nexus,
-        method,
-        &format!("/nexus/v3/provisioning{path}"),
-        &[("authorization", &bearer)],
-        Some(body),
-    )
-    .await;
-    assert!((200..300).contains(&status), "{method} {path}: {answer}");
-    answer["data"].clone()
 }
 
 async fn work(nexus: &Nexus, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -135,50 +121,56 @@ fn texts(mailbox: &Value) -> Vec<&str> {
 
 async fn departments_keep_their_own_threads_with_a_contact(backends: Backends) {
     let nexus = Nexus::start(&manifest(), backends).await;
-    admin(
+    admin_ok(
         &nexus,
         "POST",
         "/tenants",
-        json!({"ccid": "acme", "name": "Acme"}),
+        Some(json!({"ccid": "acme", "name": "Acme"})),
     )
     .await;
-    let channel = admin(
+    let channel = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/channels",
-        json!({"type": "securemail", "name": "portal"}),
+        Some(json!({"type": "securemail", "name": "portal"})),
     )
     .await;
-    let key = admin(
+    let key = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/api-keys",
-        json!({"name": "portal", "permission": "securemail"}),
+        Some(json!({"name": "portal", "permission": "securemail"})),
     )
     .await;
-    let chat_key = admin(
+    let chat_key = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/api-keys",
-        json!({"name": "widget", "permission": "chat"}),
+        Some(json!({"name": "widget", "permission": "chat"})),
     )
     .await;
-    admin(&nexus, "PUT", "/tenants/acme/queues/support", json!({})).await;
-    admin(
+    admin_ok(
+        &nexus,
+        "PUT",
+        "/tenants/acme/queues/support",
+        Some(json!({})),
+    )
+    .await;
+    admin_ok(
         &nexus,
         "PUT",
         &format!(
             "/tenants/acme/channels/{}/routing",
             channel["id"].as_str().unwrap()
         ),
-        json!({"queue": "support"}),
+        Some(json!({"queue": "support"})),
     )
     .await;
-    let agent = admin(
+    let agent = admin_ok(
         &nexus,
         "POST",
         "/tenants/acme/agents",
-        json!({"username": "ann", "nickname": "Ann", "capacity": {"chat": 5}}),
+        Some(json!({"username": "ann", "nickname": "Ann", "capacity": {"chat": 5}})),
     )
     .await;
     let token = agent["token"].as_str().unwrap().to_owned();

@@ -15,7 +15,7 @@ use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, client};
 
 fn manifest() -> String {
-    use support::manifest::{application, component, provisioning};
+    use support::manifest::{application, component, provisioning, workspace_socket};
     [
         application("workspace"),
         provisioning(),
@@ -32,17 +32,9 @@ path = "/nexus/v3/workspace/sweep"
 every_ms = 300
 bearer = "{{ admin_token }}"
 
-[component.workspace-socket]
-source = "{workspace_socket}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace-socket.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-[component.workspace-socket.tool.nexus.websocket]
-route = "/nexus/v3/workspace/socket"
 "#
         .to_owned(),
+        workspace_socket(),
     ]
     .concat()
 }

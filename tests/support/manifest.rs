@@ -79,3 +79,19 @@ lease_ms = {lease_ms}
 "#
     )
 }
+
+/// The agent desktop's WebSocket (`/nexus/v3/workspace/socket`).
+pub fn workspace_socket() -> String {
+    r#"
+[component.workspace-socket]
+source = "{workspace_socket}"
+allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
+[component.workspace-socket.variables]
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
+postgres_address = "{{ postgres_address }}"
+[component.workspace-socket.tool.nexus.websocket]
+route = "/nexus/v3/workspace/socket"
+"#
+    .to_owned()
+}

@@ -434,6 +434,40 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// A provisioning API call with the admin token (`path` below `/nexus/v3/provisioning`): the
+/// status and the JSON answer, checked against `openapi/provisioning.json`.
+pub async fn admin(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let path = format!("/nexus/v3/provisioning{path}");
+    let mut request = client()
+        .request(method.parse().expect("a method"), nexus.url(&path))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the provisioning API answers");
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response.json().await.expect("a JSON answer");
+    openapi::Api::load("provisioning").check(method, &path, status, &answer);
+    (status, answer)
+}
+
+/// A provisioning call that must succeed: its `data`.
+pub async fn admin_ok(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let (status, answer) = admin(nexus, method, path, body).await;
+    assert!((200..300).contains(&status), "{method} {path}: {answer}");
+    answer["data"].clone()
+}
+
 /// A request that reached the [`Receiver`].
 #[derive(Debug, Clone)]
 pub struct Received {

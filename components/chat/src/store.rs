@@ -1,7 +1,7 @@
 //! The chat's durable record in PostgreSQL: contacts, interactions, participants and messages.
 //! Every function names the tenant in its queries; nothing here reads another tenant's rows.
 
-use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::api::{ApiError, ApiResult};
 use nexus_guest::secrets::new_id;
 use nexus_guest::spin::{Db, jsonb, opt_text, text, uuid};
 use serde_json::Value;
@@ -13,35 +13,7 @@ use crate::auth::Tenant;
 
 /// The chat channel a session starts on: the one named `endpoint`, or the tenant's only one.
 pub fn chat_channel(db: &Db, tenant: &Tenant, endpoint: Option<&str>) -> ApiResult<String> {
-    let rows = db.rows(
-        "find the chat endpoint",
-        "SELECT id::text AS id FROM channels \
-         WHERE tenant_id = $1 AND type = 'chat' AND enabled AND ($2::text IS NULL OR name = $2) \
-         ORDER BY name LIMIT 2",
-        &[ParameterValue::Int64(tenant.id), opt_text(endpoint)],
-    )?;
-    let ids: Vec<String> = rows
-        .rows()
-        .filter_map(|row| row.get::<String>("id"))
-        .collect();
-    match (ids.as_slice(), endpoint) {
-        ([id], _) | ([id, ..], Some(_)) => Ok(id.clone()),
-        ([], Some(endpoint)) => Err(ApiError::new(
-            400,
-            Code::InvalidEndpoint,
-            format!("the contact center has no enabled chat endpoint named `{endpoint}`"),
-        )),
-        ([], None) => Err(ApiError::new(
-            400,
-            Code::InvalidEndpoint,
-            "the contact center has no enabled chat endpoint",
-        )),
-        (_, None) => Err(ApiError::new(
-            400,
-            Code::InvalidEndpoint,
-            "the contact center has several chat endpoints: name one in data[endpoint]",
-        )),
-    }
+    nexus_guest::inbound::channel_named(db, tenant.id, "chat", endpoint, "data[endpoint]")
 }
 
 pub struct NewSession<'a> {

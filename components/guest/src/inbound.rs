@@ -5,7 +5,7 @@
 use serde_json::Value;
 use spin_sdk::pg4::ParameterValue;
 
-use crate::api::{ApiError, ApiResult};
+use crate::api::{ApiError, ApiResult, Code};
 use crate::conversation::{self, NewMessage};
 use crate::live::LiveState;
 use crate::routing;
@@ -56,6 +56,45 @@ pub fn provider_channel(db: &Db, id: &str, kind: &str) -> ApiResult<Option<Provi
             credentials: serde_json::from_str(&row.get::<String>("credentials")?).ok()?,
         })
     }))
+}
+
+/// The tenant's enabled channel of type `kind` named `endpoint`, or its only one. `name_it`
+/// tells the caller how to name one (`data[endpoint]`) when the tenant has several.
+pub fn channel_named(
+    db: &Db,
+    tenant_id: i64,
+    kind: &str,
+    endpoint: Option<&str>,
+    name_it: &str,
+) -> ApiResult<String> {
+    let rows = db.rows(
+        "find the channel",
+        "SELECT id::text AS id FROM channels \
+         WHERE tenant_id = $1 AND type = $2 AND enabled AND ($3::text IS NULL OR name = $3) \
+         ORDER BY name LIMIT 2",
+        &[
+            ParameterValue::Int64(tenant_id),
+            text(kind),
+            opt_text(endpoint),
+        ],
+    )?;
+    let ids: Vec<String> = rows
+        .rows()
+        .filter_map(|row| row.get::<String>("id"))
+        .collect();
+    let invalid = |message: String| ApiError::new(400, Code::InvalidEndpoint, message);
+    match (ids.as_slice(), endpoint) {
+        ([id], _) | ([id, ..], Some(_)) => Ok(id.clone()),
+        ([], Some(endpoint)) => Err(invalid(format!(
+            "the contact center has no enabled {kind} endpoint named `{endpoint}`"
+        ))),
+        ([], None) => Err(invalid(format!(
+            "the contact center has no enabled {kind} endpoint"
+        ))),
+        (_, None) => Err(invalid(format!(
+            "the contact center has several {kind} endpoints: name one in {name_it}"
+        ))),
+    }
 }
 
 /// Who wrote in, as the far side names them.

@@ -1155,10 +1155,14 @@ pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
     )?;
     let mut summary = json!({"requeued": 0, "overflowed": 0, "offered": 0});
     for tenant_id in tenants.rows().filter_map(|row| row.get::<i64>("tenant_id")) {
+        // Not what changed in the last two seconds: a router that has just taken a conversation
+        // off the queue (ZREM) may not have committed its invitation yet, and putting it back
+        // would count it twice in every position until the next pass drops it.
         let waiting = db.rows(
             "list the waiting conversations",
             "SELECT id::text AS id, queue, (extract(epoch FROM queued_at) * 1000)::bigint AS queued_ms \
-             FROM interactions WHERE tenant_id = $1 AND routing_state = 'queued' AND state = 'active'",
+             FROM interactions WHERE tenant_id = $1 AND routing_state = 'queued' AND state = 'active' \
+               AND updated_at < now() - interval '2 seconds'",
             &[tenant(tenant_id)],
         )?;
         for row in waiting.rows() {

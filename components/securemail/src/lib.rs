@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::api::{ApiError, ApiResult};
 use nexus_guest::body::Fields;
 use nexus_guest::identity::normalise_email;
 use nexus_guest::inbound::{self, Inlet, Sender};
@@ -157,34 +157,6 @@ fn mailbox(db: &Db, tenant_id: i64, params: &BTreeMap<String, String>) -> ApiRes
     }))
 }
 
-/// The tenant's secure email channel: the one named `endpoint`, or its only one.
-fn channel(db: &Db, tenant_id: i64, endpoint: Option<&str>) -> ApiResult<String> {
-    let rows = db.rows(
-        "find the secure email channel",
-        "SELECT id::text AS id FROM channels \
-         WHERE tenant_id = $1 AND type = 'securemail' AND enabled AND ($2::text IS NULL OR name = $2) \
-         ORDER BY name LIMIT 2",
-        &[ParameterValue::Int64(tenant_id), opt_text(endpoint)],
-    )?;
-    let ids: Vec<String> = rows
-        .rows()
-        .filter_map(|row| row.get::<String>("id"))
-        .collect();
-    match (ids.as_slice(), endpoint) {
-        ([id], _) | ([id, ..], Some(_)) => Ok(id.clone()),
-        ([], _) => Err(ApiError::new(
-            400,
-            Code::InvalidEndpoint,
-            "the contact center has no enabled securemail channel of that name",
-        )),
-        (_, None) => Err(ApiError::new(
-            400,
-            Code::InvalidEndpoint,
-            "the contact center has several securemail channels: name one in `endpoint`",
-        )),
-    }
-}
-
 /// The contact writes to the box.
 fn write(db: &Db, tenant_id: i64, fields: &Fields) -> ApiResult<Reply> {
     let address = address(fields.text("address").as_deref())?;
@@ -199,7 +171,13 @@ fn write(db: &Db, tenant_id: i64, fields: &Fields) -> ApiResult<Reply> {
     let message_id = fields
         .bounded_text("messageId", 256)?
         .unwrap_or_else(nexus_guest::secrets::new_id);
-    let channel_id = channel(db, tenant_id, fields.text("endpoint").as_deref())?;
+    let channel_id = inbound::channel_named(
+        db,
+        tenant_id,
+        "securemail",
+        fields.text("endpoint").as_deref(),
+        "`endpoint`",
+    )?;
     let data = subject.map(|subject| json!({ "subject": subject }));
     let taken = inbound::take_text(
         db,
