@@ -465,7 +465,7 @@ async fn routing_events_reach_the_webhook(backends: Backends) {
     let (key, _, secret) = tenant_with_webhook(
         &nexus,
         &receiver,
-        json!(["QUEUED", "AGENT_JOINED", "AGENT_LEFT"]),
+        json!(["QUEUED", "AGENT_JOINED", "AGENT_LEFT", "IDLE"]),
     )
     .await;
     let channel =
@@ -519,9 +519,13 @@ async fn routing_events_reach_the_webhook(backends: Backends) {
         Some(json!({"afterAction": "KeepAlive"})),
     )
     .await;
-    let requests = receiver.wait_for(3).await;
+    // Left with KeepAlive: the chat stays open with no agent, idle (an async chat).
+    let requests = receiver.wait_for(4).await;
     let types: Vec<String> = requests.iter().map(event_type).collect();
-    assert_eq!(types, ["QUEUED", "AGENT_JOINED", "AGENT_LEFT"]);
+    assert_eq!(types, ["QUEUED", "AGENT_JOINED", "AGENT_LEFT", "IDLE"]);
+    let idle: Value = serde_json::from_slice(&requests[3].body).unwrap();
+    assert_eq!(idle["interactionId"], interaction.as_str());
+    assert_eq!(idle["data"]["state"], "active");
     let joined: Value = serde_json::from_slice(&requests[1].body).unwrap();
     assert_eq!(joined["data"]["nickname"], "Ann");
     assert_eq!(joined["data"]["agentId"], agent["id"]);
