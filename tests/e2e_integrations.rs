@@ -176,6 +176,7 @@ both_backends!(
     a_host_killed_mid_delivery_loses_nothing,
     without_the_host_worker_a_sweep_delivers_what_is_due,
     routing_events_reach_the_webhook,
+    succeeded_jobs_are_deleted_after_their_retention,
 );
 
 async fn a_chat_reaches_the_webhook_signed_and_in_order(backends: Backends) {
@@ -532,4 +533,35 @@ async fn routing_events_reach_the_webhook(backends: Backends) {
     for request in &requests {
         verify(request, &secret);
     }
+}
+
+async fn succeeded_jobs_are_deleted_after_their_retention(backends: Backends) {
+    let receiver = Receiver::start().await;
+    // The manifest's last table is the webhooks' jobs: they keep succeeded jobs for 500 ms.
+    let manifest = manifest(&receiver) + "keep_succeeded_ms = 500\n";
+    let nexus = Nexus::start(&manifest, backends).await;
+    let (key, _, _) = tenant_with_webhook(&nexus, &receiver, json!(["STARTED"])).await;
+    // The first chat's delivery fails on every attempt of the schedule: dead.
+    receiver.answer_next(&[500, 500, 500]);
+    chat(&nexus, &key).await;
+    receiver.wait_for(3).await;
+    // The second one's is taken: succeeded, and then deleted.
+    chat(&nexus, &key).await;
+    receiver.wait_for(4).await;
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        let jobs = admin_ok(&nexus, "GET", "/tenants/acme/jobs", None).await;
+        states = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["state"].as_str().unwrap().to_owned())
+            .collect();
+        if states == ["dead"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The dead job stays for an operator; the succeeded one, and what it carried, is gone.
+    assert_eq!(states, ["dead"]);
 }

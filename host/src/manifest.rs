@@ -236,6 +236,9 @@ pub struct JobsDecl {
     /// How often an idle worker looks for due jobs.
     #[serde(default = "JobsDecl::default_poll_ms")]
     pub poll_ms: u64,
+    /// How long a succeeded job is kept (for the jobs API) before it is deleted.
+    #[serde(default = "JobsDecl::default_keep_succeeded_ms")]
+    pub keep_succeeded_ms: u64,
 }
 
 impl JobsDecl {
@@ -255,6 +258,10 @@ impl JobsDecl {
 
     fn default_poll_ms() -> u64 {
         500
+    }
+
+    fn default_keep_succeeded_ms() -> u64 {
+        nexus_guest::jobs::KEEP_SUCCEEDED_MS
     }
 }
 

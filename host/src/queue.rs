@@ -40,6 +40,8 @@ pub struct JobWorker {
     pub retry: Vec<Duration>,
     pub lease: Duration,
     pub poll: Duration,
+    /// Succeeded jobs older than this are deleted.
+    pub keep_succeeded: Duration,
 }
 
 /// How one attempt ended (the rules the components' sweeps follow too).
@@ -99,6 +101,7 @@ pub fn workers(manifest: &Manifest) -> anyhow::Result<Vec<JobWorker>> {
                 .collect(),
             lease: Duration::from_millis(jobs.lease_ms),
             poll: Duration::from_millis(jobs.poll_ms),
+            keep_succeeded: Duration::from_millis(jobs.keep_succeeded_ms),
         });
     }
     Ok(out)
@@ -118,11 +121,52 @@ pub struct JobContext {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-/// Starts every worker.
+/// Starts every worker, and the pruning of its succeeded jobs.
 pub fn start(workers: Vec<JobWorker>, context: JobContext) {
     for worker in workers {
-        let context = context.clone();
-        tokio::spawn(run_worker(Arc::new(worker), context));
+        let worker = Arc::new(worker);
+        tokio::spawn(prune(Arc::clone(&worker), context.clone()));
+        tokio::spawn(run_worker(worker, context.clone()));
+    }
+}
+
+/// Jobs deleted per statement, so that pruning a backlog never holds many rows at once.
+const PRUNE_BATCH: i32 = 1000;
+/// How often succeeded jobs past their retention are deleted (more often when the retention
+/// is shorter).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes the worker's succeeded jobs once they are older than its `keep_succeeded_ms`.
+async fn prune(worker: Arc<JobWorker>, context: JobContext) {
+    let every = PRUNE_EVERY.min((worker.keep_succeeded / 2).max(Duration::from_millis(100)));
+    let older_than_ms = i64::try_from(worker.keep_succeeded.as_millis()).unwrap_or(i64::MAX);
+    let mut stopping = context.stopping.clone();
+    loop {
+        pause(every, &mut stopping).await;
+        if *stopping.borrow() {
+            return;
+        }
+        let pruned = async {
+            let client = context.postgres.connect(&context.database).await?;
+            let row = client
+                .query_one(
+                    "SELECT nexus_prune_jobs($1, $2, $3) AS pruned",
+                    &[&worker.component, &older_than_ms, &PRUNE_BATCH],
+                )
+                .await
+                .context("nexus_prune_jobs")?;
+            anyhow::Ok(row.try_get::<_, i32>("pruned")?)
+        }
+        .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(count) => {
+                tracing::debug!(component = %worker.component, count, "succeeded jobs deleted")
+            }
+            Err(err) => {
+                tracing::warn!(component = %worker.component, error = %format!("{err:#}"), "cannot prune jobs")
+            }
+        }
     }
 }
 
@@ -316,6 +360,7 @@ mod tests {
                 .collect(),
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(100),
+            keep_succeeded: Duration::from_secs(60),
         }
     }
 

@@ -7,6 +7,10 @@ pub const RETRY_MS: [u64; 7] = [
     5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
 ];
 
+/// How long a succeeded job is kept before it is deleted: 7 days (in milliseconds). Its payload
+/// holds what was written; the jobs API shows it meanwhile.
+pub const KEEP_SUCCEEDED_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::api::ApiResult;
-use crate::jobs::{RETRY_MS, outcome};
+use crate::jobs::{KEEP_SUCCEEDED_MS, RETRY_MS, outcome};
 use crate::spin::{Db, Reply, text, uuid};
 
 /// Jobs claimed per sweep.
@@ -77,5 +77,14 @@ where
         )?;
         summary[ended.name()] = json!(summary[ended.name()].as_i64().unwrap_or(0) + 1);
     }
+    // What the host's worker does on its own timer: succeeded jobs past their retention go.
+    Db::open()?.rows(
+        "delete old succeeded jobs",
+        "SELECT nexus_prune_jobs($1, $2, 1000) AS pruned",
+        &[
+            text(component),
+            ParameterValue::Int64(i64::try_from(KEEP_SUCCEEDED_MS).unwrap_or(i64::MAX)),
+        ],
+    )?;
     Ok(summary)
 }
