@@ -27,7 +27,7 @@ use nexus_guest::spin::{
 };
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
-use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
 const REPLAY_WINDOW_SECONDS: u64 = 300;
@@ -169,10 +169,6 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     }))
 }
 
-fn gone(message: &str) -> ApiError {
-    ApiError::new(422, Code::NotFound, message)
-}
-
 /// The subject of the customer's latest mail in the conversation, answered with `Re: `.
 fn reply_subject(db: &Db, interaction: &str) -> ApiResult<String> {
     let subject = db
@@ -203,10 +199,12 @@ async fn send(job: &Value) -> ApiResult<Reply> {
     let (out, channel, subject) = {
         let db = Db::open()?;
         let Some(out) = inbound::outgoing(&db, interaction, position, "email")? else {
-            return Err(gone("the message or its recipient's address is gone"));
+            return Err(inbound::gone(
+                "the message or its recipient's address is gone",
+            ));
         };
         let Some(channel) = channel(&db, &out.channel_id)? else {
-            return Err(gone("the channel is gone or disabled"));
+            return Err(inbound::gone("the channel is gone or disabled"));
         };
         let subject = reply_subject(&db, interaction)?;
         (out, channel, subject)
@@ -216,7 +214,7 @@ async fn send(job: &Value) -> ApiResult<Reply> {
         channel.credentials["apiKey"].as_str(),
     ) else {
         inbound::set_delivery(interaction, position, "failed", None)?;
-        return Err(gone(
+        return Err(inbound::gone(
             "an email channel needs settings.from and credentials.apiKey to send",
         ));
     };
@@ -242,38 +240,14 @@ async fn send(job: &Value) -> ApiResult<Reply> {
         .header("authorization", key)
         .body(body)
         .build();
-    let response = spin_sdk::http::send::<_, Response>(request)
-        .await
-        .map_err(|err| {
-            ApiError::new(
-                503,
-                Code::Unavailable,
-                format!("cannot reach the email provider: {err}"),
-            )
-        })?;
-    let status = *response.status();
-    let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-    match status {
-        200..=299 => {
-            let id = answer["results"]["id"].as_str();
-            inbound::set_delivery(interaction, position, "sent", id)?;
-            Reply::ok(json!({ "sent": true, "id": id }))
-        }
-        429 => Err(ApiError::new(
-            503,
-            Code::Unavailable,
-            "the email provider is rate limiting",
-        )),
-        400..=499 => {
-            inbound::set_delivery(interaction, position, "failed", None)?;
-            Err(gone(&format!(
-                "the email provider refused the message with {status}: {answer}"
-            )))
-        }
-        _ => Err(ApiError::new(
-            503,
-            Code::Unavailable,
-            format!("the email provider answered {status}"),
-        )),
-    }
+    let id = inbound::send_outgoing(
+        request,
+        "the email provider",
+        interaction,
+        position,
+        |answer| answer["results"]["id"].as_str().map(str::to_owned),
+        |answer| format!(": {answer}"),
+    )
+    .await?;
+    Reply::ok(json!({ "sent": true, "id": id }))
 }

@@ -446,3 +446,57 @@ pub fn set_delivery(
     )?;
     Ok(())
 }
+
+/// A job that retrying cannot help: dead-lettered at once (422).
+pub fn gone(message: &str) -> ApiError {
+    ApiError::new(422, Code::NotFound, message)
+}
+
+/// Sends the request that delivers outgoing message `position` of `interaction` to the far side
+/// (`far_side` names it in errors) and records what became of it: 2xx sent, with the far side's
+/// id for it (`far_id` of the JSON answer); 429, 5xx and no answer retried (503); any other 4xx
+/// failed for good (422, with `refusal` of the answer). The far side's id, once sent.
+pub async fn send_outgoing(
+    request: spin_sdk::http::Request,
+    far_side: &str,
+    interaction: &str,
+    position: i32,
+    far_id: impl Fn(&Value) -> Option<String>,
+    refusal: impl Fn(&Value) -> String,
+) -> ApiResult<Option<String>> {
+    let response = spin_sdk::http::send::<_, spin_sdk::http::Response>(request)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("cannot reach {far_side}: {err}"),
+            )
+        })?;
+    let status = *response.status();
+    let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    match status {
+        200..=299 => {
+            let id = far_id(&answer);
+            set_delivery(interaction, position, "sent", id.as_deref())?;
+            Ok(id)
+        }
+        429 => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("{far_side} is rate limiting"),
+        )),
+        400..=499 => {
+            set_delivery(interaction, position, "failed", None)?;
+            Err(gone(&format!(
+                "{far_side} refused the message with {status}{}; it is not retried",
+                refusal(&answer)
+            )))
+        }
+        _ => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("{far_side} answered {status}"),
+        )),
+    }
+}

@@ -18,7 +18,7 @@
 //!   `{id, interactionId, to: {id}, from: {type, nickname}, type, text, timestamp}` (the time it
 //!   was written, so every attempt sends the same body), signed the
 //!   same way; a 2xx records the `messageId` of its JSON answer and marks the message sent; a
-//!   4xx is final (the message failed); anything else, or no answer, is retried.
+//!   4xx other than 429 is final (the message failed); anything else, or no answer, is retried.
 //! - `POST channels/{channelId}/media`, multipart: `file` and `timestamp`: a file for the user's
 //!   next messages, which name it in `media` (see [`media`]).
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
@@ -33,7 +33,7 @@ use nexus_guest::spin::{
 };
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
-use spin_sdk::http::{IntoResponse, Method, Request, Response};
+use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
 
 /// How far a request's `timestamp` may be from now: the replay window.
@@ -255,23 +255,21 @@ fn outbound(db: &Db, interaction: &str, position: i32) -> ApiResult<Option<Outbo
     }))
 }
 
-fn gone(message: &str) -> ApiError {
-    ApiError::new(422, Code::NotFound, message)
-}
-
 /// Sends one message to the client's webhook (a job).
 async fn deliver(job: &Value) -> ApiResult<Reply> {
     let (interaction, position) = inbound::job_message(job)?;
     let interaction = interaction.as_str();
     let Some(outbound) = outbound(&Db::open()?, interaction, position)? else {
-        return Err(gone("the message, its user or its channel is gone"));
+        return Err(inbound::gone(
+            "the message, its user or its channel is gone",
+        ));
     };
     let Some(url) = outbound.channel.settings["webhookUrl"]
         .as_str()
         .map(str::to_owned)
     else {
         inbound::set_delivery(interaction, position, "failed", None)?;
-        return Err(gone(
+        return Err(inbound::gone(
             "a messaging channel needs settings.webhookUrl to send to its client",
         ));
     };
@@ -291,33 +289,14 @@ async fn deliver(job: &Value) -> ApiResult<Reply> {
         )
         .body(body)
         .build();
-    let response = spin_sdk::http::send::<_, Response>(request)
-        .await
-        .map_err(|err| {
-            ApiError::new(
-                503,
-                Code::Unavailable,
-                format!("cannot reach the client: {err}"),
-            )
-        })?;
-    let status = *response.status();
-    match status {
-        200..=299 => {
-            let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-            let message_id = answer["messageId"].as_str();
-            inbound::set_delivery(interaction, position, "sent", message_id)?;
-            Reply::ok(json!({ "sent": true, "to": outbound.to, "messageId": message_id }))
-        }
-        400..=499 => {
-            inbound::set_delivery(interaction, position, "failed", None)?;
-            Err(gone(&format!(
-                "the client refused the message with {status}; it is not retried"
-            )))
-        }
-        _ => Err(ApiError::new(
-            503,
-            Code::Unavailable,
-            format!("the client answered {status}"),
-        )),
-    }
+    let message_id = inbound::send_outgoing(
+        request,
+        "the client",
+        interaction,
+        position,
+        |answer| answer["messageId"].as_str().map(str::to_owned),
+        |_| String::new(),
+    )
+    .await?;
+    Reply::ok(json!({ "sent": true, "to": outbound.to, "messageId": message_id }))
 }

@@ -176,10 +176,6 @@ fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     Reply::ok(json!({ "recorded": message.is_some() }))
 }
 
-fn gone(message: &str) -> ApiError {
-    ApiError::new(422, Code::NotFound, message)
-}
-
 async fn run_job(req: &Request) -> ApiResult<Reply> {
     require_admin(req)?;
     let job: Value = serde_json::from_slice(req.body())
@@ -208,17 +204,19 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
     let (out, channel) = {
         let db = Db::open()?;
         let Some(out) = inbound::outgoing(&db, interaction, position, "phone")? else {
-            return Err(gone("the message or its recipient's number is gone"));
+            return Err(inbound::gone(
+                "the message or its recipient's number is gone",
+            ));
         };
         let Some(channel) = channel(&db, &out.channel_id)? else {
-            return Err(gone("the channel is gone or disabled"));
+            return Err(inbound::gone("the channel is gone or disabled"));
         };
         (out, channel)
     };
     let (Some(account), Some(from)) = (channel.setting("accountSid"), channel.setting("from"))
     else {
         inbound::set_delivery(interaction, position, "failed", None)?;
-        return Err(gone(
+        return Err(inbound::gone(
             "an sms channel needs settings.accountSid and settings.from to send",
         ));
     };
@@ -251,39 +249,14 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         .header("authorization", format!("Basic {credentials}"))
         .body(form.into_bytes())
         .build();
-    let response = spin_sdk::http::send::<_, Response>(request)
-        .await
-        .map_err(|err| {
-            ApiError::new(
-                503,
-                Code::Unavailable,
-                format!("cannot reach the aggregator: {err}"),
-            )
-        })?;
-    let status = *response.status();
-    let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
-    match status {
-        200..=299 => {
-            let sid = answer["sid"].as_str();
-            inbound::set_delivery(interaction, position, "sent", sid)?;
-            Reply::ok(json!({ "sent": true, "sid": sid }))
-        }
-        429 => Err(ApiError::new(
-            503,
-            Code::Unavailable,
-            "the aggregator is rate limiting",
-        )),
-        400..=499 => {
-            inbound::set_delivery(interaction, position, "failed", None)?;
-            Err(gone(&format!(
-                "the aggregator refused the message with {status}: {}",
-                answer["message"].as_str().unwrap_or_default()
-            )))
-        }
-        _ => Err(ApiError::new(
-            503,
-            Code::Unavailable,
-            format!("the aggregator answered {status}"),
-        )),
-    }
+    let sid = inbound::send_outgoing(
+        request,
+        "the aggregator",
+        interaction,
+        position,
+        |answer| answer["sid"].as_str().map(str::to_owned),
+        |answer| format!(": {}", answer["message"].as_str().unwrap_or_default()),
+    )
+    .await?;
+    Reply::ok(json!({ "sent": true, "sid": sid }))
 }
