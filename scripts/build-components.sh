@@ -13,6 +13,7 @@ packages=(
   -p nexus-provisioning -p nexus-chat -p nexus-history -p nexus-workspace -p nexus-workspace-socket
   -p nexus-webhooks -p nexus-messaging -p nexus-sms -p nexus-email -p nexus-bots -p nexus-securemail
   -p nexus-example -p nexus-hello -p nexus-fixture-limits -p nexus-fixture-sockets
+  -p nexus-tenant -p faq-bot -p pii-redact -p nexus-fixture-tenant-misbehave
 )
 if [[ "${1:-}" == "--clippy" ]]; then
   cargo clippy --locked --release --target wasm32-wasip2 "${packages[@]}" -- -D warnings

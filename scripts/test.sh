@@ -14,3 +14,5 @@ cargo clippy --locked --all-targets -p nexus-host -p nexus-guest -p nexus-bench-
   -p nexus-bench-ws-load -- -D warnings
 scripts/build-components.sh --clippy
 cargo test --locked
+# The example tenant components' own unit tests (natively, as a tenant runs them).
+cargo test --locked -p pii-redact

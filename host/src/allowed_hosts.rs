@@ -119,6 +119,14 @@ impl AllowedHosts {
         self.entries.iter().any(|entry| entry.allows(address))
     }
 
+    /// Whether an entry names `host` itself (not through a wildcard or a network): how a
+    /// component is granted one of the host's in-process services.
+    pub fn names_host(&self, host: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.host == HostPattern::Exact(host.to_ascii_lowercase()))
+    }
+
     /// Whether the component may reach the URL-like `address`; unparsable addresses are not.
     pub fn allows_url(&self, address: &str) -> bool {
         OutboundAddress::parse(address).is_ok_and(|address| self.allows(&address))

@@ -34,3 +34,37 @@ pub mod websocket {
         exports: { default: async },
     });
 }
+
+/// `nexus:tenant`: the worlds of tenant components (`wit/tenant`). The WASI interfaces they
+/// import are wasmtime's own implementations; the bot's bindings own the interfaces that both
+/// worlds share (types, key-value, log), and the transform's reuse them.
+pub mod tenant {
+    pub mod bot {
+        wasmtime::component::bindgen!({
+            path: "../wit/tenant",
+            world: "nexus:tenant/bot",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "wasi": wasmtime_wasi::p2::bindings,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            },
+        });
+    }
+
+    pub mod transform {
+        wasmtime::component::bindgen!({
+            path: "../wit/tenant",
+            world: "nexus:tenant/transform",
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "wasi": wasmtime_wasi::p2::bindings,
+                "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+                "nexus:tenant/types": super::bot::nexus::tenant::types,
+                "nexus:tenant/key-value": super::bot::nexus::tenant::key_value,
+                "nexus:tenant/log": super::bot::nexus::tenant::log,
+            },
+        });
+    }
+}

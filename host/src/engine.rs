@@ -120,6 +120,28 @@ pub fn cpu_ticks(cpu_timeout: Duration) -> u64 {
         .max(1)
 }
 
+/// A store's CPU budget, counted down by [`arm_cpu_budget`].
+pub trait CpuBudget {
+    /// How many more epoch ticks the guest may run for.
+    fn cpu_ticks_left(&mut self) -> &mut u64;
+}
+
+/// Makes `store` trap with [`CpuDeadlineExceeded`] once its budget ([`cpu_ticks`]) is spent.
+///
+/// The deadline is checked at every epoch tick, and the guest yields to the executor in between,
+/// so that a guest that never calls the host cannot hold a worker thread for its whole budget.
+pub fn arm_cpu_budget<T: CpuBudget + 'static>(store: &mut wasmtime::Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let ticks_left = ctx.data_mut().cpu_ticks_left();
+        if *ticks_left == 0 {
+            return Err(CpuDeadlineExceeded.into());
+        }
+        *ticks_left -= 1;
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
+}
+
 /// A linker with WASI, wasi:http and every nexus capability.
 pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<InstanceState>> {
     let mut linker: Linker<InstanceState> = Linker::new(engine);
@@ -195,6 +217,12 @@ impl InstanceState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES_PER_INSTANCE);
         table
+    }
+}
+
+impl CpuBudget for InstanceState {
+    fn cpu_ticks_left(&mut self) -> &mut u64 {
+        &mut self.cpu_ticks_left
     }
 }
 

@@ -3,7 +3,8 @@
 //! Each capability is a module with its own context, limits and backends (`redis`,
 //! `postgres`, `outbound_http`, `variables`, `log`, `websocket`); `engine` wires them into one linker,
 //! `schedule` and `queue` (durable jobs) drive components from timers and from PostgreSQL,
-//! `server` serves HTTP with a fresh instance per request, and `platform` provides the
+//! `server` serves HTTP with a fresh instance per request, `tenant` runs tenants' own bots and
+//! transforms in a sandbox of their own, and `platform` provides the
 //! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins).
 #![forbid(unsafe_code)]
 
@@ -24,5 +25,6 @@ pub mod redis;
 pub mod routes;
 pub mod schedule;
 pub mod server;
+pub mod tenant;
 pub mod variables;
 pub mod websocket;

@@ -72,6 +72,10 @@ struct UpArgs {
     /// Requests served at once (each holds one instance slot).
     #[arg(long, default_value_t = 1000, env = "NEXUS_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: u32,
+    /// Tenant-component calls (bots, transforms) run at once, each in an instance slot of its
+    /// own beside the requests'.
+    #[arg(long, default_value_t = 256, env = "NEXUS_MAX_TENANT_CALLS")]
+    max_tenant_calls: u32,
     /// WebSockets held at once; upgrades past it get 503.
     #[arg(long, default_value_t = 10_000, env = "NEXUS_MAX_WEBSOCKETS")]
     max_websockets: usize,
@@ -179,9 +183,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let platform = Arc::new(Platform::start(PlatformConfig::from_env(), &data_dir).await?);
     migrate_platform(&platform).await?;
 
+    let max_memory_bytes = App::max_memory_bytes(&manifest);
     let engine = build_engine(&EngineSettings {
-        max_instances: args.max_concurrent_requests,
-        max_memory_bytes: App::max_memory_bytes(&manifest),
+        // A request may call a tenant component from inside its own instance.
+        max_instances: args
+            .max_concurrent_requests
+            .saturating_add(args.max_tenant_calls),
+        max_memory_bytes,
         cache_dir: (!args.no_cache).then(|| {
             args.cache_dir
                 .clone()
@@ -194,6 +202,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         max_websockets: args.max_websockets,
+        max_tenant_calls: usize::try_from(args.max_tenant_calls).unwrap_or(usize::MAX),
+        max_memory_bytes,
     };
     let app = Arc::new(App::new(
         &manifest,

@@ -32,6 +32,15 @@ pub struct JobLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantCallLabels {
+    pub tenant: String,
+    pub component: String,
+    /// `ok`, `declined` (the component answered with its own error), or why it failed
+    /// (`trap`, `cpu_deadline`, `memory`, `timeout`, `forbidden_host`, `disabled`, ...).
+    pub outcome: &'static str,
+}
+
 /// Every metric the host records.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +54,8 @@ pub struct Metrics {
     pub websocket_messages_received: Counter,
     pub websocket_fanout_messages: Counter,
     pub jobs: Family<JobLabels, Counter>,
+    pub tenant_calls: Family<TenantCallLabels, Counter>,
+    pub tenant_components_disabled: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -123,9 +134,23 @@ impl Default for Metrics {
             "Durable job attempts this host ran, by component and outcome",
             jobs.clone(),
         );
+        let tenant_calls = Family::<TenantCallLabels, Counter>::default();
+        registry.register(
+            "tenant_component_calls",
+            "Calls of tenant components (bots, transforms), by tenant, component and outcome",
+            tenant_calls.clone(),
+        );
+        let tenant_components_disabled = Counter::default();
+        registry.register(
+            "tenant_components_disabled",
+            "Tenant components this host disabled after failures in a row",
+            tenant_components_disabled.clone(),
+        );
         Self {
             registry,
             jobs,
+            tenant_calls,
+            tenant_components_disabled,
             websockets_open,
             websockets_too_slow,
             websocket_messages_received,

@@ -3,13 +3,14 @@
 //! A refused request fails in the guest with `HTTP-request-denied` and never leaves the host.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::allowed_hosts::{AllowedHosts, OutboundAddress};
+use crate::tenant::TenantComponents;
 
 /// Timeouts applied when the guest sets none (wasmtime's own default is ten minutes).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,11 +21,37 @@ pub const DEFAULT_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct OutboundHttpHooks {
     allowed: Arc<AllowedHosts>,
     component: Arc<str>,
+    /// The tenant-components service, for a component granted it (see [`crate::tenant`]).
+    tenant_service: Option<Arc<TenantComponents>>,
+    /// Where refused addresses are recorded, when the caller wants to know.
+    refusals: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl OutboundHttpHooks {
     pub fn new(allowed: Arc<AllowedHosts>, component: Arc<str>) -> Self {
-        Self { allowed, component }
+        Self {
+            allowed,
+            component,
+            tenant_service: None,
+            refusals: None,
+        }
+    }
+
+    /// Serves requests to [`crate::tenant::SERVICE_HOST`] in process, with `service`.
+    pub fn with_tenant_service(mut self, service: Arc<TenantComponents>) -> Self {
+        self.tenant_service = Some(service);
+        self
+    }
+
+    /// Records the addresses it refuses (see [`OutboundHttpHooks::refusals`]).
+    pub fn recording_refusals(mut self) -> Self {
+        self.refusals = Some(Arc::default());
+        self
+    }
+
+    /// The refused addresses, `scheme://host[:port]`, when recording.
+    pub fn refusals(&self) -> Arc<Mutex<Vec<String>>> {
+        self.refusals.clone().unwrap_or_default()
     }
 
     /// Whether the request's target is allowed.
@@ -59,8 +86,33 @@ impl WasiHttpHooks for OutboundHttpHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if let Some(service) = &self.tenant_service
+            && request.uri().host() == Some(crate::tenant::SERVICE_HOST)
+        {
+            let service = Arc::clone(service);
+            return Box::new(async move {
+                let response = crate::tenant::service::serve(&service, request).await;
+                Ok((
+                    response,
+                    Box::new(async { Ok(()) })
+                        as Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ))
+            });
+        }
         let allowed = self.allows(request.uri());
         if !allowed {
+            if let Some(refusals) = &self.refusals {
+                let uri = request.uri();
+                let address = format!(
+                    "{}://{}",
+                    uri.scheme_str().unwrap_or("?"),
+                    uri.authority().map_or("?", |a| a.as_str())
+                );
+                refusals
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(address);
+            }
             tracing::warn!(
                 component = &*self.component,
                 uri = %request.uri(),

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::component::Component;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -46,6 +46,7 @@ use crate::platform::Platform;
 use crate::postgres::{PgBackend, PgCtx};
 use crate::redis::{RedisBackend, RedisCtx};
 use crate::routes::{RouteMatch, Router};
+use crate::tenant::{TenantComponents, TenantSettings};
 use crate::variables::{AppVariables, ComponentVariables};
 use crate::websocket::fanout::Fanout;
 use crate::websocket::{Hub, WebSocketCtx};
@@ -64,6 +65,8 @@ pub struct ServedComponent {
     /// Set for a component that serves a WebSocket route.
     socket: Option<SocketHandlerPre<InstanceState>>,
     allowed: Arc<AllowedHosts>,
+    /// Its `allowed_outbound_hosts` name the tenant-components service.
+    tenant_service: bool,
     variables: ComponentVariables,
     environment: Vec<(String, String)>,
     limits: Limits,
@@ -93,6 +96,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// This node's WebSockets and topics.
     pub hub: Arc<Hub>,
+    /// Tenants' bots and transforms, and the fan-out that announces their changes.
+    pub tenant: Arc<TenantComponents>,
+    tenant_announcements: Fanout,
+    redis_key_prefix: String,
     instance_slots: Arc<Semaphore>,
 }
 
@@ -105,6 +112,10 @@ pub struct ServeSettings {
     pub max_websockets: usize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Tenant-component calls run at once (each holds an instance slot of its own).
+    pub max_tenant_calls: usize,
+    /// The engine's memory slot, which bounds a tenant component's memory limit.
+    pub max_memory_bytes: usize,
 }
 
 impl App {
@@ -185,6 +196,7 @@ impl App {
                 name: name.into(),
                 pre,
                 socket,
+                tenant_service: allowed.names_host(crate::tenant::SERVICE_HOST),
                 allowed: Arc::new(allowed),
                 variables: component_variables,
                 environment: decl
@@ -231,6 +243,27 @@ impl App {
             Self::fanout(&platform)?,
             Arc::clone(&metrics),
         );
+        let tenant = Arc::new(TenantComponents::new(
+            engine.clone(),
+            platform.postgres.clone(),
+            platform.redis.clone(),
+            Arc::clone(&metrics),
+            TenantSettings {
+                max_concurrent_calls: settings.max_tenant_calls,
+                max_memory_bytes: settings.max_memory_bytes,
+                redis_key_prefix: prefix.clone(),
+                redis_address: platform
+                    .variables
+                    .get("redis_address")
+                    .cloned()
+                    .unwrap_or_default(),
+                database: platform
+                    .variables
+                    .get("postgres_address")
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+        )?);
         Ok(App {
             engine,
             components,
@@ -238,9 +271,12 @@ impl App {
             route_components: served.iter().map(|(_, index)| *index).collect(),
             websocket_router,
             websocket_targets,
+            tenant_announcements: Self::fanout(&platform)?,
+            redis_key_prefix: prefix,
             platform,
             metrics,
             hub,
+            tenant,
             instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
         })
     }
@@ -262,9 +298,16 @@ impl App {
         }
     }
 
-    /// Starts what runs beside the requests: the WebSocket fan-out.
+    /// Starts what runs beside the requests: the WebSocket fan-out, and the announcements of
+    /// tenant components.
     pub async fn start(&self) -> anyhow::Result<()> {
-        self.hub.start().await
+        self.hub.start().await?;
+        crate::tenant::announce::listen(
+            Arc::clone(&self.tenant),
+            &self.tenant_announcements,
+            &self.redis_key_prefix,
+        )
+        .await
     }
 
     /// An instance slot, or `None` if none came free in time.
@@ -463,10 +506,17 @@ impl App {
             table: InstanceState::new_table(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            http_hooks: OutboundHttpHooks::new(
-                Arc::clone(&component.allowed),
-                Arc::clone(&component.name),
-            ),
+            http_hooks: {
+                let hooks = OutboundHttpHooks::new(
+                    Arc::clone(&component.allowed),
+                    Arc::clone(&component.name),
+                );
+                if component.tenant_service {
+                    hooks.with_tenant_service(Arc::clone(&self.tenant))
+                } else {
+                    hooks
+                }
+            },
             redis: RedisCtx::new(redis_backend, Arc::clone(&component.allowed)),
             pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed)),
             variables: component.variables.clone(),
@@ -479,17 +529,7 @@ impl App {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        // Check the deadline at every epoch tick, and yield to the executor in between so that
-        // a guest that never calls the host cannot hold a worker thread for its whole deadline.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let ticks_left = &mut ctx.data_mut().cpu_ticks_left;
-            if *ticks_left == 0 {
-                return Err(CpuDeadlineExceeded.into());
-            }
-            *ticks_left -= 1;
-            Ok(UpdateDeadline::Yield(1))
-        });
+        crate::engine::arm_cpu_budget(&mut store);
         store
     }
 

@@ -31,11 +31,15 @@ component = "provisioning"
 
 [component.provisioning]
 source = "{provisioning}"
-allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
+allowed_outbound_hosts = ["postgres://{{ postgres_host }}", "redis://{{ redis_host }}", "http://tenant-components.nexus.internal"]
 [component.provisioning.variables]
 postgres_address = "{{ postgres_address }}"
+redis_address = "{{ redis_address }}"
+redis_key_prefix = "{{ redis_key_prefix }}"
 admin_token = "{{ admin_token }}"
 credentials_key = "{{ credentials_key }}"
+[component.provisioning.tool.nexus]
+max_request_body_bytes = 9437184
 "#
     .to_owned()
 }

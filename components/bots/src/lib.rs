@@ -20,10 +20,11 @@
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::bot_contract;
-use nexus_guest::bot_leg::{self, Bot, TurnInput};
+use nexus_guest::bot_leg::{self, Bot, BotComponent, TurnInput};
 use nexus_guest::outbound;
 use nexus_guest::sealed;
 use nexus_guest::spin::{Db, Live, Reply, path_segments, reference_id, require_admin, respond};
+use nexus_guest::tenant_components::{self, Outcome};
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
@@ -95,6 +96,9 @@ fn ask_the_bot(input: &TurnInput, turn_id: &str) -> Result<Vec<bot_contract::Act
     if !input.bot.enabled {
         return Err("the bot is disabled".into());
     }
+    if let Some(component) = &input.bot.component {
+        return ask_the_component(input, component, turn_id);
+    }
     let mut headers = credentials(&input.bot)?;
     headers.push(("content-type".into(), "application/json".into()));
     headers.push(("user-agent".into(), "nexus-bots".into()));
@@ -113,6 +117,42 @@ fn ask_the_bot(input: &TurnInput, turn_id: &str) -> Result<Vec<bot_contract::Act
         return Err(format!("it answered {}", answer.status));
     }
     bot_contract::parse_answer(&answer.body)
+}
+
+/// A tenant bot component's actions: the host runs it in its sandbox, and answers in the
+/// contract's JSON, so the same checks apply to its answer as to a third party's.
+fn ask_the_component(
+    input: &TurnInput,
+    component: &BotComponent,
+    turn_id: &str,
+) -> Result<Vec<bot_contract::Action>, String> {
+    if !component.runnable {
+        return Err(match &component.disabled_reason {
+            Some(reason) => format!("its component `{}` is {reason}", component.name),
+            None => format!(
+                "its component `{}` is disabled or has no active version",
+                component.name
+            ),
+        });
+    }
+    let call = json!({
+        "tenantId": input.tenant_id,
+        "component": component.name,
+        "revision": component.revision,
+        "turn": bot_leg::turn_request(input, turn_id),
+    });
+    let body =
+        serde_json::to_vec(&call).map_err(|err| format!("the turn could not be encoded: {err}"))?;
+    // The host enforces the component's own timeout; this one only covers the way there.
+    let timeout_ms = u64::try_from(component.timeout_ms).unwrap_or(5000) + 5000;
+    match tenant_components::call("/v1/bots/turn", "application/json", &body, timeout_ms) {
+        Outcome::Answered(answer) => bot_contract::parse_answer(answer.to_string().as_bytes()),
+        Outcome::Refused(reason) => Err(format!("it declined the turn: {reason}")),
+        Outcome::Failed { reason, message } => Err(format!(
+            "its component `{}` failed ({reason}): {message}",
+            component.name
+        )),
+    }
 }
 
 /// The bot's credentials: the headers it is sent, opened from their sealed form.

@@ -36,6 +36,7 @@ use crate::auth::Tenant;
 use nexus_guest::conversation;
 use nexus_guest::live::{LiveSession, LiveState, TailRead};
 use nexus_guest::routing;
+use nexus_guest::tenant_components::{self, Direction, Transformable};
 
 /// The largest request body (a message is at most [`MAX_TEXT_CHARS`] characters).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -422,6 +423,22 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             let client_message_id =
                 fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
             let (tenant_id, id) = (session.tenant.id, session.id);
+            // The channel's inbound transforms see what the customer wrote before it is stored.
+            let channel_id = session.live_session.channel_id.clone();
+            let text = match text {
+                Some(text) if kind == "Text" => Some(tenant_components::apply(
+                    session.db()?,
+                    &Transformable {
+                        tenant_id,
+                        channel_id: Some(&channel_id),
+                        conversation_id: id,
+                        direction: Direction::Inbound,
+                        sender_kind: "Customer",
+                    },
+                    &text,
+                )?),
+                other => other,
+            };
             let outcome = conversation::append_message(
                 session.db()?,
                 tenant_id,

@@ -117,11 +117,25 @@ pub struct Bot {
     pub id: String,
     pub name: String,
     pub nickname: String,
+    /// Empty for a tenant component.
     pub url: String,
+    /// The tenant component that is the bot, if it is one.
+    pub component: Option<BotComponent>,
     /// Sealed (see [`crate::sealed`]), for `bot:<id>`.
     pub credentials: Option<String>,
     pub response_timeout_seconds: i64,
     pub enabled: bool,
+}
+
+/// A tenant bot component, as the turn found it.
+pub struct BotComponent {
+    pub name: String,
+    /// Passed to the host, which serves the turn with this revision or a newer one.
+    pub revision: i64,
+    /// Enabled, with an active version.
+    pub runnable: bool,
+    pub disabled_reason: Option<String>,
+    pub timeout_ms: i64,
 }
 
 /// The input of the next turn of `interaction_id`: `None` when no bot holds it (any more) or
@@ -136,7 +150,11 @@ pub fn next_turn(db: &Db, interaction_id: &str) -> ApiResult<Option<TurnInput>> 
            'customer', (SELECT p.nickname FROM participants p WHERE p.interaction_id = i.id AND p.kind = 'Customer' ORDER BY p.joined_at LIMIT 1), \
            'participantId', (SELECT p.id FROM participants p WHERE p.interaction_id = i.id AND p.kind = 'Bot' AND p.left_at IS NULL ORDER BY p.joined_at DESC LIMIT 1), \
            'bot', jsonb_build_object('id', b.id, 'name', b.name, 'nickname', b.nickname, 'url', b.url, \
-             'credentials', b.credentials, 'timeout', b.response_timeout_seconds, 'enabled', b.enabled)) \
+             'credentials', b.credentials, 'timeout', b.response_timeout_seconds, 'enabled', b.enabled, \
+             'component', (SELECT jsonb_build_object('name', c.name, 'revision', c.revision, \
+                 'runnable', c.enabled AND c.active_version IS NOT NULL, 'disabledReason', c.disabled_reason, \
+                 'timeoutMs', c.timeout_ms) \
+               FROM tenant_components c WHERE c.tenant_id = b.tenant_id AND c.name = b.component))) \
          FROM interactions i JOIN tenants t ON t.id = i.tenant_id JOIN channels c ON c.id = i.channel_id \
          JOIN bots b ON b.id = i.bot_id \
          WHERE i.id = $1 AND i.state = 'active' AND i.routing_state = 'bot'",
@@ -193,6 +211,13 @@ pub fn next_turn(db: &Db, interaction_id: &str) -> ApiResult<Option<TurnInput>> 
             name: owned(&bot["name"]),
             nickname: owned(&bot["nickname"]),
             url: owned(&bot["url"]),
+            component: bot["component"].as_object().map(|component| BotComponent {
+                name: owned(&component["name"]),
+                revision: number(&component["revision"]),
+                runnable: component["runnable"].as_bool().unwrap_or(false),
+                disabled_reason: component["disabledReason"].as_str().map(str::to_owned),
+                timeout_ms: number(&component["timeoutMs"]),
+            }),
             credentials: bot["credentials"].as_str().map(str::to_owned),
             response_timeout_seconds: number(&bot["timeout"]).clamp(1, 30),
             enabled: bot["enabled"].as_bool().unwrap_or(false),

@@ -258,6 +258,22 @@ pub fn take_text(
     body: Option<&str>,
     data: Option<&Value>,
 ) -> ApiResult<Taken> {
+    // The channel's inbound transforms see the text before anything is stored.
+    let transformed = match body {
+        Some(body) => Some(crate::tenant_components::apply(
+            db,
+            &crate::tenant_components::Transformable {
+                tenant_id: inlet.tenant_id,
+                channel_id: Some(inlet.channel_id),
+                conversation_id: "",
+                direction: crate::tenant_components::Direction::Inbound,
+                sender_kind: "Customer",
+            },
+            body,
+        )?),
+        None => None,
+    };
+    let body = transformed.as_deref();
     let taken = db.transaction(|db| {
         let (interaction, participant, started) = conversation_of(db, inlet, sender)?;
         let (message, duplicate) = conversation::append_message(

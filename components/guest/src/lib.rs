@@ -36,3 +36,5 @@ pub mod routing;
 pub mod spin;
 #[cfg(target_arch = "wasm32")]
 pub mod sweep;
+#[cfg(target_arch = "wasm32")]
+pub mod tenant_components;

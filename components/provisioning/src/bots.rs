@@ -137,8 +137,27 @@ pub fn get(db: &Db, tenant: &Tenant, name: &str) -> ApiResult<Reply> {
     Reply::ok(bot)
 }
 
-/// Registers a bot: `name`, `url`, and optionally `nickname`, `credentials`,
-/// `responseTimeoutSeconds` (10) and `enabled` (true).
+/// Where a bot runs: a third-party `url`, or a tenant `component` of kind bot (one of them).
+fn target(
+    db: &Db,
+    tenant: &Tenant,
+    fields: &Fields,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let url = url(fields)?;
+    let component = fields.text("component");
+    if url.is_some() && component.is_some() {
+        return Err(ApiError::bad_parameter(
+            "a bot is either a third-party `url` or a tenant `component`, not both",
+        ));
+    }
+    if let Some(component) = &component {
+        crate::components::require_bot_component(db, tenant, component)?;
+    }
+    Ok((url, component))
+}
+
+/// Registers a bot: `name`, `url` (or `component`: a tenant bot component), and optionally
+/// `nickname`, `credentials`, `responseTimeoutSeconds` (10) and `enabled` (true).
 pub fn create(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
     let name = fields.required_text("name")?;
     if !is_name(&name) {
@@ -146,7 +165,12 @@ pub fn create(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
             "`name` is 1 to 128 letters, digits and _ . : - (starting with a letter or digit)",
         ));
     }
-    let url = url(fields)?.ok_or_else(|| ApiError::bad_parameter("`url` is required"))?;
+    let (url, component) = target(db, tenant, fields)?;
+    if url.is_none() && component.is_none() {
+        return Err(ApiError::bad_parameter(
+            "`url` (a third-party bot) or `component` (a tenant bot component) is required",
+        ));
+    }
     let nickname = fields
         .bounded_text("nickname", 100)?
         .unwrap_or_else(|| name.clone());
@@ -164,23 +188,24 @@ pub fn create(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
             .json_row(
                 "register the bot",
                 "INSERT INTO bots AS b (id, tenant_id, name, nickname, url, credentials, credential_names, \
-                   response_timeout_seconds, enabled) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, 10), coalesce($9, true)) \
+                   response_timeout_seconds, enabled, component) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, 10), coalesce($9, true), $10) \
                  RETURNING nexus_bot_json(b)",
                 &[
                     uuid(&id),
                     tenant_param(tenant),
                     text(&name),
                     text(&nickname),
-                    text(&url),
+                    opt_text(url.clone()),
                     opt_text(sealed.as_ref().map(|(s, _)| s.clone())),
                     ParameterValue::ArrayStr(names.iter().cloned().map(Some).collect()),
                     timeout(fields)?.map_or(ParameterValue::DbNull, ParameterValue::Int32),
                     flag(fields, "enabled")?.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
+                    opt_text(component.clone()),
                 ],
             )?
             .ok_or_else(|| ApiError::internal("register the bot", "no row"))?;
-        audit(db, (Some(tenant.id), &tenant.ccid), "create", "bot", &name, json!({ "url": url, "credentialNames": names }))?;
+        audit(db, (Some(tenant.id), &tenant.ccid), "create", "bot", &name, json!({ "url": url, "component": component, "credentialNames": names }))?;
         Ok(bot)
     })?;
     Reply::created(bot)
@@ -188,7 +213,7 @@ pub fn create(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
 
 /// Changes what is given; `credentials` replaces the headers (null removes them).
 pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResult<Reply> {
-    let url = url(fields)?;
+    let (url, component) = target(db, tenant, fields)?;
     let nickname = fields.bounded_text("nickname", 100)?;
     let timeout = timeout(fields)?;
     let enabled = flag(fields, "enabled")?;
@@ -216,7 +241,9 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
         let bot = db
             .json_row(
                 "update the bot",
-                "UPDATE bots b SET url = coalesce($3, url), nickname = coalesce($4, nickname), \
+                "UPDATE bots b SET url = CASE WHEN $10::text IS NOT NULL THEN NULL ELSE coalesce($3, url) END, \
+                   component = CASE WHEN $3::text IS NOT NULL THEN NULL ELSE coalesce($10, component) END, \
+                   nickname = coalesce($4, nickname), \
                    response_timeout_seconds = coalesce($5, response_timeout_seconds), enabled = coalesce($6, enabled), \
                    credentials = CASE WHEN $7 THEN $8 ELSE credentials END, \
                    credential_names = CASE WHEN $7 THEN $9 ELSE credential_names END, updated_at = now() \
@@ -231,10 +258,11 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
                     ParameterValue::Boolean(replace),
                     opt_text(sealed),
                     ParameterValue::ArrayStr(names.iter().cloned().map(Some).collect()),
+                    opt_text(component.clone()),
                 ],
             )?
             .ok_or_else(|| not_found(name))?;
-        let mut detail = json!({ "url": url, "nickname": nickname, "responseTimeoutSeconds": timeout, "enabled": enabled });
+        let mut detail = json!({ "url": url, "component": component, "nickname": nickname, "responseTimeoutSeconds": timeout, "enabled": enabled });
         if replace {
             detail["credentialNames"] = json!(names);
         }

@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 mod bots;
+mod components;
 mod designer;
 mod integrations;
 
@@ -152,6 +153,33 @@ fn serve(req: &Request) -> ApiResult<Reply> {
         }
         (Method::Delete, ["tenants", ccid, "bots", name]) => {
             bots::delete(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Get, ["tenants", ccid, "components"]) => {
+            components::list(&db, &tenant(&db, ccid)?)
+        }
+        (Method::Get, ["tenants", ccid, "components", name]) => {
+            components::get(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Post, ["tenants", ccid, "components", name, "versions"]) => {
+            components::upload(&db, &tenant(&db, ccid)?, name, &query(req), req.body())
+        }
+        (Method::Post, ["tenants", ccid, "components", name, "activate"]) => {
+            components::activate(&db, &tenant(&db, ccid)?, name, &fields(req)?)
+        }
+        (Method::Post, ["tenants", ccid, "components", name, "rollback"]) => {
+            components::rollback(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Patch, ["tenants", ccid, "components", name]) => {
+            components::update(&db, &tenant(&db, ccid)?, name, &fields(req)?)
+        }
+        (Method::Delete, ["tenants", ccid, "components", name]) => {
+            components::delete(&db, &tenant(&db, ccid)?, name)
+        }
+        (Method::Get, ["tenants", ccid, "channels", id, "transforms"]) => {
+            components::channel_transforms(&db, &tenant(&db, ccid)?, id)
+        }
+        (Method::Put, ["tenants", ccid, "channels", id, "transforms"]) => {
+            components::set_channel_transforms(&db, &tenant(&db, ccid)?, id, &fields(req)?)
         }
         (Method::Put, ["tenants", ccid, "channels", id, "routing"]) => {
             designer::put_rule(&db, &tenant(&db, ccid)?, id, &fields(req)?)

@@ -30,6 +30,7 @@ use nexus_guest::routing::{self, AfterAction, Agent};
 use nexus_guest::spin::{
     Db, Live, Reply, header, jsonb, path_segments, query, reference_id, respond, uuid,
 };
+use nexus_guest::tenant_components::{self, Direction, Transformable};
 use serde_json::{Map, Value, json};
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
@@ -436,6 +437,21 @@ fn send(ctx: &Ctx, id: &str, operation: &str, fields: &Fields) -> ApiResult<Repl
         "Supervisor"
     } else {
         "Agent"
+    };
+    // What the customer will read goes through the channel's outbound transforms first.
+    let text = match text {
+        Some(text) if kind == "Text" && visibility == "All" => Some(tenant_components::apply(
+            &ctx.db,
+            &Transformable {
+                tenant_id: ctx.agent.tenant_id,
+                channel_id: None,
+                conversation_id: id,
+                direction: Direction::Outbound,
+                sender_kind: kind_of_sender,
+            },
+            &text,
+        )?),
+        other => other,
     };
     let appended = conversation::append_message(
         &ctx.db,
