@@ -146,7 +146,7 @@ fn ask_the_component(
     // The host enforces the component's own timeout; this one only covers the way there.
     let timeout_ms = u64::try_from(component.timeout_ms).unwrap_or(5000) + 5000;
     match tenant_components::call("/v1/bots/turn", "application/json", &body, timeout_ms) {
-        Outcome::Answered(answer) => bot_contract::parse_answer(answer.to_string().as_bytes()),
+        Outcome::Answered(answer) => bot_contract::parse_actions(&answer),
         Outcome::Refused(reason) => Err(format!("it declined the turn: {reason}")),
         Outcome::Failed { reason, message } => Err(format!(
             "its component `{}` failed ({reason}): {message}",

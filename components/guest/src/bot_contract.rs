@@ -156,6 +156,11 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<Action>, String> {
     }
     let answer: Value =
         serde_json::from_slice(body).map_err(|err| format!("the answer is not JSON: {err}"))?;
+    parse_actions(&answer)
+}
+
+/// The actions of an answer already decoded (a tenant bot component's, from the host).
+pub fn parse_actions(answer: &Value) -> Result<Vec<Action>, String> {
     let items = match answer.get("actions") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) if items.len() <= MAX_ACTIONS => items,

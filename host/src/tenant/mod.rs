@@ -672,23 +672,31 @@ impl TenantComponents {
     /// disables the component (and bumps its revision, so every host sees it).
     async fn record_failure(&self, target: &Target, failure: &CallFailure) {
         let recorded = async {
-            let client = self
-                .client()
-                .await
-                .map_err(|f| anyhow::anyhow!(f.message))?;
             let reason = format!(
                 "disabled after {FAILURES_BEFORE_DISABLE} failed calls in a row; the last: {}",
                 failure.message
             );
-            let disabled = client
+            // Counted, and audited when this failure disables it, in one statement. The
+            // connection is given back before the reload below, which needs one of its own
+            // (the embedded PostgreSQL has a single connection).
+            let disabled = self
+                .client()
+                .await
+                .map_err(|f| anyhow::anyhow!(f.message))?
                 .query_opt(
-                    "UPDATE tenant_components SET consecutive_failures = consecutive_failures + 1, \
-                       enabled = enabled AND consecutive_failures + 1 < $3, \
-                       disabled_reason = CASE WHEN enabled AND consecutive_failures + 1 >= $3 THEN $4 ELSE disabled_reason END, \
-                       revision = CASE WHEN enabled AND consecutive_failures + 1 >= $3 THEN revision + 1 ELSE revision END, \
-                       updated_at = now() \
-                     WHERE tenant_id = $1 AND name = $2 \
-                     RETURNING (enabled = false AND disabled_reason = $4 AND consecutive_failures = $3) AS disabled_now, revision",
+                    "WITH counted AS ( \
+                       UPDATE tenant_components SET consecutive_failures = consecutive_failures + 1, \
+                         enabled = enabled AND consecutive_failures + 1 < $3, \
+                         disabled_reason = CASE WHEN enabled AND consecutive_failures + 1 >= $3 THEN $4 ELSE disabled_reason END, \
+                         revision = CASE WHEN enabled AND consecutive_failures + 1 >= $3 THEN revision + 1 ELSE revision END, \
+                         updated_at = now() \
+                       WHERE tenant_id = $1 AND name = $2 \
+                       RETURNING (enabled = false AND disabled_reason = $4 AND consecutive_failures = $3) AS disabled_now, revision), \
+                     audited AS ( \
+                       INSERT INTO provisioning_audit (tenant_id, ccid, actor, action, entity, entity_id, detail) \
+                       SELECT t.id, t.ccid, 'nexus', 'disable', 'component', $2, jsonb_build_object('reason', $4::text) \
+                       FROM counted JOIN tenants t ON t.id = $1 WHERE counted.disabled_now) \
+                     SELECT disabled_now, revision FROM counted",
                     &[&target.tenant_id, &target.name, &FAILURES_BEFORE_DISABLE, &reason],
                 )
                 .await
@@ -703,22 +711,14 @@ impl TenantComponents {
                     reason,
                     "tenant component disabled"
                 );
-                client
-                    .execute(
-                        "INSERT INTO provisioning_audit (tenant_id, ccid, actor, action, entity, entity_id, detail) \
-                         SELECT id, ccid, 'nexus', 'disable', 'component', $2, jsonb_build_object('reason', $3::text) \
-                         FROM tenants WHERE id = $1",
-                        &[&target.tenant_id, &target.name, &reason],
-                    )
-                    .await
-                    .context("audit the disabling")?;
                 self.metrics.tenant_components_disabled.inc();
                 // This host sees it at once; the others when their callers pass the revision.
-                let _ = Box::pin(self.refresh(&Target {
-                    revision,
-                    ..target.clone()
-                }))
-                .await;
+                let _ = self
+                    .refresh(&Target {
+                        revision,
+                        ..target.clone()
+                    })
+                    .await;
             }
             anyhow::Ok(())
         };
