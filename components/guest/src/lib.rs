@@ -13,6 +13,7 @@ pub mod identity;
 pub mod jobs;
 pub mod sealed;
 pub mod secrets;
+pub mod tenant_contract;
 pub mod token;
 pub mod webhook_signature;
 

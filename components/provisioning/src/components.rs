@@ -19,13 +19,12 @@ use nexus_guest::body::Fields;
 use nexus_guest::secrets::new_id;
 use nexus_guest::spin::{Db, Reply, text, uuid};
 use nexus_guest::tenant_components::{self, Outcome};
+use nexus_guest::tenant_contract::MAX_COMPONENT_BYTES;
 use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::{Tenant, audit, flag};
 
-/// The largest component accepted (the host checks it too).
-pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
 /// How long validating an upload may take (it is compiled).
 const VALIDATE_TIMEOUT_MS: u64 = 60_000;
 

@@ -55,8 +55,7 @@ use state::{
 
 /// The host name of the in-process service (see [`service`]).
 pub const SERVICE_HOST: &str = "tenant-components.nexus.internal";
-/// The largest component an upload may carry.
-pub const MAX_COMPONENT_BYTES: usize = 8 << 20;
+pub use nexus_guest::tenant_contract::MAX_COMPONENT_BYTES;
 /// Failures in a row (traps, limits, forbidden hosts) after which a component is disabled.
 pub const FAILURES_BEFORE_DISABLE: i32 = 5;
 /// How long a call waits for an instance slot before it fails as `unavailable`.
@@ -65,25 +64,6 @@ const SLOT_WAIT: Duration = Duration::from_secs(2);
 const CAPTURED_OUTPUT_BYTES: usize = 4096;
 /// Compiled components kept in memory, by SHA-256 (the on-disk cache keeps more).
 const MAX_COMPILED: usize = 64;
-
-/// What a tenant component's imports may be: the `nexus:tenant` world's, and the WASI
-/// interfaces Rust's standard library links (which the host provides empty).
-const ALLOWED_IMPORTS: &[&str] = &[
-    "nexus:tenant/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:io/",
-    "wasi:http/types@",
-    "wasi:http/outgoing-handler@",
-    "wasi:cli/environment@",
-    "wasi:cli/exit@",
-    "wasi:cli/stdin@",
-    "wasi:cli/stdout@",
-    "wasi:cli/stderr@",
-    "wasi:cli/terminal-",
-    "wasi:filesystem/types@",
-    "wasi:filesystem/preopens@",
-];
 
 /// What a tenant component is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -782,22 +762,7 @@ fn imports_of(engine: &Engine, component: &Component) -> Result<Vec<String>, Str
         .imports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    let refused: Vec<&str> = imports
-        .iter()
-        .map(String::as_str)
-        .filter(|name| {
-            !ALLOWED_IMPORTS
-                .iter()
-                .any(|allowed| name.starts_with(allowed))
-        })
-        .collect();
-    if !refused.is_empty() {
-        return Err(format!(
-            "the component imports {}, which tenant components may not use (they may import \
-             clocks, random, outbound HTTP, nexus:tenant/log and nexus:tenant/key-value)",
-            refused.join(", ")
-        ));
-    }
+    nexus_guest::tenant_contract::check_imports(imports.iter().map(String::as_str))?;
     Ok(imports)
 }
 

@@ -14,14 +14,9 @@ use crate::engine::CpuBudget;
 use crate::outbound_http::OutboundHttpHooks;
 use crate::redis::{RedisBackend, RedisSession};
 
-/// The longest key of the tenant key-value store, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
-/// The largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Events one call may log.
-pub const MAX_LOG_EVENTS: u32 = 100;
-/// A logged message is cut to this many bytes.
-pub const MAX_LOG_MESSAGE_BYTES: usize = 2048;
+pub use nexus_guest::tenant_contract::{
+    MAX_KEY_BYTES, MAX_LOG_EVENTS, MAX_LOG_MESSAGE_BYTES, MAX_VALUE_BYTES,
+};
 
 /// Who is running: for the log, the metrics and the key-value prefix.
 #[derive(Debug, Clone)]
