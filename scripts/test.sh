@@ -12,7 +12,8 @@ scripts/build-components.sh
 # The native crates: the host, the guest library's unit tests, the test harness, the example
 # tenant components' tests, and the benchmarks' programs.
 cargo clippy --locked --all-targets -p nexus-host -p nexus-guest -p nexus-testing -p faq-bot \
-  -p pii-redact -p nexus-bench-native-hello -p nexus-bench-ws-load -- -D warnings
+  -p pii-redact -p nexus-bench-native-hello -p nexus-bench-ws-load -p nexus-bench-tenant-turn \
+  -- -D warnings
 scripts/build-components.sh --clippy
 # The default members: the host (unit and end-to-end), the guest library, the test harness, and
 # the example tenant components (their unit tests, and their built components under the harness,

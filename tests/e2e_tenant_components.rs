@@ -1,7 +1,8 @@
 //! End to end: tenant components. A tenant uploads its own bot (the example FAQ bot) and puts it
 //! in front of a queue; it answers a live chat and hands off to an agent. A new version takes
-//! over, and one call rolls it back. A redaction transform masks card numbers, emails and
-//! phone numbers before the message reaches PostgreSQL or the bot. A bot that
+//! over, and one call rolls it back, and a swap under steady load fails no request. A redaction
+//! transform masks card numbers, emails and phone numbers (the customer's, the bot's and the
+//! agent's) before they reach PostgreSQL, the bot, the agent or the webhooks. A bot that
 //! loops, hoards memory or calls a host it was not granted fails that turn only (the customer
 //! goes to routing) while another tenant's chats go on, and is disabled after failing again
 //! and again.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::ws::Socket;
-use support::{ADMIN_TOKEN, Backends, Nexus, admin, admin_ok, client, wasm};
+use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, admin, admin_ok, client, wasm};
 
 fn manifest() -> String {
     use support::manifest::{application, component, jobs, provisioning, workspace_socket};
@@ -53,6 +54,35 @@ async fn upload(
     let body: Value = response.json().await.unwrap();
     support::openapi::Api::load("provisioning").check("POST", &path, status, &body);
     (status, body)
+}
+
+/// Runs `nexus component <args> [the wasm of crate_name]` against `nexus` for the tenant `acme`.
+async fn nexus_component(
+    nexus: &Nexus,
+    args: &[&str],
+    crate_name: Option<&str>,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexus"));
+    command
+        .arg("component")
+        .args(args)
+        .args(["--url", &nexus.base, "--tenant", "acme"])
+        .env("NEXUS_ADMIN_TOKEN", ADMIN_TOKEN);
+    if let Some(crate_name) = crate_name {
+        command.arg(wasm(crate_name));
+    }
+    command.output().await.unwrap()
+}
+
+/// [`nexus_component`], which must succeed: what it printed, as JSON.
+async fn push(nexus: &Nexus, args: &[&str], crate_name: Option<&str>) -> Value {
+    let output = nexus_component(nexus, args, crate_name).await;
+    assert!(
+        output.status.success(),
+        "nexus component {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 struct Tenant {
@@ -112,6 +142,33 @@ async fn provision(nexus: &Nexus, ccid: &str, component: &str, crate_name: &str)
         chat_key: key["key"].as_str().unwrap().to_owned(),
         channel_id,
     }
+}
+
+/// An agent of `ccid`, connected over WebSocket and ready for chats: its bearer header value and
+/// its socket.
+async fn ready_agent(nexus: &Nexus, ccid: &str) -> (String, Socket) {
+    let agent = admin_ok(
+        nexus,
+        "POST",
+        &format!("/tenants/{ccid}/agents"),
+        Some(json!({"username": "ann", "nickname": "Ann"})),
+    )
+    .await;
+    let bearer = format!("Bearer {}", agent["token"].as_str().unwrap());
+    let mut socket = Socket::open(
+        &nexus.ws_url("/nexus/v3/workspace/socket"),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(socket.next_json().await["messageType"], "Connected");
+    let ready = client()
+        .post(nexus.url("/nexus/v3/workspace/media/chat/ready"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    (bearer, socket)
 }
 
 struct Customer {
@@ -200,35 +257,27 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
             .contains("bot-turn"),
         "{refused}"
     );
-    let (status, refused) = upload(&nexus, "acme", "web", "bot", "nexus-hello").await;
-    assert_eq!(status, 400, "{refused}");
+    let (status, refused_upload) = upload(&nexus, "acme", "web", "bot", "nexus-hello").await;
+    assert_eq!(status, 400, "{refused_upload}");
+    // The CLI says why (what the API said), and fails.
+    let refused = nexus_component(
+        &nexus,
+        &["push", "--name", "web", "--kind", "bot"],
+        Some("nexus-hello"),
+    )
+    .await;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("nexus answered 400 Bad Request"), "{said}");
+    let message = refused_upload["status"]["message"].as_str().unwrap();
+    assert!(said.contains(message), "{said}");
 
     let faq = admin_ok(&nexus, "GET", "/tenants/acme/components/faq", None).await;
     assert_eq!(faq["activeVersion"], 1);
     assert_eq!(faq["versions"].as_array().unwrap().len(), 1);
 
     // An agent is ready; the FAQ bot greets the customer with its menu and answers.
-    let agent = admin_ok(
-        &nexus,
-        "POST",
-        "/tenants/acme/agents",
-        Some(json!({"username": "ann", "nickname": "Ann"})),
-    )
-    .await;
-    let bearer = format!("Bearer {}", agent["token"].as_str().unwrap());
-    let mut socket = Socket::open(
-        &nexus.ws_url("/nexus/v3/workspace/socket"),
-        &[("authorization", &bearer)],
-    )
-    .await;
-    assert_eq!(socket.next_json().await["messageType"], "Connected");
-    let ready = client()
-        .post(nexus.url("/nexus/v3/workspace/media/chat/ready"))
-        .header("authorization", &bearer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let (_bearer, mut socket) = ready_agent(&nexus, "acme").await;
 
     let alice = customer(&nexus, &tenant, "Alice").await;
     alice
@@ -258,32 +307,23 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
         "the customer asked for a person"
     );
 
-    // Version 2 (another bot) takes over new conversations at once.
-    let (status, v2) = upload(
+    // Version 2 (another bot), pushed with the CLI, takes over new conversations at once.
+    let v2 = push(
         &nexus,
-        "acme",
-        "faq",
-        "bot",
-        "nexus-fixture-tenant-misbehave",
+        &["push", "--name", "faq", "--kind", "bot"],
+        Some("nexus-fixture-tenant-misbehave"),
     )
     .await;
-    assert_eq!(status, 201, "{v2}");
-    assert_eq!(v2["data"]["activeVersion"], 2);
-    assert_eq!(v2["data"]["previousVersion"], 1);
+    assert_eq!(v2["activeVersion"], 2, "{v2}");
+    assert_eq!(v2["previousVersion"], 1);
     let bob = customer(&nexus, &tenant, "Bob").await;
     bob.sees("echo v2 here").await;
     assert_eq!(bob.say("hello there").await, 200);
     bob.sees("echo v2: hello there").await;
 
     // One call rolls it back.
-    let rolled = admin_ok(
-        &nexus,
-        "POST",
-        "/tenants/acme/components/faq/rollback",
-        None,
-    )
-    .await;
-    assert_eq!(rolled["activeVersion"], 1);
+    let rolled = push(&nexus, &["rollback", "--name", "faq"], None).await;
+    assert_eq!(rolled["activeVersion"], 1, "{rolled}");
     let carol = customer(&nexus, &tenant, "Carol").await;
     carol
         .sees("Hello Carol! I can tell you about our opening hours, delivery or returns.")
@@ -294,8 +334,18 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
     assert_eq!(status, 409, "{refused}");
 }
 
-async fn a_transform_redacts_before_postgres_and_the_bot(backends: Backends) {
-    let nexus = Nexus::start(&manifest(), backends).await;
+async fn a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks(
+    backends: Backends,
+) {
+    let receiver = Receiver::start().await;
+    let manifest = manifest()
+        + &support::manifest::component(
+            "webhooks",
+            "/nexus/v3/webhooks/...",
+            &[&format!("http://{}", receiver.addr)],
+        )
+        + &support::manifest::jobs("webhooks", "/nexus/v3/webhooks/jobs/run", 5000);
+    let nexus = Nexus::start(&manifest, backends).await;
     let tenant = provision(&nexus, "acme", "echo", "nexus-fixture-tenant-misbehave").await;
     let (status, uploaded) = upload(&nexus, "acme", "pii", "transform", "pii-redact").await;
     assert_eq!(status, 201, "{uploaded}");
@@ -303,10 +353,10 @@ async fn a_transform_redacts_before_postgres_and_the_bot(backends: Backends) {
         &nexus,
         "PUT",
         &format!("/tenants/acme/channels/{}/transforms", tenant.channel_id),
-        Some(json!({"inbound": ["pii"]})),
+        Some(json!({"inbound": ["pii"], "outbound": ["pii"]})),
     )
     .await;
-    assert_eq!(chains, json!({"inbound": ["pii"], "outbound": []}));
+    assert_eq!(chains, json!({"inbound": ["pii"], "outbound": ["pii"]}));
     let (status, refused) = admin(
         &nexus,
         "PUT",
@@ -315,7 +365,16 @@ async fn a_transform_redacts_before_postgres_and_the_bot(backends: Backends) {
     )
     .await;
     assert_eq!(status, 400, "{refused}");
+    admin_ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/webhooks",
+        Some(json!({"url": format!("http://{}/hooks", receiver.addr), "events": ["MESSAGE"]})),
+    )
+    .await;
+    let (bearer, mut socket) = ready_agent(&nexus, "acme").await;
 
+    // Inbound: the customer's message is masked before it is stored and before the bot sees it.
     let alice = customer(&nexus, &tenant, "Alice").await;
     alice.sees("echo v2 here").await;
     assert_eq!(
@@ -326,8 +385,90 @@ async fn a_transform_redacts_before_postgres_and_the_bot(backends: Backends) {
     );
     let redacted = "my card is [card number], mail me at [email] or call [phone number]";
     alice.sees(redacted).await;
-    // The bot saw only the redacted text, too.
     alice.sees(&format!("echo v2: {redacted}")).await;
+
+    // Outbound: what the bot says is masked too.
+    assert_eq!(alice.say("which card on file?").await, 200);
+    alice.sees("the card on file is [card number]").await;
+
+    // The agent who takes over sees only masked text, and what the agent writes is masked
+    // before the customer (and PostgreSQL) get it.
+    assert_eq!(alice.say("an agent please").await, 200);
+    let invitation = loop {
+        let event = socket.next_json().await;
+        if event["notificationType"] == "Invited" {
+            break event;
+        }
+    };
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    let workspace = |method: &str, path: String| {
+        client()
+            .request(
+                method.parse().unwrap(),
+                nexus.url(&format!("/nexus/v3/workspace/{path}")),
+            )
+            .header("authorization", &bearer)
+    };
+    let accepted = workspace("POST", format!("media/chat/interactions/{id}/accept"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let sent = workspace("POST", format!("media/chat/interactions/{id}/send-message"))
+        .json(&json!({"message": "I can call you on +44 20 7946 0958"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    alice.sees("I can call you on [phone number]").await;
+    let transcript: Value = workspace("GET", format!("media/chat/interactions/{id}/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent_saw = transcript["data"]["messages"].to_string();
+    assert!(agent_saw.contains(redacted), "{agent_saw}");
+    assert!(
+        agent_saw.contains("the card on file is [card number]"),
+        "{agent_saw}"
+    );
+
+    const SECRETS: [&str; 4] = ["4111", "alice@example.com", "555 2671", "7946 0958"];
+    for secret in SECRETS {
+        assert!(
+            !agent_saw.contains(secret),
+            "the agent saw `{secret}`: {agent_saw}"
+        );
+    }
+
+    // The webhooks carry the masked text only, up to the agent's message (the last one).
+    let mut delivered = String::new();
+    for _ in 0..200 {
+        delivered = receiver
+            .received()
+            .iter()
+            .map(|request| String::from_utf8_lossy(&request.body).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if delivered.contains("I can call you on [phone number]") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered.contains("I can call you on [phone number]"),
+        "{delivered}"
+    );
+    assert!(delivered.contains(redacted), "{delivered}");
+    for secret in SECRETS {
+        assert!(
+            !delivered.contains(secret),
+            "a webhook carried `{secret}`: {delivered}"
+        );
+    }
+
     if let Some(database) = &nexus.database {
         let db = database.client().await;
         let stored: Vec<String> = db
@@ -339,7 +480,7 @@ async fn a_transform_redacts_before_postgres_and_the_bot(backends: Backends) {
             .collect();
         let all = stored.join("\n");
         assert!(all.contains(redacted), "{all}");
-        for secret in ["4111", "alice@example.com", "555 2671"] {
+        for secret in SECRETS {
             assert!(!all.contains(secret), "PostgreSQL holds `{secret}`: {all}");
         }
     }
@@ -420,8 +561,212 @@ async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) 
     assert!(enabled["disabledReason"].is_null());
 }
 
+/// What one simulated customer saw: the conversations it held and which version answered.
+#[derive(Default)]
+struct LoadTally {
+    conversations: u32,
+    answered_by_v1: u32,
+    answered_by_v2: u32,
+}
+
+/// One customer after another, until `stop`: each starts a chat, waits for the bot's greeting,
+/// asks a question and waits for the answer. Any request that is not answered with success, or
+/// a turn that goes to routing instead of the bot, fails the test.
+async fn keep_chatting(
+    nexus: std::sync::Arc<Nexus>,
+    tenant: std::sync::Arc<Tenant>,
+    worker: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> LoadTally {
+    const V1_ANSWER: &str = "We are open Monday to Friday, 8:00 to 18:00.";
+    let mut tally = LoadTally::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let nickname = format!("w{worker}c{}", tally.conversations);
+        let customer = customer(&nexus, &tenant, &nickname).await;
+        let texts = |session: &Value| -> Vec<String> {
+            session["messages"]
+                .as_array()
+                .map(|messages| {
+                    messages
+                        .iter()
+                        .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // The greeting, from either version.
+        let greeted = customer
+            .waits_for(|session| {
+                assert_ne!(
+                    session["routing"]["state"], "queued",
+                    "a turn failed: {session}"
+                );
+                texts(session).iter().any(|text| {
+                    text.starts_with(&format!("Hello {nickname}!")) || text == "echo v2 here"
+                })
+            })
+            .await;
+        let question = format!("when are you open, asks {nickname}?");
+        assert_eq!(customer.say(&question).await, 200, "after {greeted}");
+        let answered = customer
+            .waits_for(|session| {
+                assert_ne!(
+                    session["routing"]["state"], "queued",
+                    "a turn failed: {session}"
+                );
+                texts(session)
+                    .iter()
+                    .any(|text| text == V1_ANSWER || *text == format!("echo v2: {question}"))
+            })
+            .await;
+        if texts(&answered).iter().any(|text| text == V1_ANSWER) {
+            tally.answered_by_v1 += 1;
+        } else {
+            tally.answered_by_v2 += 1;
+        }
+        tally.conversations += 1;
+    }
+    tally
+}
+
+async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let nexus = Arc::new(Nexus::start(&manifest(), backends).await);
+    let tenant = Arc::new(provision(&nexus, "acme", "faq", "faq-bot").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|worker| {
+            tokio::spawn(keep_chatting(
+                Arc::clone(&nexus),
+                Arc::clone(&tenant),
+                worker,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+
+    // Under load: v2 is uploaded and takes over, then one call rolls back to v1.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, v2) = upload(
+        &nexus,
+        "acme",
+        "faq",
+        "bot",
+        "nexus-fixture-tenant-misbehave",
+    )
+    .await;
+    assert_eq!(status, 201, "{v2}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rolled = admin_ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/components/faq/rollback",
+        None,
+    )
+    .await;
+    assert_eq!(rolled["activeVersion"], 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut total = LoadTally::default();
+    for worker in workers {
+        // A worker that saw a failed request panicked: the join fails the test.
+        let tally = worker.await.unwrap();
+        total.conversations += tally.conversations;
+        total.answered_by_v1 += tally.answered_by_v1;
+        total.answered_by_v2 += tally.answered_by_v2;
+    }
+    println!(
+        "swap under load: {} conversations, answered by v1 {}, by v2 {}",
+        total.conversations, total.answered_by_v1, total.answered_by_v2
+    );
+    assert!(
+        total.conversations >= 12,
+        "too little load: {} conversations",
+        total.conversations
+    );
+    assert!(
+        total.answered_by_v1 > 0 && total.answered_by_v2 > 0,
+        "both versions should have answered: v1 {}, v2 {}",
+        total.answered_by_v1,
+        total.answered_by_v2
+    );
+
+    // Every call of the component succeeded, on this host's count too.
+    let metrics = client()
+        .get(nexus.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let calls: Vec<&str> = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("nexus_tenant_component_calls_total{")
+                && line.contains("component=\"faq\"")
+        })
+        .collect();
+    assert!(
+        calls.iter().any(|line| line.contains("outcome=\"ok\"")),
+        "{metrics}"
+    );
+    assert!(
+        calls.iter().all(|line| line.contains("outcome=\"ok\"")),
+        "a call failed during the swap: {calls:?}"
+    );
+}
+
+/// Waits (up to 10 s) until `nexus` logged that it loaded `version` of the component `faq`.
+async fn waits_until_loaded(nexus: &Nexus, version: i64) {
+    for _ in 0..100 {
+        let loaded = nexus.log_events().iter().any(|event| {
+            event["fields"]["message"] == "tenant component loaded"
+                && event["fields"]["component"] == "faq"
+                && event["fields"]["version"] == version
+        });
+        if loaded {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the host never loaded version {version}: {}", nexus.logs());
+}
+
+/// Two hosts on one Redis and one PostgreSQL: a version pushed through one is loaded by the
+/// other as soon as it is announced, before any call needs it; and the other serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_host_loads_an_announced_version_before_it_is_called() {
+    let first = Nexus::start(&manifest(), Backends::Real).await;
+    let second = first.peer().await;
+    let tenant = provision(&first, "acme", "faq", "faq-bot").await;
+    // Uploaded through the first host: the second loads it on the announcement alone.
+    waits_until_loaded(&second, 1).await;
+
+    let v2 = push(
+        &first,
+        &["push", "--name", "faq", "--kind", "bot"],
+        Some("nexus-fixture-tenant-misbehave"),
+    )
+    .await;
+    assert_eq!(v2["activeVersion"], 2, "{v2}");
+    waits_until_loaded(&second, 2).await;
+
+    // A chat served by the second host meets version 2.
+    let on_second = Tenant {
+        chat_key: tenant.chat_key.clone(),
+        channel_id: tenant.channel_id.clone(),
+    };
+    let bob = customer(&second, &on_second, "Bob").await;
+    bob.sees("echo v2 here").await;
+}
+
 both_backends!(
     a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back,
-    a_transform_redacts_before_postgres_and_the_bot,
+    a_swap_under_steady_load_fails_no_request,
+    a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks,
     misbehaving_components_fail_alone_and_are_disabled,
 );

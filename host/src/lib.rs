@@ -11,6 +11,7 @@
 pub mod allowed_hosts;
 pub mod bindings;
 pub mod build;
+pub mod component_cli;
 pub mod engine;
 pub mod log;
 pub mod loopback;

@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, short = 'f', default_value = "spin.toml", env = "NEXUS_MANIFEST")]
         manifest: PathBuf,
     },
+    /// A tenant's components (bots, transforms) on a running nexus: push a version, roll back.
+    #[command(subcommand)]
+    Component(nexus_host::component_cli::ComponentCommand),
 }
 
 #[derive(clap::Args)]
@@ -137,6 +140,7 @@ async fn main() -> std::process::ExitCode {
         Command::Build { manifest } => Manifest::load(&manifest)
             .map_err(Into::into)
             .and_then(|m| nexus_host::build::build_components(&m)),
+        Command::Component(command) => nexus_host::component_cli::run(command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -74,6 +74,15 @@ fn take_turn(job: &Value) -> ApiResult<Reply> {
     let answered = ask_the_bot(&input, turn_id);
     let db = Db::open()?;
     let live = Live::open()?;
+    // What the bot says goes through the channel's outbound transforms first. One that
+    // refuses it sends the customer to routing (asking again would be refused again); one that
+    // fails leaves the turn to be tried again.
+    let answered = match answered.map(|actions| bot_leg::transform_replies(&db, &input, actions)) {
+        Ok(Err(refused)) if refused.http_status == 422 => Err(refused.message),
+        Ok(Err(failed)) => return Err(failed),
+        Ok(Ok(actions)) => Ok(actions),
+        Err(why) => Err(why),
+    };
     match answered {
         Ok(actions) => {
             let left = bot_leg::apply(&db, &live, &input, &actions)?;

@@ -336,6 +336,38 @@ pub fn apply(db: &Db, live: &Live, input: &TurnInput, actions: &[Action]) -> Api
     Ok(false)
 }
 
+/// The bot's actions with what it says to the customer run through the channel's outbound
+/// transforms (as an agent's texts are), before anything is stored: a reply a transform masks is
+/// stored and sent masked. Called outside the turn's transaction (a transform may take seconds).
+/// A transform's rejection is an error of status 422 (the caller fails the turn over to
+/// routing: retrying would be refused again); its failure, 503 (the turn is tried again).
+pub fn transform_replies(
+    db: &Db,
+    input: &TurnInput,
+    actions: Vec<Action>,
+) -> ApiResult<Vec<Action>> {
+    let message = crate::tenant_components::Transformable {
+        tenant_id: input.tenant_id,
+        channel_id: Some(&input.channel_id),
+        conversation_id: &input.interaction_id,
+        direction: crate::tenant_components::Direction::Outbound,
+        sender_kind: "Bot",
+    };
+    actions
+        .into_iter()
+        .map(|action| match action {
+            Action::Reply { text } => Ok(Action::Reply {
+                text: crate::tenant_components::apply(db, &message, &text)?,
+            }),
+            Action::Ask { text, options } => Ok(Action::Ask {
+                text: crate::tenant_components::apply(db, &message, &text)?,
+                options,
+            }),
+            other => Ok(other),
+        })
+        .collect()
+}
+
 /// The bot did not answer as the contract says (`why`): the conversation goes to routing at
 /// once, with the reason for the agent. A customer is never left with a silent bot.
 pub fn fail_over(db: &Db, live: &Live, input: &TurnInput, why: &str) -> ApiResult<()> {

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use wasmtime::component::Component;
 
 use crate::bindings::tenant::bot::BotPre;
 pub use crate::bindings::tenant::bot::nexus::tenant::types::{
@@ -11,11 +10,11 @@ pub use crate::bindings::tenant::bot::nexus::tenant::types::{
     UserDataChange, UserDataEntry,
 };
 use crate::bindings::tenant::transform::TransformPre;
-use crate::runtime::{CallError, Limits, call_error, keep_output, runtime};
+use crate::runtime::{CallError, Limits, State, call_error, keep_output, runtime};
 use crate::{Fakes, build_component};
 
-/// Loads a tenant component as the host does at upload: its size, its imports, then its export.
-fn load(path: &Path) -> anyhow::Result<Component> {
+/// Loads a tenant component as the host does at upload: its size, its imports, then links it.
+fn load(path: &Path) -> anyhow::Result<wasmtime::component::InstancePre<State>> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
@@ -35,30 +34,96 @@ fn load(path: &Path) -> anyhow::Result<Component> {
         .collect();
     nexus_guest::tenant_contract::check_imports(imports.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
-    Ok(component)
+    runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(anyhow::Error::from)
+        .context("the component cannot be linked")
+}
+
+/// What a tenant component exports.
+#[derive(Clone)]
+enum Pre {
+    Bot(BotPre<State>),
+    Transform(TransformPre<State>),
+}
+
+/// A call's argument, for [`Pre`]'s export.
+enum Input<'a> {
+    Turn(&'a Turn),
+    Message(&'a Message),
+}
+
+/// A call's answer.
+enum Output {
+    Actions(Result<Vec<Action>, String>),
+    Text(Result<String, String>),
+}
+
+/// One call, as the host makes it: a fresh instance in a fresh store under `limits`, bound to
+/// `fakes`; what it printed goes to the log fake.
+async fn call(
+    pre: &Pre,
+    limits: &Limits,
+    fakes: &Fakes,
+    input: Input<'_>,
+) -> Result<Output, CallError> {
+    let runtime = runtime().map_err(|err| CallError::Setup(format!("{err:#}")))?;
+    fakes.log.start_call();
+    let (mut store, stdout, stderr) = runtime.store(fakes, limits);
+    let outcome = tokio::time::timeout(limits.timeout, async {
+        match (pre, input) {
+            (Pre::Bot(pre), Input::Turn(turn)) => {
+                let bot = pre.instantiate_async(&mut store).await?;
+                bot.nexus_tenant_bot_turn()
+                    .call_handle(&mut store, turn)
+                    .await
+                    .map(Output::Actions)
+            }
+            (Pre::Transform(pre), Input::Message(message)) => {
+                let transform = pre.instantiate_async(&mut store).await?;
+                transform
+                    .nexus_tenant_message_transform()
+                    .call_apply(&mut store, message)
+                    .await
+                    .map(Output::Text)
+            }
+            _ => Err(wasmtime::Error::msg(
+                "the component's export does not take this call",
+            )),
+        }
+    })
+    .await;
+    keep_output(fakes, &stdout, &stderr);
+    match outcome {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(err)) => Err(call_error(
+            &err,
+            &[stdout.contents(), stderr.contents()].concat(),
+        )),
+        Err(_) => Err(CallError::Timeout),
+    }
+}
+
+fn setup_error(err: anyhow::Error) -> CallError {
+    CallError::Setup(format!("{err:#}"))
 }
 
 /// A tenant bot (the `nexus:tenant/bot` world).
 #[derive(Clone)]
 pub struct TenantBot {
-    pre: BotPre<crate::runtime::State>,
+    pre: Pre,
     limits: Limits,
 }
 
 impl TenantBot {
     /// Loads the bot at `path` (a `.wasm` component).
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<TenantBot> {
-        let component = load(path.as_ref())?;
-        let pre = runtime()?
-            .linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the component cannot be linked")?;
-        let pre = BotPre::new(pre)
+        let pre = BotPre::new(load(path.as_ref())?)
             .map_err(anyhow::Error::from)
             .context("the component does not export nexus:tenant/bot-turn")?;
         Ok(TenantBot {
-            pre,
+            pre: Pre::Bot(pre),
             limits: Limits::default(),
         })
     }
@@ -82,7 +147,7 @@ impl TenantBot {
         turn: Turn,
     ) -> Result<Result<Vec<Action>, String>, CallError> {
         runtime()
-            .map_err(|err| CallError::Setup(format!("{err:#}")))?
+            .map_err(setup_error)?
             .block_on(self.handle_async(fakes, turn))
     }
 
@@ -92,24 +157,9 @@ impl TenantBot {
         fakes: &Fakes,
         turn: Turn,
     ) -> Result<Result<Vec<Action>, String>, CallError> {
-        let runtime = runtime().map_err(|err| CallError::Setup(format!("{err:#}")))?;
-        fakes.log.start_call();
-        let (mut store, stdout, stderr) = runtime.store(fakes, &self.limits);
-        let outcome = tokio::time::timeout(self.limits.timeout, async {
-            let bot = self.pre.instantiate_async(&mut store).await?;
-            bot.nexus_tenant_bot_turn()
-                .call_handle(&mut store, &turn)
-                .await
-        })
-        .await;
-        keep_output(fakes, &stdout, &stderr);
-        match outcome {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(call_error(
-                &err,
-                &[stdout.contents(), stderr.contents()].concat(),
-            )),
-            Err(_) => Err(CallError::Timeout),
+        match call(&self.pre, &self.limits, fakes, Input::Turn(&turn)).await? {
+            Output::Actions(answer) => Ok(answer),
+            Output::Text(_) => Err(CallError::Setup("not a bot".into())),
         }
     }
 }
@@ -117,24 +167,18 @@ impl TenantBot {
 /// A tenant transform (the `nexus:tenant/transform` world).
 #[derive(Clone)]
 pub struct TenantTransform {
-    pre: TransformPre<crate::runtime::State>,
+    pre: Pre,
     limits: Limits,
 }
 
 impl TenantTransform {
     /// Loads the transform at `path` (a `.wasm` component).
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<TenantTransform> {
-        let component = load(path.as_ref())?;
-        let pre = runtime()?
-            .linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the component cannot be linked")?;
-        let pre = TransformPre::new(pre)
+        let pre = TransformPre::new(load(path.as_ref())?)
             .map_err(anyhow::Error::from)
             .context("the component does not export nexus:tenant/message-transform")?;
         Ok(TenantTransform {
-            pre,
+            pre: Pre::Transform(pre),
             limits: Limits::default(),
         })
     }
@@ -158,7 +202,7 @@ impl TenantTransform {
         message: Message,
     ) -> Result<Result<String, String>, CallError> {
         runtime()
-            .map_err(|err| CallError::Setup(format!("{err:#}")))?
+            .map_err(setup_error)?
             .block_on(self.apply_async(fakes, message))
     }
 
@@ -168,25 +212,9 @@ impl TenantTransform {
         fakes: &Fakes,
         message: Message,
     ) -> Result<Result<String, String>, CallError> {
-        let runtime = runtime().map_err(|err| CallError::Setup(format!("{err:#}")))?;
-        fakes.log.start_call();
-        let (mut store, stdout, stderr) = runtime.store(fakes, &self.limits);
-        let outcome = tokio::time::timeout(self.limits.timeout, async {
-            let transform = self.pre.instantiate_async(&mut store).await?;
-            transform
-                .nexus_tenant_message_transform()
-                .call_apply(&mut store, &message)
-                .await
-        })
-        .await;
-        keep_output(fakes, &stdout, &stderr);
-        match outcome {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(call_error(
-                &err,
-                &[stdout.contents(), stderr.contents()].concat(),
-            )),
-            Err(_) => Err(CallError::Timeout),
+        match call(&self.pre, &self.limits, fakes, Input::Message(&message)).await? {
+            Output::Text(answer) => Ok(answer),
+            Output::Actions(_) => Err(CallError::Setup("not a transform".into())),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! `loop` (or for a customer whose nickname starts with `loop`, from the first turn) it never
 //! returns, on `memory` it allocates until it is stopped, on `forbidden` it
 //! calls a host it was not granted (and gives up with the error), on `granted <url>` it calls
-//! that URL and replies with the answer.
+//! that URL and replies with the answer; on `card on file` it replies with a card number (for
+//! the outbound transforms of bot replies).
 
 use nexus_tenant::{Action, Bot, Handoff, Turn, http};
 
@@ -34,6 +35,11 @@ impl Bot for Misbehave {
         if let Some(url) = text.strip_prefix("granted ") {
             let answer = http::get(url.trim())?;
             return Ok(vec![Action::Reply(format!("it said: {}", answer.text()))]);
+        }
+        if text.contains("card on file") {
+            return Ok(vec![Action::Reply(
+                "the card on file is 4111 1111 1111 1111".into(),
+            )]);
         }
         if text.contains("agent") {
             return Ok(vec![Action::Handoff(Handoff {
