@@ -534,14 +534,7 @@ async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) 
     );
     let late = customer(&nexus, &bad, "Late").await;
     late.waits_for(routed("queued")).await;
-    let metrics = client()
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     // (A disabled component is not called at all: its bot's conversations go straight to routing.)
     for outcome in ["cpu_deadline", "memory", "forbidden_host"] {
         assert!(
@@ -695,14 +688,7 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     );
 
     // Every call of the component succeeded, on this host's count too.
-    let metrics = client()
-        .get(nexus.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = nexus.metrics().await;
     let calls: Vec<&str> = metrics
         .lines()
         .filter(|line| {
