@@ -11,6 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::chat::ChatCustomer;
 use support::ws::Socket;
 use support::{Backends, Nexus, Received, Receiver, admin, admin_ok, client};
 
@@ -100,64 +101,8 @@ async fn provision(nexus: &Nexus, bot: &Receiver, bot_settings: Value) -> Tenant
     }
 }
 
-struct Customer {
-    id: String,
-    uri: String,
-    token: String,
-}
-
-async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str) -> Customer {
-    let response = client()
-        .post(nexus.url("/nexus/v3/chat/sessions"))
-        .header("x-api-key", &tenant.chat_key)
-        .json(&json!({"nickname": nickname}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    Customer {
-        id: body["data"]["sessionId"].as_str().unwrap().to_owned(),
-        uri: body["data"]["selfUri"].as_str().unwrap().to_owned(),
-        token: body["data"]["clientToken"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Customer {
-    async fn say(&self, text: &str) {
-        let response = client()
-            .post(format!("{}/messages", self.uri))
-            .header("x-nexus-client-key", &self.token)
-            .json(&json!({"type": "Text", "text": text}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-
-    /// The session as the customer reads it (transcript, state, routing).
-    async fn session(&self) -> Value {
-        let response = client()
-            .get(format!("{}/messages?after=0", self.uri))
-            .header("x-nexus-client-key", &self.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["data"].clone()
-    }
-
-    /// Waits (up to 15 s) until the customer's transcript has a message that matches.
-    async fn sees(&self, what: impl Fn(&Value) -> bool) -> Vec<Value> {
-        for _ in 0..150 {
-            let messages = self.session().await["messages"].as_array().unwrap().clone();
-            if messages.iter().any(&what) {
-                return messages;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the customer never saw it: {}", self.session().await);
-    }
+async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str) -> ChatCustomer {
+    ChatCustomer::start(nexus, &tenant.chat_key, nickname).await
 }
 
 fn turn(request: &Received) -> Value {
@@ -170,7 +115,7 @@ fn texts(messages: &[Value]) -> Vec<&str> {
 
 /// Waits (up to 15 s) until the conversation's routing state is `state`, from PostgreSQL or, on
 /// the embedded backend, from what the agent-facing API cannot show: the customer's routing view.
-async fn routing_state(customer: &Customer, state: &str) -> Value {
+async fn routing_state(customer: &ChatCustomer, state: &str) -> Value {
     for _ in 0..150 {
         let session = customer.session().await;
         if session["routing"]["state"] == state {

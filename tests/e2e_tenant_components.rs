@@ -14,6 +14,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::chat::ChatCustomer;
 use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, admin, admin_ok, client, wasm};
 
@@ -171,72 +172,8 @@ async fn ready_agent(nexus: &Nexus, ccid: &str) -> (String, Socket) {
     (bearer, socket)
 }
 
-struct Customer {
-    uri: String,
-    token: String,
-}
-
-async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str) -> Customer {
-    let response = client()
-        .post(nexus.url("/nexus/v3/chat/sessions"))
-        .header("x-api-key", &tenant.chat_key)
-        .json(&json!({"nickname": nickname}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    Customer {
-        uri: body["data"]["selfUri"].as_str().unwrap().to_owned(),
-        token: body["data"]["clientToken"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Customer {
-    async fn say(&self, text: &str) -> u16 {
-        client()
-            .post(format!("{}/messages", self.uri))
-            .header("x-nexus-client-key", &self.token)
-            .json(&json!({"type": "Text", "text": text}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn session(&self) -> Value {
-        let response = client()
-            .get(format!("{}/messages?after=0", self.uri))
-            .header("x-nexus-client-key", &self.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["data"].clone()
-    }
-
-    /// Waits (up to 20 s) until the session matches.
-    async fn waits_for(&self, what: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let session = self.session().await;
-            if what(&session) {
-                return session;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("it never happened: {}", self.session().await);
-    }
-
-    /// Waits until a message with `text` is in the transcript.
-    async fn sees(&self, text: &str) -> Value {
-        self.waits_for(|session| {
-            session["messages"]
-                .as_array()
-                .is_some_and(|messages| messages.iter().any(|m| m["text"] == text))
-        })
-        .await
-    }
+async fn customer(nexus: &Nexus, tenant: &Tenant, nickname: &str) -> ChatCustomer {
+    ChatCustomer::start(nexus, &tenant.chat_key, nickname).await
 }
 
 fn routed(state: &str) -> impl Fn(&Value) -> bool + '_ {
@@ -281,18 +218,18 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
 
     let alice = customer(&nexus, &tenant, "Alice").await;
     alice
-        .sees("Hello Alice! I can tell you about our opening hours, delivery or returns.")
+        .sees_text("Hello Alice! I can tell you about our opening hours, delivery or returns.")
         .await;
     alice.waits_for(routed("bot")).await;
-    assert_eq!(alice.say("when are you open?").await, 200);
+    alice.say("when are you open?").await;
     alice
-        .sees("We are open Monday to Friday, 8:00 to 18:00.")
+        .sees_text("We are open Monday to Friday, 8:00 to 18:00.")
         .await;
 
     // Asked for a person, it hands off: the agent is offered the conversation.
-    assert_eq!(alice.say("can I talk to an agent").await, 200);
+    alice.say("can I talk to an agent").await;
     alice
-        .sees("Of course: I am passing you to a colleague.")
+        .sees_text("Of course: I am passing you to a colleague.")
         .await;
     let invitation = loop {
         let event = socket.next_json().await;
@@ -317,16 +254,16 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
     assert_eq!(v2["activeVersion"], 2, "{v2}");
     assert_eq!(v2["previousVersion"], 1);
     let bob = customer(&nexus, &tenant, "Bob").await;
-    bob.sees("echo v2 here").await;
-    assert_eq!(bob.say("hello there").await, 200);
-    bob.sees("echo v2: hello there").await;
+    bob.sees_text("echo v2 here").await;
+    bob.say("hello there").await;
+    bob.sees_text("echo v2: hello there").await;
 
     // One call rolls it back.
     let rolled = push(&nexus, &["rollback", "--name", "faq"], None).await;
     assert_eq!(rolled["activeVersion"], 1, "{rolled}");
     let carol = customer(&nexus, &tenant, "Carol").await;
     carol
-        .sees("Hello Carol! I can tell you about our opening hours, delivery or returns.")
+        .sees_text("Hello Carol! I can tell you about our opening hours, delivery or returns.")
         .await;
 
     // A component in use is not deleted.
@@ -376,24 +313,21 @@ async fn a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks(
 
     // Inbound: the customer's message is masked before it is stored and before the bot sees it.
     let alice = customer(&nexus, &tenant, "Alice").await;
-    alice.sees("echo v2 here").await;
-    assert_eq!(
-        alice
-            .say("my card is 4111 1111 1111 1111, mail me at alice@example.com or call +1 415 555 2671")
-            .await,
-        200
-    );
+    alice.sees_text("echo v2 here").await;
+    alice
+        .say("my card is 4111 1111 1111 1111, mail me at alice@example.com or call +1 415 555 2671")
+        .await;
     let redacted = "my card is [card number], mail me at [email] or call [phone number]";
-    alice.sees(redacted).await;
-    alice.sees(&format!("echo v2: {redacted}")).await;
+    alice.sees_text(redacted).await;
+    alice.sees_text(&format!("echo v2: {redacted}")).await;
 
     // Outbound: what the bot says is masked too.
-    assert_eq!(alice.say("which card on file?").await, 200);
-    alice.sees("the card on file is [card number]").await;
+    alice.say("which card on file?").await;
+    alice.sees_text("the card on file is [card number]").await;
 
     // The agent who takes over sees only masked text, and what the agent writes is masked
     // before the customer (and PostgreSQL) get it.
-    assert_eq!(alice.say("an agent please").await, 200);
+    alice.say("an agent please").await;
     let invitation = loop {
         let event = socket.next_json().await;
         if event["notificationType"] == "Invited" {
@@ -420,7 +354,7 @@ async fn a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks(
         .await
         .unwrap();
     assert_eq!(sent.status(), 200);
-    alice.sees("I can call you on [phone number]").await;
+    alice.sees_text("I can call you on [phone number]").await;
     let transcript: Value = workspace("GET", format!("media/chat/interactions/{id}/messages"))
         .send()
         .await
@@ -500,13 +434,13 @@ async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) 
 
     for (attempt, what) in ["loop", "memory", "forbidden"].into_iter().enumerate() {
         let customer = customer(&nexus, &bad, &format!("Victim{attempt}")).await;
-        customer.sees("echo v2 here").await;
+        customer.sees_text("echo v2 here").await;
         // Another tenant's chat goes on meanwhile.
         let other = self::customer(&nexus, &good, &format!("Bystander{attempt}")).await;
-        assert_eq!(customer.say(what).await, 200);
-        assert_eq!(other.say("do you deliver?").await, 200);
+        customer.say(what).await;
+        other.say("do you deliver?").await;
         other
-            .sees("Orders ship within two working days; delivery takes three to five more.")
+            .sees_text("Orders ship within two working days; delivery takes three to five more.")
             .await;
         // The misbehaving turn fails alone: the customer goes to the queue, with the reason.
         let session = customer.waits_for(routed("queued")).await;
@@ -588,7 +522,7 @@ async fn keep_chatting(
                 .unwrap_or_default()
         };
         // The greeting, from either version.
-        let greeted = customer
+        customer
             .waits_for(|session| {
                 assert_ne!(
                     session["routing"]["state"], "queued",
@@ -600,7 +534,7 @@ async fn keep_chatting(
             })
             .await;
         let question = format!("when are you open, asks {nickname}?");
-        assert_eq!(customer.say(&question).await, 200, "after {greeted}");
+        customer.say(&question).await;
         let answered = customer
             .waits_for(|session| {
                 assert_ne!(
@@ -747,7 +681,7 @@ async fn every_host_loads_an_announced_version_before_it_is_called() {
         channel_id: tenant.channel_id.clone(),
     };
     let bob = customer(&second, &on_second, "Bob").await;
-    bob.sees("echo v2 here").await;
+    bob.sees_text("echo v2 here").await;
 }
 
 both_backends!(

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod chat;
 pub mod manifest;
 pub mod openapi;
 pub mod ws;
