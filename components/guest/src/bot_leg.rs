@@ -353,14 +353,16 @@ pub fn transform_replies(
         direction: crate::tenant_components::Direction::Outbound,
         sender_kind: "Bot",
     };
+    // The chain is read once for the turn, however many things the bot says.
+    let chain = crate::tenant_components::chain(db, &message)?;
     actions
         .into_iter()
         .map(|action| match action {
             Action::Reply { text } => Ok(Action::Reply {
-                text: crate::tenant_components::apply(db, &message, &text)?,
+                text: chain.apply(&message, &text)?,
             }),
             Action::Ask { text, options } => Ok(Action::Ask {
-                text: crate::tenant_components::apply(db, &message, &text)?,
+                text: chain.apply(&message, &text)?,
                 options,
             }),
             other => Ok(other),

@@ -118,13 +118,25 @@ pub struct Transformable<'a> {
 /// How long one transform may take, end to end, before the message is refused.
 const TRANSFORM_TIMEOUT_MS: u64 = 10_000;
 
-/// Runs `message_text` through the channel's enabled transforms for the direction, in order:
-/// the text to store. A transform's rejection refuses the message (422, with its reason); a
-/// transform that fails (traps, breaks a limit) refuses it with 503, so the sender may try
-/// again: nothing is stored that a transform was meant to see and did not. A disabled transform
-/// is skipped (nexus disabled it after failures in a row, or the tenant did).
-pub fn apply(db: &Db, message: &Transformable<'_>, message_text: &str) -> ApiResult<String> {
-    let chain = db.rows(
+/// One runnable transform of a chain, and what it is told about the channel.
+struct Link {
+    component: String,
+    revision: i64,
+    channel_id: String,
+    channel_type: String,
+    ccid: String,
+}
+
+/// The channel's enabled transforms for one direction, in order, read once and run on as many
+/// texts as the caller has (a bot's turn may say several things).
+pub struct Chain {
+    links: Vec<Link>,
+}
+
+/// The chain `message` goes through. A disabled transform is left out (nexus disabled it after
+/// failures in a row, or the tenant did).
+pub fn chain(db: &Db, message: &Transformable<'_>) -> ApiResult<Chain> {
+    let rows = db.rows(
         "read the channel's transforms",
         "SELECT t.component, c.revision, c.enabled AND c.active_version IS NOT NULL AS runnable, \
                 t.channel_id::text AS channel_id, ch.type AS channel_type, tn.ccid \
@@ -145,67 +157,87 @@ pub fn apply(db: &Db, message: &Transformable<'_>, message_text: &str) -> ApiRes
             },
         ],
     )?;
-    let mut current = message_text.to_owned();
-    for row in chain.rows() {
-        let (Some(component), Some(revision), Some(runnable)) = (
-            row.get::<String>("component"),
-            row.get::<i64>("revision"),
-            row.get::<bool>("runnable"),
-        ) else {
-            continue;
-        };
-        if !runnable {
-            continue;
+    let links = rows
+        .rows()
+        .filter(|row| row.get::<bool>("runnable").unwrap_or(false))
+        .filter_map(|row| {
+            Some(Link {
+                component: row.get::<String>("component")?,
+                revision: row.get::<i64>("revision")?,
+                channel_id: row.get::<String>("channel_id").unwrap_or_default(),
+                channel_type: row.get::<String>("channel_type").unwrap_or_default(),
+                ccid: row.get::<String>("ccid").unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Chain { links })
+}
+
+/// Runs `message_text` through the channel's enabled transforms for the direction, in order:
+/// the text to store. A transform's rejection refuses the message (422, with its reason); a
+/// transform that fails (traps, breaks a limit) refuses it with 503, so the sender may try
+/// again: nothing is stored that a transform was meant to see and did not. A disabled transform
+/// is skipped (nexus disabled it after failures in a row, or the tenant did).
+pub fn apply(db: &Db, message: &Transformable<'_>, message_text: &str) -> ApiResult<String> {
+    chain(db, message)?.apply(message, message_text)
+}
+
+impl Chain {
+    /// Runs `message_text` through the chain (see [`apply`]).
+    pub fn apply(&self, message: &Transformable<'_>, message_text: &str) -> ApiResult<String> {
+        let mut current = message_text.to_owned();
+        for link in &self.links {
+            let component = &link.component;
+            let body = json!({
+                "tenantId": message.tenant_id,
+                "component": component,
+                "revision": link.revision,
+                "message": {
+                    "conversationId": message.conversation_id,
+                    "contactCenterId": link.ccid,
+                    "channelId": link.channel_id,
+                    "channelType": link.channel_type,
+                    "direction": message.direction.as_str(),
+                    "senderKind": message.sender_kind,
+                    "text": current,
+                },
+            });
+            let encoded = serde_json::to_vec(&body)
+                .map_err(|err| ApiError::internal("encode the message", err))?;
+            match call(
+                "/v1/transforms/apply",
+                "application/json",
+                &encoded,
+                TRANSFORM_TIMEOUT_MS,
+            ) {
+                Outcome::Answered(answer) => {
+                    current = answer["text"]
+                        .as_str()
+                        .ok_or_else(|| {
+                            ApiError::internal("run the transform", "its answer has no text")
+                        })?
+                        .to_owned();
+                }
+                Outcome::Refused(reason) => {
+                    return Err(ApiError::new(
+                        422,
+                        Code::InvalidParameter,
+                        format!(
+                            "the message was refused by the channel's transform `{component}`: {reason}"
+                        ),
+                    ));
+                }
+                Outcome::Failed { reason, message } => {
+                    return Err(ApiError::new(
+                        503,
+                        Code::Unavailable,
+                        format!(
+                            "the channel's transform `{component}` failed ({reason}: {message}); try again"
+                        ),
+                    ));
+                }
+            }
         }
-        let body = json!({
-            "tenantId": message.tenant_id,
-            "component": component,
-            "revision": revision,
-            "message": {
-                "conversationId": message.conversation_id,
-                "contactCenterId": row.get::<String>("ccid").unwrap_or_default(),
-                "channelId": row.get::<String>("channel_id").unwrap_or_default(),
-                "channelType": row.get::<String>("channel_type").unwrap_or_default(),
-                "direction": message.direction.as_str(),
-                "senderKind": message.sender_kind,
-                "text": current,
-            },
-        });
-        let encoded = serde_json::to_vec(&body)
-            .map_err(|err| ApiError::internal("encode the message", err))?;
-        match call(
-            "/v1/transforms/apply",
-            "application/json",
-            &encoded,
-            TRANSFORM_TIMEOUT_MS,
-        ) {
-            Outcome::Answered(answer) => {
-                current = answer["text"]
-                    .as_str()
-                    .ok_or_else(|| {
-                        ApiError::internal("run the transform", "its answer has no text")
-                    })?
-                    .to_owned();
-            }
-            Outcome::Refused(reason) => {
-                return Err(ApiError::new(
-                    422,
-                    Code::InvalidParameter,
-                    format!(
-                        "the message was refused by the channel's transform `{component}`: {reason}"
-                    ),
-                ));
-            }
-            Outcome::Failed { reason, message } => {
-                return Err(ApiError::new(
-                    503,
-                    Code::Unavailable,
-                    format!(
-                        "the channel's transform `{component}` failed ({reason}: {message}); try again"
-                    ),
-                ));
-            }
-        }
+        Ok(current)
     }
-    Ok(current)
 }
