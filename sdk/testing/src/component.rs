@@ -10,7 +10,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use crate::runtime::{CallError, Limits, State, call_error, keep_output, runtime};
+use crate::runtime::{CallError, Limits, State, call_error, call_runtime, keep_output, runtime};
 use crate::{Fakes, build_component};
 
 /// A response of the component.
@@ -101,30 +101,13 @@ impl HttpComponent {
         self.send(fakes, request("GET", path, Bytes::new())?)
     }
 
-    /// `POST path` with a JSON body.
-    pub fn post_json(
-        &self,
-        fakes: &Fakes,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<Response, CallError> {
-        let mut request = request("POST", path, Bytes::from(body.to_string()))?;
-        request.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        self.send(fakes, request)
-    }
-
     /// Sends `request` (its URI a path, or a whole URL) and waits for the whole response.
     pub fn send(
         &self,
         fakes: &Fakes,
         request: http::Request<Bytes>,
     ) -> Result<Response, CallError> {
-        runtime()
-            .map_err(|err| CallError::Setup(format!("{err:#}")))?
-            .block_on(self.send_async(fakes, request))
+        call_runtime()?.block_on(self.send_async(fakes, request))
     }
 
     /// [`HttpComponent::send`], from an async test.
@@ -133,7 +116,7 @@ impl HttpComponent {
         fakes: &Fakes,
         request: http::Request<Bytes>,
     ) -> Result<Response, CallError> {
-        let runtime = runtime().map_err(|err| CallError::Setup(format!("{err:#}")))?;
+        let runtime = call_runtime()?;
         let request = self.with_spin_headers(request)?;
         let (mut store, stdout, stderr) = runtime.store(fakes, &self.limits);
         let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -139,6 +139,11 @@ pub(crate) fn runtime() -> anyhow::Result<&'static Runtime> {
         .map_err(|err| anyhow!("cannot start wasmtime: {err}"))
 }
 
+/// [`runtime`], for a call: a runtime that cannot start is a failed set-up.
+pub(crate) fn call_runtime() -> Result<&'static Runtime, CallError> {
+    runtime().map_err(|err| CallError::Setup(format!("{err:#}")))
+}
+
 impl Runtime {
     fn new() -> anyhow::Result<Runtime> {
         let mut config = Config::new();

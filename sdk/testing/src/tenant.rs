@@ -10,7 +10,7 @@ pub use crate::bindings::tenant::bot::nexus::tenant::types::{
     UserDataChange, UserDataEntry,
 };
 use crate::bindings::tenant::transform::TransformPre;
-use crate::runtime::{CallError, Limits, State, call_error, keep_output, runtime};
+use crate::runtime::{CallError, Limits, State, call_error, call_runtime, keep_output, runtime};
 use crate::{Fakes, build_component};
 
 /// Loads a tenant component as the host does at upload: its size, its imports, then links it.
@@ -68,7 +68,7 @@ async fn call(
     fakes: &Fakes,
     input: Input<'_>,
 ) -> Result<Output, CallError> {
-    let runtime = runtime().map_err(|err| CallError::Setup(format!("{err:#}")))?;
+    let runtime = call_runtime()?;
     fakes.log.start_call();
     let (mut store, stdout, stderr) = runtime.store(fakes, limits);
     let outcome = tokio::time::timeout(limits.timeout, async {
@@ -103,10 +103,6 @@ async fn call(
         )),
         Err(_) => Err(CallError::Timeout),
     }
-}
-
-fn setup_error(err: anyhow::Error) -> CallError {
-    CallError::Setup(format!("{err:#}"))
 }
 
 /// A tenant bot (the `nexus:tenant/bot` world).
@@ -146,9 +142,7 @@ impl TenantBot {
         fakes: &Fakes,
         turn: Turn,
     ) -> Result<Result<Vec<Action>, String>, CallError> {
-        runtime()
-            .map_err(setup_error)?
-            .block_on(self.handle_async(fakes, turn))
+        call_runtime()?.block_on(self.handle_async(fakes, turn))
     }
 
     /// [`TenantBot::handle`], from an async test.
@@ -201,9 +195,7 @@ impl TenantTransform {
         fakes: &Fakes,
         message: Message,
     ) -> Result<Result<String, String>, CallError> {
-        runtime()
-            .map_err(setup_error)?
-            .block_on(self.apply_async(fakes, message))
+        call_runtime()?.block_on(self.apply_async(fakes, message))
     }
 
     /// [`TenantTransform::apply`], from an async test.
