@@ -42,12 +42,30 @@ async fn upload(
     kind: &str,
     crate_name: &str,
 ) -> (u16, Value) {
+    upload_bytes(
+        nexus,
+        ccid,
+        name,
+        kind,
+        std::fs::read(wasm(crate_name)).unwrap(),
+    )
+    .await
+}
+
+/// Uploads `wasm` as the next version of `name`; the answer is checked against the OpenAPI.
+async fn upload_bytes(
+    nexus: &Nexus,
+    ccid: &str,
+    name: &str,
+    kind: &str,
+    wasm: Vec<u8>,
+) -> (u16, Value) {
     let path = format!("/nexus/v3/provisioning/tenants/{ccid}/components/{name}/versions");
     let response = client()
         .post(nexus.url(&format!("{path}?kind={kind}")))
         .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .header("content-type", "application/wasm")
-        .body(std::fs::read(wasm(crate_name)).unwrap())
+        .body(wasm)
         .send()
         .await
         .unwrap();
@@ -208,6 +226,12 @@ async fn a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back(backends:
     assert!(said.contains("nexus answered 400 Bad Request"), "{said}");
     let message = refused_upload["status"]["message"].as_str().unwrap();
     assert!(said.contains(message), "{said}");
+
+    // Nor is anything over the size cap (8 MiB), before it is even compiled.
+    let mut oversized = std::fs::read(wasm("faq-bot")).unwrap();
+    oversized.resize((8 << 20) + 1, 0);
+    let (status, refused) = upload_bytes(&nexus, "acme", "faq", "bot", oversized).await;
+    assert_eq!(status, 413, "{refused}");
 
     let faq = admin_ok(&nexus, "GET", "/tenants/acme/components/faq", None).await;
     assert_eq!(faq["activeVersion"], 1);

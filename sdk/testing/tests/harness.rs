@@ -302,6 +302,17 @@ fn components_nexus_would_refuse_at_upload_are_refused() {
     .unwrap();
     let err = TenantBot::load(&example).err().unwrap();
     assert!(format!("{err:#}").contains("fermyon:spin/redis"), "{err:#}");
+    // Nor is one over the upload size cap.
+    let oversized = std::env::temp_dir().join(format!("nexus-testing-{}.wasm", std::process::id()));
+    let mut bytes = std::fs::read(&example).unwrap();
+    bytes.resize((8 << 20) + 1, 0); // one byte over nexus's 8 MiB cap
+    std::fs::write(&oversized, bytes).unwrap();
+    let err = TenantBot::load(&oversized).err().unwrap();
+    std::fs::remove_file(&oversized).unwrap();
+    assert!(
+        format!("{err:#}").contains("nexus accepts at most"),
+        "{err:#}"
+    );
     // A bot is not a transform.
     let bot = build_component(concat!(
         env!("CARGO_MANIFEST_DIR"),
