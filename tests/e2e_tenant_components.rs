@@ -664,6 +664,47 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     );
 }
 
+/// A turn in flight when a new version takes over finishes on the version it started on; the
+/// next conversation gets the new one.
+async fn a_call_in_flight_finishes_on_its_version(backends: Backends) {
+    let slow = Receiver::start().await;
+    slow.reply_with("the old version answered");
+    slow.delay_answers(Duration::from_secs(3));
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let tenant = provision(&nexus, "acme", "faq", "nexus-fixture-tenant-misbehave").await;
+    admin_ok(
+        &nexus,
+        "PATCH",
+        "/tenants/acme/components/faq",
+        Some(json!({"allowedHosts": [format!("http://{}", slow.addr)]})),
+    )
+    .await;
+
+    let alice = customer(&nexus, &tenant, "Alice").await;
+    alice.sees_text("echo v2 here").await;
+    alice
+        .say(&format!("granted http://{}/slow", slow.addr))
+        .await;
+    // The turn is in flight (v1 waits on the slow host) when v2 is pushed.
+    slow.wait_for(1).await;
+    let v2 = push(
+        &nexus,
+        &["push", "--name", "faq", "--kind", "bot"],
+        Some("faq-bot"),
+    )
+    .await;
+    assert_eq!(v2["activeVersion"], 2, "{v2}");
+    let session = alice.session().await;
+    assert!(
+        !session.to_string().contains("it said"),
+        "the turn ended before the swap: {session}"
+    );
+    alice.sees_text("it said: the old version answered").await;
+    let bob = customer(&nexus, &tenant, "Bob").await;
+    bob.sees_text("Hello Bob! I can tell you about our opening hours, delivery or returns.")
+        .await;
+}
+
 /// Waits (up to 10 s) until `nexus` logged that it loaded `version` of the component `faq`.
 async fn waits_until_loaded(nexus: &Nexus, version: i64) {
     for _ in 0..100 {
@@ -711,6 +752,7 @@ async fn every_host_loads_an_announced_version_before_it_is_called() {
 both_backends!(
     a_tenant_bot_answers_hands_off_and_is_swapped_and_rolled_back,
     a_swap_under_steady_load_fails_no_request,
+    a_call_in_flight_finishes_on_its_version,
     a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks,
     misbehaving_components_fail_alone_and_are_disabled,
 );

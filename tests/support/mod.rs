@@ -486,6 +486,8 @@ pub struct Receiver {
     pub requests: Arc<Mutex<Vec<Received>>>,
     answers: Arc<Mutex<std::collections::VecDeque<u16>>>,
     reply: Arc<Mutex<Bytes>>,
+    /// How long it waits (after recording a request) before it answers.
+    delay: Arc<Mutex<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -498,7 +500,9 @@ impl Receiver {
         let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
         let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
         let reply = Arc::new(Mutex::new(Bytes::from_static(b"received")));
+        let delay: Arc<Mutex<Duration>> = Arc::default();
         let recorded = Arc::clone(&requests);
+        let waiting = Arc::clone(&delay);
         let told = Arc::clone(&answers);
         let replying = Arc::clone(&reply);
         let task = tokio::spawn(async move {
@@ -509,12 +513,14 @@ impl Receiver {
                 let recorded = Arc::clone(&recorded);
                 let told = Arc::clone(&told);
                 let replying = Arc::clone(&replying);
+                let waiting = Arc::clone(&waiting);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let recorded = Arc::clone(&recorded);
                             let told = Arc::clone(&told);
                             let reply = replying.lock().expect("the receiver's reply").clone();
+                            let delay = *waiting.lock().expect("the receiver's delay");
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -533,6 +539,7 @@ impl Receiver {
                                     .expect("the receiver's answers")
                                     .pop_front()
                                     .unwrap_or(200);
+                                tokio::time::sleep(delay).await;
                                 if status == 0 {
                                     // Told to hang: a far side that never answers.
                                     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -556,6 +563,7 @@ impl Receiver {
             requests,
             answers,
             reply,
+            delay,
             task,
         }
     }
@@ -573,6 +581,11 @@ impl Receiver {
             "the receiver got {} requests, not {count}",
             self.received().len()
         );
+    }
+
+    /// From now on, answers come `by` after their request (a slow far side).
+    pub fn delay_answers(&self, by: Duration) {
+        *self.delay.lock().expect("the receiver's delay") = by;
     }
 
     /// From now on, answers carry this body.
