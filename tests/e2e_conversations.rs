@@ -726,6 +726,21 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
             413,
             "LIMIT_BODY_SIZE",
         ),
+        // No text column can hold U+0000: a 400, never a 503 that says "try again".
+        (
+            "a NUL in the first name",
+            vec![("x-api-key", key)],
+            Body::Form(&[("data[nickname]", "n"), ("data[firstName]", "A\0da")]),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a NUL in the email, as JSON",
+            vec![("x-api-key", key)],
+            Body::Json(json!({"data": {"nickname": "n", "email": "a\u{0}@b.co"}})),
+            400,
+            "INVALID_PARAMETER",
+        ),
     ];
     for (case, headers, body, status, code) in cases {
         let (got_status, got) = api.call("POST", start, &headers, body).await;
@@ -764,7 +779,107 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
     let contacts = "/nexus/v3/history/contacts";
     let garbage_cursor = format!("{contacts}?cursor=garbage");
     let session_headers = vec![("x-api-key", key), ("x-nexus-client-key", token)];
+    let history_key = vec![("x-api-key", tenant.history_key.as_str())];
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let admin_headers = vec![("authorization", admin.as_str())];
+    let nul_search = "/nexus/v3/history/messages?q=a%00b";
+    let word_date = "/nexus/v3/history/messages?from=tomorrow";
+    let year_zero = "/nexus/v3/history/messages?to=0000-01-01T00:00:00Z";
+    let queue = "/nexus/v3/provisioning/tenants/strict/queues/day-shift";
+    let channels = "/nexus/v3/provisioning/tenants/strict/channels";
+    let api_keys = "/nexus/v3/provisioning/tenants/strict/api-keys";
     let cases: Vec<BadRequest<'_>> = vec![
+        (
+            "a NUL in a message's text",
+            "POST",
+            &messages,
+            session_headers.clone(),
+            Body::Form(&[("data[type]", "Text"), ("data[text]", "a\0b")]),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a NUL in a history search",
+            "GET",
+            nul_search,
+            history_key.clone(),
+            Body::None,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a date that is a word",
+            "GET",
+            word_date,
+            history_key.clone(),
+            Body::None,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a date in year 0",
+            "GET",
+            year_zero,
+            history_key.clone(),
+            Body::None,
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a NUL in a tenant's name",
+            "POST",
+            tenants,
+            admin_headers.clone(),
+            Body::Json(json!({"ccid": "nul", "name": "A\u{0}"})),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "a NUL in a channel's credentials",
+            "POST",
+            channels,
+            admin_headers.clone(),
+            Body::Json(json!({"type": "email", "name": "mail", "secret": "s",
+                              "credentials": {"apiKey": "k\u{0}"}})),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "an API key that expires `tomorrow`",
+            "POST",
+            api_keys,
+            admin_headers.clone(),
+            Body::Json(json!({"name": "soon", "permission": "chat", "expiresAt": "tomorrow"})),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "business hours whose day is a word",
+            "PUT",
+            queue,
+            admin_headers.clone(),
+            Body::Json(json!({"businessHours": {"days": {"mon": "AAA"}}})),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "business hours whose day is an object",
+            "PUT",
+            queue,
+            admin_headers.clone(),
+            Body::Json(json!({"businessHours": {"days": {"mon": {}}}})),
+            400,
+            "INVALID_PARAMETER",
+        ),
+        (
+            "business hours whose day is false",
+            "PUT",
+            queue,
+            admin_headers.clone(),
+            Body::Json(json!({"businessHours": {"days": {"mon": false}}})),
+            400,
+            "INVALID_PARAMETER",
+        ),
         (
             "no client token",
             "GET",
@@ -900,6 +1015,48 @@ async fn bad_inputs_get_their_documented_codes(backends: Backends) {
             "{case}: {got}"
         );
     }
+    // A valid RFC 3339 offset that PostgreSQL itself would refuse is normalised, not a 503.
+    let (status, found) = api
+        .history(&tenant, "/messages?to=2000-01-01T00:00:00%2B18:05")
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let (status, created) = api
+        .admin(
+            "POST",
+            "/tenants/strict/api-keys",
+            Some(json!({"name": "far", "permission": "chat",
+                        "expiresAt": "2999-01-01T00:00:00+18:05"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    // Nothing of the refused queues was stored.
+    let (status, _) = api
+        .admin("GET", "/tenants/strict/queues/day-shift", None)
+        .await;
+    assert_eq!(status, 404);
+
+    // The envelope's referenceId is the request id of the host: in the answer's header and in
+    // the host's log, though the client sent none.
+    let response = client()
+        .get(nexus.url(contacts))
+        .header("x-api-key", &tenant.history_key)
+        .send()
+        .await
+        .unwrap();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["referenceId"], request_id.as_str(), "{answer}");
+    assert!(nexus.logs().contains(&request_id), "{request_id} is logged");
+    // Every request above took a pooled connection that was reset for it: the reset made
+    // PostgreSQL warn "there is no transaction in progress" each time, ten lines a second.
+    assert!(
+        !nexus.logs().contains("no transaction in progress"),
+        "the log is quiet about resets"
+    );
+
     if let Some(database) = &nexus.database {
         // A validly signed token for a session that does not exist (signed with the tenant's
         // secret, read from the database): the session is unknown, not the token.

@@ -346,9 +346,10 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
     let late = json!({"messageId": "wa-1", "status": "delivered", "timestamp": now()});
     client.post(&nexus, "receipts", &late, None).await;
     delivery_status(&nexus, &token, &interaction, position, "read").await;
+    // One for an id no message carries (yet) is kept, not refused: see below.
     let unknown = json!({"messageId": "nope", "status": "read", "timestamp": now()});
-    let (status, _) = client.post(&nexus, "receipts", &unknown, None).await;
-    assert_eq!(status, 404);
+    let (status, answer) = client.post(&nexus, "receipts", &unknown, None).await;
+    assert_eq!(status, 202, "{answer}");
 
     // A 5xx from the client is retried; the reply arrives once it answers 2xx.
     receiver.answer_next(&[503]);
@@ -372,6 +373,33 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
         &interaction,
         sent["message"]["position"].as_i64().unwrap(),
         "sent",
+    )
+    .await;
+
+    // The client reports delivery before its answer to the delivery (with the messageId) has
+    // reached nexus: the receipt is kept, and applied when the answer comes.
+    receiver.hold_answers();
+    receiver.reply_with(r#"{"messageId": "wa-3"}"#);
+    let sent = work(
+        &nexus,
+        &token,
+        "POST",
+        &format!("media/chat/interactions/{interaction}/send-message"),
+        Some(json!({"message": "one more thing"})),
+    )
+    .await;
+    receiver.wait_for(4).await;
+    let early = json!({"messageId": "wa-3", "status": "delivered", "timestamp": now()});
+    let (status, answer) = client.post(&nexus, "receipts", &early, None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["data"]["pending"], true, "{answer}");
+    receiver.release();
+    delivery_status(
+        &nexus,
+        &token,
+        &interaction,
+        sent["message"]["position"].as_i64().unwrap(),
+        "delivered",
     )
     .await;
 

@@ -35,13 +35,11 @@ fn manifest(host_runs_jobs: bool) -> String {
     parts.concat()
 }
 
-/// Under Spin, the cron's call to the sweep; under nexus, nothing (the host sends by itself).
-async fn sweep_if_spin(nexus: &Nexus, spin: bool) {
-    if !spin {
-        return;
-    }
+/// The cron's call to the sweep at `url` under Spin, which sends one message (under nexus the
+/// host sends by itself).
+async fn sweep(url: String) {
     let response = client()
-        .post(nexus.url("/nexus/v3/sms/jobs/sweep"))
+        .post(url)
         .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .send()
         .await
@@ -275,7 +273,9 @@ async fn converse(backends: Backends, spin: bool) {
         "{texts:?}"
     );
 
-    // The agent answers: nexus sends it through the aggregator's API.
+    // The agent answers: nexus sends it through the aggregator's API, whose answer (with the
+    // sid) is held back until the aggregator has reported delivery, as a fast one may do.
+    aggregator.hold_answers();
     json_call(
         &nexus,
         "POST",
@@ -284,7 +284,7 @@ async fn converse(backends: Backends, spin: bool) {
         Some(json!({"message": "Yes, until 8 pm."})),
     )
     .await;
-    sweep_if_spin(&nexus, spin).await;
+    let sweeping = spin.then(|| tokio::spawn(sweep(nexus.url("/nexus/v3/sms/jobs/sweep"))));
     let sent = aggregator.wait_for(1).await;
     assert_eq!(
         sent[0].path,
@@ -314,7 +314,8 @@ async fn converse(backends: Backends, spin: bool) {
         nexus.url(&format!("/nexus/v3/sms/{channel}/status"))
     );
 
-    // The aggregator reports delivery, signed for the callback URL it was given.
+    // The aggregator reports delivery, signed for the callback URL it was given, before its
+    // answer to the send has reached nexus: the status is kept ...
     let status_path = format!("/nexus/v3/sms/{channel}/status");
     let report = [
         ("MessageSid", "SMout1"),
@@ -323,6 +324,17 @@ async fn converse(backends: Backends, spin: bool) {
     ];
     let (status, body) = aggregator_post(&nexus, &status_path, &report, None).await;
     assert_eq!(status, 200, "{body}");
+    let kept: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&kept["data"]["recorded"], &kept["data"]["pending"]),
+        (&json!(false), &json!(true)),
+        "{kept}"
+    );
+    // ... and applied when the answer comes and the send records the sid.
+    aggregator.release();
+    if let Some(sweeping) = sweeping {
+        sweeping.await.unwrap();
+    }
     let mut delivered = false;
     for _ in 0..100 {
         let seen = transcript(&nexus, &token, &interaction).await;
@@ -335,7 +347,26 @@ async fn converse(backends: Backends, spin: bool) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(delivered, "the status callback marked the reply delivered");
+    assert!(
+        delivered,
+        "the early status callback marked the reply delivered"
+    );
+    // A later status never moves it back, and is recorded against the message now.
+    let late = [
+        ("MessageSid", "SMout1"),
+        ("MessageStatus", "sent"),
+        ("AccountSid", ACCOUNT),
+    ];
+    let (status, body) = aggregator_post(&nexus, &status_path, &late, None).await;
+    assert_eq!(status, 200, "{body}");
+    let applied: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(applied["data"]["recorded"], true, "{applied}");
+    let seen = transcript(&nexus, &token, &interaction).await;
+    assert!(
+        seen.iter()
+            .any(|m| m["text"] == "Yes, until 8 pm." && m["deliveryStatus"] == "delivered"),
+        "{seen:?}"
+    );
     if spin {
         // The sweep's retries follow the published schedule (seconds to hours): not waited for.
         return;
@@ -353,4 +384,59 @@ async fn converse(backends: Backends, spin: bool) {
     .await;
     let sent = aggregator.wait_for(3).await;
     assert_eq!(sent[1].body, sent[2].body, "the same send, again");
+    // ... under the same idempotency key, which an API that takes one sends once.
+    let key = |request: &support::Received| {
+        request.headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(key(&sent[1]), key(&sent[2]));
+    assert_ne!(key(&sent[0]), key(&sent[1]), "another message, another key");
+
+    // Rate limited with a Retry-After: the next attempt waits as long as the aggregator asked,
+    // not the 5 s of the published schedule.
+    aggregator.answer_next(&[429]);
+    aggregator.reply_header("retry-after", "3600");
+    let asked = std::time::SystemTime::now();
+    json_call(
+        &nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/send-message"),
+        &token,
+        Some(json!({"message": "Talk soon."})),
+    )
+    .await;
+    aggregator.wait_for(4).await;
+    let mut waiting = Value::Null;
+    for _ in 0..100 {
+        let jobs = json_call(
+            &nexus,
+            "GET",
+            "/nexus/v3/provisioning/tenants/acme/jobs?state=pending",
+            ADMIN_TOKEN,
+            None,
+        )
+        .await;
+        // Waiting for its next attempt: pending again, with the answer of the last one.
+        if let Some(job) = jobs["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|job| job["attempts"] == 1))
+        {
+            waiting = job.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting["lastStatus"], 503, "{waiting}");
+    let run_at = time::OffsetDateTime::parse(
+        waiting["runAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let waits = run_at - time::OffsetDateTime::from(asked);
+    assert!(
+        waits >= time::Duration::seconds(3500),
+        "the retry waits the hour asked for, not {waits}: {waiting}"
+    );
 }

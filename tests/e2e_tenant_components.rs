@@ -442,6 +442,58 @@ async fn a_transform_redacts_before_postgres_the_bot_the_agent_and_the_webhooks(
             assert!(!all.contains(secret), "PostgreSQL holds `{secret}`: {all}");
         }
     }
+
+    // Fail closed: once the transform is `required`, its being disabled refuses the channel's
+    // messages (503, to be sent again) rather than letting them through unmasked.
+    let marked = admin_ok(
+        &nexus,
+        "PATCH",
+        "/tenants/acme/components/pii",
+        Some(json!({"required": true, "enabled": false})),
+    )
+    .await;
+    assert_eq!(
+        (&marked["required"], &marked["enabled"]),
+        (&json!(true), &json!(false)),
+        "{marked}"
+    );
+    let (status, refused) = alice.try_say("call me on +1 415 555 2671").await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["status"]["code"], "UNAVAILABLE", "{refused}");
+    let refused = workspace("POST", format!("media/chat/interactions/{id}/send-message"))
+        .json(&json!({"message": "or on +44 20 7946 0958"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    // A bot cannot be required: it hands off when it fails.
+    let (status, answer) = admin(
+        &nexus,
+        "PATCH",
+        "/tenants/acme/components/echo",
+        Some(json!({"required": true})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    // Enabled again, it masks again; not required, a disabled one is skipped.
+    admin_ok(
+        &nexus,
+        "PATCH",
+        "/tenants/acme/components/pii",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    alice.say("call me on +1 415 555 2671").await;
+    alice.sees_text("call me on [phone number]").await;
+    admin_ok(
+        &nexus,
+        "PATCH",
+        "/tenants/acme/components/pii",
+        Some(json!({"required": false, "enabled": false})),
+    )
+    .await;
+    alice.say("plain words").await;
+    alice.sees_text("plain words").await;
 }
 
 async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) {

@@ -787,3 +787,100 @@ async fn two_hosts_one_redis_and_a_dropped_socket_loses_nothing() {
         .get(0);
     assert_eq!(queued, 5);
 }
+
+/// Redis dies and comes back empty (killed and started again, not flushed) under a live chat:
+/// the agent's open socket is told to reconnect, and on reconnecting hears that events were
+/// lost and then gets every new one, numbered above all it saw before; the customer's next
+/// message is taken and reaches the agent, whose answer reaches the customer; the agent, ready
+/// in PostgreSQL, is put back in line and offered a new customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarting_empty_loses_no_agent_and_no_customer() {
+    let mut redis = support::redis_server::RedisServer::start().await;
+    let nexus =
+        Nexus::start_with(&manifest(), Backends::Real, &[("REDIS_URL", &redis.url())]).await;
+    let tenant = provision(&nexus, "acme").await;
+    let agent = add_agent(
+        &nexus,
+        "acme",
+        "ann",
+        json!({"nickname": "Ann", "skills": ["english"], "capacity": {"chat": 2}}),
+    )
+    .await;
+    let mut socket = desktop(&nexus, &agent, 0).await;
+    ok(&nexus, &agent, "POST", "media/chat/ready", None).await;
+    let alice = customer(&nexus, &tenant, "Alice", "alice@example.com").await;
+    let (invitation, _) = until(&mut socket, invited).await;
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/accept"),
+        None,
+    )
+    .await;
+    alice.say("before the restart").await;
+    let (event, _) = until(&mut socket, |e| has_text(e, "before the restart")).await;
+    let last_seen = event["seq"].as_i64().unwrap();
+
+    redis.kill().await;
+    redis.start_again().await;
+
+    // What was published while the node's subscription was down is lost to it: the socket is
+    // closed with 1012, to reconnect and catch up from the log.
+    let close = socket.closed(Duration::from_secs(30)).await;
+    assert_eq!(close.map(|frame| u16::from(frame.code)), Some(1012));
+
+    // The customer writes: taken, and the reconnected desktop is told that the log restarted,
+    // then gets the message, numbered above everything it saw.
+    alice.say("after the restart").await;
+    let mut again = desktop(&nexus, &agent, last_seen).await;
+    let (event, before) = until(&mut again, |e| has_text(e, "after the restart")).await;
+    assert!(
+        before.iter().any(|e| e["messageType"] == "EventsLost"),
+        "{before:?}"
+    );
+    assert!(
+        event["seq"].as_i64().unwrap() > last_seen,
+        "{} after {last_seen}",
+        event["seq"]
+    );
+    for earlier in &before {
+        if let Some(seq) = earlier["seq"].as_i64() {
+            assert!(seq > last_seen, "a number given again: {earlier}");
+        }
+    }
+
+    // The agent answers; the customer's long-poll gets it.
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/send-message"),
+        Some(json!({"message": "still here"})),
+    )
+    .await;
+    let mut answered = false;
+    let mut after = 0;
+    for _ in 0..20 {
+        let read = alice.read(after, 5).await;
+        let messages = read["messages"].as_array().unwrap();
+        if messages.iter().any(|m| m["text"] == "still here") {
+            answered = true;
+            break;
+        }
+        after = messages
+            .iter()
+            .filter_map(|m| m["position"].as_i64())
+            .max()
+            .unwrap_or(after);
+    }
+    assert!(answered, "the customer got the agent's answer");
+
+    // Still ready in PostgreSQL, the agent is back in line: a new customer is offered to them.
+    let me = ok(&nexus, &agent, "GET", "me", None).await;
+    assert_eq!(me["state"], "ready", "{me}");
+    let _bob = customer(&nexus, &tenant, "Bob", "bob@example.com").await;
+    let (offer, _) = until(&mut again, invited).await;
+    assert_ne!(offer["interaction"]["id"], id.as_str());
+}

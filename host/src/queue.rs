@@ -63,15 +63,10 @@ impl JobWorker {
             .map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
             .collect();
         // No answer counts as a failure to retry, as any status but 2xx and 422 does.
-        match nexus_guest::jobs::outcome(attempt, status.unwrap_or(0), &schedule) {
-            Outcome::Retry(ms) => {
-                let asked = retry_after.map_or(0, |wait| {
-                    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
-                });
-                Outcome::Retry(ms.max(asked))
-            }
-            other => other,
-        }
+        nexus_guest::jobs::honour_retry_after(
+            nexus_guest::jobs::outcome(attempt, status.unwrap_or(0), &schedule),
+            retry_after.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        )
     }
 }
 

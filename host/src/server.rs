@@ -342,6 +342,11 @@ impl App {
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
         let request_id = request_id(&req);
+        // The component quotes it as the envelope's `referenceId`: one id in the answer, its
+        // header and every log line of the request.
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(REQUEST_ID, value);
+        }
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,

@@ -34,6 +34,12 @@ impl ChatCustomer {
 
     /// Writes `text`, which must be accepted (200).
     pub async fn say(&self, text: &str) {
+        let (status, answer) = self.try_say(text).await;
+        assert_eq!(status, 200, "{text:?} was not accepted: {answer}");
+    }
+
+    /// Writes `text`: the status and the answer.
+    pub async fn try_say(&self, text: &str) -> (u16, Value) {
         let response = client()
             .post(format!("{}/messages", self.uri))
             .header("x-nexus-client-key", &self.token)
@@ -41,7 +47,8 @@ impl ChatCustomer {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "{text:?} was not accepted");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
     }
 
     /// The session as the customer reads it (transcript, state, routing).

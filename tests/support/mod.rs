@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 pub mod chat;
 pub mod manifest;
 pub mod openapi;
+pub mod redis_server;
 pub mod ws;
 
 /// Runs each scenario, an `async fn(Backends)`, once on the real servers (`mod real`) and once on
@@ -488,6 +489,10 @@ pub struct Receiver {
     reply: Arc<Mutex<Bytes>>,
     /// How long it waits (after recording a request) before it answers.
     delay: Arc<Mutex<Duration>>,
+    /// While true, answers wait (after their request is recorded) until it turns false.
+    held: tokio::sync::watch::Sender<bool>,
+    /// Headers every answer carries.
+    headers: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -501,6 +506,9 @@ impl Receiver {
         let answers: Arc<Mutex<std::collections::VecDeque<u16>>> = Arc::default();
         let reply = Arc::new(Mutex::new(Bytes::from_static(b"received")));
         let delay: Arc<Mutex<Duration>> = Arc::default();
+        let (held, hold) = tokio::sync::watch::channel(false);
+        let headers: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let heading = Arc::clone(&headers);
         let recorded = Arc::clone(&requests);
         let waiting = Arc::clone(&delay);
         let told = Arc::clone(&answers);
@@ -514,6 +522,8 @@ impl Receiver {
                 let told = Arc::clone(&told);
                 let replying = Arc::clone(&replying);
                 let waiting = Arc::clone(&waiting);
+                let hold = hold.clone();
+                let heading = Arc::clone(&heading);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
@@ -521,6 +531,8 @@ impl Receiver {
                             let told = Arc::clone(&told);
                             let reply = replying.lock().expect("the receiver's reply").clone();
                             let delay = *waiting.lock().expect("the receiver's delay");
+                            let mut hold = hold.clone();
+                            let extra = heading.lock().expect("the receiver's headers").clone();
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -540,6 +552,7 @@ impl Receiver {
                                     .pop_front()
                                     .unwrap_or(200);
                                 tokio::time::sleep(delay).await;
+                                let _ = hold.wait_for(|held| !held).await;
                                 if status == 0 {
                                     // Told to hang: a far side that never answers.
                                     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -548,6 +561,12 @@ impl Receiver {
                                 let mut response = http::Response::new(Full::new(reply));
                                 *response.status_mut() =
                                     http::StatusCode::from_u16(status).expect("a status");
+                                for (name, value) in extra {
+                                    response.headers_mut().insert(
+                                        http::HeaderName::try_from(name).expect("a header name"),
+                                        http::HeaderValue::try_from(value).expect("a header value"),
+                                    );
+                                }
                                 Ok::<_, std::convert::Infallible>(response)
                             }
                         },
@@ -564,8 +583,18 @@ impl Receiver {
             answers,
             reply,
             delay,
+            held,
+            headers,
             task,
         }
+    }
+
+    /// From now on, answers carry this header too.
+    pub fn reply_header(&self, name: &str, value: &str) {
+        self.headers
+            .lock()
+            .expect("the receiver's headers")
+            .push((name.to_owned(), value.to_owned()));
     }
 
     /// Waits (up to 10 s) until `count` requests have arrived; all of them so far.
@@ -586,6 +615,17 @@ impl Receiver {
     /// From now on, answers come `by` after their request (a slow far side).
     pub fn delay_answers(&self, by: Duration) {
         *self.delay.lock().expect("the receiver's delay") = by;
+    }
+
+    /// From now on, each request is recorded but not answered until [`Receiver::release`]: a far
+    /// side whose answer is still on its way while the test acts (calls back first, say).
+    pub fn hold_answers(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Answers what [`Receiver::hold_answers`] held, and what comes after at once.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// From now on, answers carry this body.

@@ -505,7 +505,7 @@ fn bounded_number(
 
 /// The transcript after `after`, waiting up to `timeout` seconds for something new.
 fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
-    let params = query(req);
+    let params = query(req)?;
     let after = bounded_number(&params, "after", i64::from(i32::MAX))?.unwrap_or(0);
     let limit = bounded_number(&params, "limit", MAX_READ)?
         .unwrap_or(MAX_READ)

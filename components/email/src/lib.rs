@@ -113,7 +113,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     };
     let db = Db::open()?;
     let channel = channel(&db, channel_id)?.ok_or_else(|| refused("no such email channel"))?;
-    let form: Vec<(String, String)> = form_urlencoded::parse(req.body()).into_owned().collect();
+    let form: Vec<(String, String)> = nexus_guest::body::form_pairs(req.body())?;
     let (Some(timestamp), Some(token), Some(signature)) = (
         field(&form, "timestamp"),
         field(&form, "token"),
@@ -238,6 +238,8 @@ async fn send(job: &Value) -> ApiResult<Reply> {
         .header("content-type", "application/json")
         .header("content-length", body.len().to_string())
         .header("authorization", key)
+        // The same on every attempt: an API that takes one sends a retried message once.
+        .header("idempotency-key", format!("nexus:{interaction}:{position}"))
         .body(body)
         .build();
     let id = inbound::send_outgoing(

@@ -54,15 +54,14 @@ fn show_variables() -> Response {
             200,
             &json!({ "greeting": greeting, "not_declared": format!("{missing:?}") }),
         ),
-        Err(err) => error_response(500, "variable", &format!("{err:?}")),
+        Err(err) => failure(500, "variable", format!("{err:?}")),
     }
 }
 
 fn redis_connection() -> Result<redis::Connection, Response> {
     let address = variables::get("redis_address")
-        .map_err(|err| error_response(500, "variable", &format!("{err:?}")))?;
-    redis::Connection::open(&address)
-        .map_err(|err| error_response(502, "redis-open", &format!("{err:?}")))
+        .map_err(|err| failure(500, "variable", format!("{err:?}")))?;
+    redis::Connection::open(&address).map_err(|err| failure(502, "redis-open", format!("{err:?}")))
 }
 
 fn redis_put(key: &str, value: &[u8]) -> Response {
@@ -82,7 +81,7 @@ fn redis_put(key: &str, value: &[u8]) -> Response {
     });
     match stored {
         Ok(_) => json_response(200, &json!({ "stored": key, "bytes": value.len() })),
-        Err(err) => error_response(502, "redis", &format!("{err:?}")),
+        Err(err) => failure(502, "redis", format!("{err:?}")),
     }
 }
 
@@ -94,7 +93,7 @@ fn redis_get(key: &str) -> Response {
     let key = format!("example:{key}");
     let reads = match conn.incr(&format!("{key}:reads")) {
         Ok(reads) => reads,
-        Err(err) => return error_response(502, "redis", &format!("{err:?}")),
+        Err(err) => return failure(502, "redis", format!("{err:?}")),
     };
     match conn.get(&key) {
         Ok(Some(value)) => json_response(
@@ -102,15 +101,14 @@ fn redis_get(key: &str) -> Response {
             &json!({ "key": key, "value": String::from_utf8_lossy(&value), "reads": reads }),
         ),
         Ok(None) => error_response(404, "no-such-key", &key),
-        Err(err) => error_response(502, "redis", &format!("{err:?}")),
+        Err(err) => failure(502, "redis", format!("{err:?}")),
     }
 }
 
 fn pg_connection() -> Result<pg4::Connection, Response> {
     let address = variables::get("postgres_address")
-        .map_err(|err| error_response(500, "variable", &format!("{err:?}")))?;
-    pg4::Connection::open(&address)
-        .map_err(|err| error_response(502, "postgres-open", &format!("{err:?}")))
+        .map_err(|err| failure(500, "variable", format!("{err:?}")))?;
+    pg4::Connection::open(&address).map_err(|err| failure(502, "postgres-open", format!("{err:?}")))
 }
 
 fn add_note(body: &[u8]) -> Response {
@@ -130,7 +128,7 @@ fn add_note(body: &[u8]) -> Response {
             let id = rows.rows().next().and_then(|row| row.get::<i64>("id"));
             json_response(201, &json!({ "id": id }))
         }
-        Err(err) => error_response(502, "postgres", &format!("{err:?}")),
+        Err(err) => failure(502, "postgres", format!("{err:?}")),
     }
 }
 
@@ -161,7 +159,7 @@ fn list_notes() -> Response {
                 .collect();
             json_response(200, &json!({ "notes": notes }))
         }
-        Err(err) => error_response(502, "postgres", &format!("{err:?}")),
+        Err(err) => failure(502, "postgres", format!("{err:?}")),
     }
 }
 
@@ -183,7 +181,9 @@ async fn fetch(query: &str) -> Response {
                 "body": String::from_utf8_lossy(resp.body()),
             }),
         ),
-        Err(err) => error_response(502, "outbound-http", &format!("{err}")),
+        // The WASI error code names what went wrong (`HttpRequestDenied`, `ConnectionRefused`).
+        Err(http::SendError::Http(code)) => failure(502, "outbound-http", format!("{code:?}")),
+        Err(err) => failure(502, "outbound-http", format!("RequestFailed: {err}")),
     }
 }
 
@@ -219,6 +219,25 @@ fn json_response(status: u16, body: &serde_json::Value) -> Response {
         .header("content-type", "application/json")
         .body(body.to_string())
         .build()
+}
+
+/// A failure of something the component called: the whole error goes to the component's log
+/// (stderr, which the host tags with the request id); the caller gets the code and the error's
+/// kind (`HttpRequestDenied`, `ConnectionFailed`: the first word of `detail`), never the
+/// runtime's own text or a backtrace.
+fn failure(status: u16, code: &str, detail: String) -> Response {
+    eprintln!("{code}: {detail}");
+    // `ErrorCode::HttpRequestDenied`, `Other("...")`: the variant's name.
+    let path: String = detail
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+        .collect();
+    let kind = path
+        .trim_end_matches(':')
+        .rsplit("::")
+        .next()
+        .unwrap_or_default();
+    error_response(status, code, &format!("the {code} call failed: {kind}"))
 }
 
 fn error_response(status: u16, code: &str, message: &str) -> Response {

@@ -66,6 +66,9 @@ pub struct ApiError {
     pub http_status: u16,
     pub code: Code,
     pub message: String,
+    /// How long the caller should wait before it tries again (`Retry-After`, in seconds): the
+    /// far side's own word when a job relays its refusal, so that the queue honours it.
+    pub retry_after_seconds: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -76,7 +79,14 @@ impl ApiError {
             http_status,
             code,
             message: message.into(),
+            retry_after_seconds: None,
         }
+    }
+
+    /// The same error, telling the caller to wait `seconds` (if known) before trying again.
+    pub fn retry_after(mut self, seconds: Option<u64>) -> ApiError {
+        self.retry_after_seconds = seconds;
+        self
     }
 
     pub fn bad_parameter(message: impl Into<String>) -> ApiError {

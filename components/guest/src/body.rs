@@ -48,11 +48,15 @@ impl Fields {
                 format!("the body is {} bytes; the limit is {max_bytes}", body.len()),
             ));
         }
-        if is_json(content_type)? {
-            Self::from_json(body)
+        let fields = if is_json(content_type)? {
+            Self::from_json(body)?
         } else {
-            Self::from_form(body)
+            Self::from_form(body)?
+        };
+        for (name, value) in &fields.values {
+            refuse_nul(name, value)?;
         }
+        Ok(fields)
     }
 
     fn from_json(body: &[u8]) -> ApiResult<Fields> {
@@ -130,6 +134,13 @@ impl Fields {
         (!text.is_empty()).then_some(text)
     }
 
+    /// A date-time field (RFC 3339), normalised to UTC (see [`crate::timestamp`]).
+    pub fn timestamp(&self, name: &str) -> ApiResult<Option<String>> {
+        self.text(name)
+            .map(|text| crate::timestamp::parse(name, &text))
+            .transpose()
+    }
+
     /// A text field that must be there.
     pub fn required_text(&self, name: &str) -> ApiResult<String> {
         self.text(name)
@@ -170,6 +181,51 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// Refuses a value whose text (in any string or key, however deep) holds U+0000: no text column
+/// of PostgreSQL can store it, and the caller must hear so as a 400 naming the field, not as a
+/// failure of the service to retry.
+pub fn refuse_nul(name: &str, value: &Value) -> ApiResult<()> {
+    let holds_nul = match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => return items.iter().try_for_each(|item| refuse_nul(name, item)),
+        Value::Object(map) => {
+            return map.iter().try_for_each(|(key, item)| {
+                if key.contains('\0') {
+                    return Err(nul_in(name));
+                }
+                refuse_nul(name, item)
+            });
+        }
+        _ => false,
+    };
+    if holds_nul || name.contains('\0') {
+        Err(nul_in(name))
+    } else {
+        Ok(())
+    }
+}
+
+fn nul_in(name: &str) -> ApiError {
+    ApiError::bad_parameter(format!(
+        "`{}` holds a NUL character (U+0000), which text cannot",
+        name.replace('\0', "\\0")
+    ))
+}
+
+/// The parameters of a query string or a form body (`a=1&b=2`), decoded, in the order given;
+/// a 400 when one holds U+0000 (see [`refuse_nul`]).
+pub fn form_pairs(encoded: &[u8]) -> ApiResult<Vec<(String, String)>> {
+    form_urlencoded::parse(encoded)
+        .map(|(key, value)| {
+            if key.contains('\0') || value.contains('\0') {
+                Err(nul_in(&key))
+            } else {
+                Ok((key.into_owned(), value.into_owned()))
+            }
+        })
+        .collect()
 }
 
 /// `data[a][b]` → `["a", "b"]`; `text` → `["text"]`; anything else with brackets is malformed.
@@ -264,6 +320,54 @@ mod body_tests {
         assert_eq!(err.http_status, 415);
         let err = Fields::parse(FORM, &[b'a'; 2000], 1024).unwrap_err();
         assert_eq!((err.http_status, err.code), (413, Code::LimitBodySize));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_by_field() {
+        for (content_type, body) in [
+            (FORM, "data[firstName]=A%00da"),
+            (FORM, "data[userData][k%00]=v"),
+            (FORM, "data[userData][k]=%00"),
+            (Some("application/json"), r#"{"name": "A\u0000"}"#),
+            (
+                Some("application/json"),
+                r#"{"credentials": {"apiKey": ["x\u0000"]}}"#,
+            ),
+            (Some("application/json"), r#"{"settings": {"k\u0000": 1}}"#),
+        ] {
+            let err = Fields::parse(content_type, body.as_bytes(), 1024).unwrap_err();
+            assert_eq!(
+                (err.http_status, err.code),
+                (400, Code::InvalidParameter),
+                "{body}"
+            );
+            assert!(err.message.contains("NUL"), "{}", err.message);
+        }
+        let err = form_pairs(b"q=a%00b&x=1").unwrap_err();
+        assert!(err.message.contains("`q`"), "{}", err.message);
+        assert_eq!(
+            form_pairs(b"q=a+b&x=%C3%A9").unwrap(),
+            [
+                ("q".to_owned(), "a b".to_owned()),
+                ("x".to_owned(), "é".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc() {
+        let fields = Fields::parse(
+            Some("application/json"),
+            br#"{"expiresAt": "2030-01-01T00:00:00+18:05", "bad": "tomorrow"}"#,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(
+            fields.timestamp("expiresAt").unwrap().as_deref(),
+            Some("2029-12-31T05:55:00.000000Z")
+        );
+        assert!(fields.timestamp("bad").is_err());
+        assert_eq!(fields.timestamp("absent").unwrap(), None);
     }
 
     #[test]

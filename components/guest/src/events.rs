@@ -3,7 +3,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `agent:{id}:seq` | string | the last sequence number given |
+//! | `agent:{id}:counter` | sorted set | one member, `n`, scored by the last sequence number given |
 //! | `agent:{id}:events` | sorted set | the last [`EVENT_LOG_LEN`] events, as JSON, scored by `seq` |
 //! | `ws:topic:agent:{id}` | pub/sub channel | every event as it happens: the agent's WebSockets |
 //!
@@ -11,6 +11,14 @@
 //! `seq` it saw (`?after=N` on the socket, or the long-poll) misses nothing: it may see an event
 //! twice (once replayed, once live), and tells them apart by `seq`. Two events pushed at once may
 //! be logged in either order; readers return only a run of consecutive numbers.
+//!
+//! Numbers only grow, and are never given twice, even when Redis loses the counter (restarted
+//! empty, flushed): a counter that is missing starts again at the clock, in microseconds since
+//! the epoch, above any number given before, and the log records where it started (a
+//! `logStarted` entry, never shown to a desktop). A desktop that asks for what came after a
+//! number from before is told that events were lost (and reloads its interactions), then gets
+//! everything from the new start. (Microseconds stay below 2^53, the integers JSON readers keep
+//! exactly, until the year 2255.)
 
 use serde_json::Value;
 
@@ -26,16 +34,52 @@ pub fn agent_topic(agent_id: &str) -> String {
     format!("agent:{agent_id}")
 }
 
+/// The next number of an agent's log. `ZADD XX INCR` counts only on a counter that exists, so a
+/// missing one is seen as missing (where `INCR` would start it again at 1): it is started at the
+/// clock by whoever gets there first (`NX`), who also logs where the numbering starts.
+fn next_seq(live: &Live, agent_id: &str, log: &str) -> ApiResult<i64> {
+    let counter = live.key(&format!("agent:{agent_id}:counter"));
+    for _ in 0..3 {
+        let counted = live.cmd(
+            "ZADD",
+            &[arg(&counter), arg("XX"), arg("INCR"), arg("1"), arg("n")],
+        )?;
+        if let Some(seq) = counted
+            .first()
+            .and_then(reply_text)
+            .and_then(|score| score.parse::<f64>().ok())
+        {
+            // Scores are doubles: whole numbers up to 2^53 are exact.
+            return Ok(seq as i64);
+        }
+        let start = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_micros())
+                .unwrap_or_default(),
+        )
+        .unwrap_or(i64::MAX);
+        let started = live.cmd(
+            "ZADD",
+            &[arg(&counter), arg("NX"), int_arg(start), arg("n")],
+        )?;
+        if matches!(started.first(), Some(RedisResult::Int64(1))) {
+            let marker = serde_json::json!({ "seq": start, "logStarted": true });
+            live.cmd("ZADD", &[arg(log), int_arg(start), arg(marker.to_string())])?;
+        }
+    }
+    Err(crate::api::ApiError::internal(
+        "number an agent event",
+        "the counter vanished three times in a row",
+    ))
+}
+
 /// Logs an event for an agent and publishes it; its `seq`.
 pub fn push(live: &Live, agent_id: &str, mut event: Value) -> ApiResult<i64> {
-    let reply = live.cmd("INCR", &[arg(live.key(&format!("agent:{agent_id}:seq")))])?;
-    let seq = match reply.first() {
-        Some(RedisResult::Int64(seq)) => *seq,
-        _ => 0,
-    };
+    let log = live.key(&format!("agent:{agent_id}:events"));
+    let seq = next_seq(live, agent_id, &log)?;
     event["seq"] = Value::from(seq);
     let text = event.to_string();
-    let log = live.key(&format!("agent:{agent_id}:events"));
     live.cmd("ZADD", &[arg(&log), int_arg(seq), arg(&text)])?;
     if seq % 50 == 0 {
         live.cmd(
@@ -57,10 +101,14 @@ pub struct LogRead {
     /// The log no longer reaches back to the number asked for: events were trimmed (or lost
     /// with Redis) and the desktop should reload its interactions.
     pub lost: bool,
+    /// The number to ask after next time: the last event's, or where the numbering started
+    /// again, or the one asked for.
+    pub next: i64,
 }
 
-/// Up to `limit` events after `after`. With `skip_gaps`, a number still missing is given up
-/// on (a writer that died between numbering and logging) instead of waited for.
+/// Up to `limit` events after `after` (0: from the oldest logged). With `skip_gaps`, a number
+/// still missing is given up on (a writer that died between numbering and logging) instead of
+/// waited for.
 pub fn after(
     live: &Live,
     agent_id: &str,
@@ -87,31 +135,44 @@ pub fn after(
     let mut read = LogRead {
         events: Vec::new(),
         lost: false,
+        next: after,
     };
-    let mut expected = after + 1;
+    // `None`: from whatever is oldest.
+    let mut expected = (after > 0).then_some(after + 1);
+    let mut restarted = false;
     for event in parsed {
         let seq = event["seq"].as_i64().unwrap_or_default();
-        if seq != expected {
-            if read.events.is_empty() && !skip_gaps {
-                // Trimmed away, or still on its way: the first is older than anything logged
-                // only if the log starts after it.
-                let oldest = live.cmd("ZRANGE", &[arg(&log), int_arg(0), int_arg(0)])?;
-                let oldest_seq = oldest
-                    .first()
-                    .and_then(reply_text)
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .and_then(|e| e["seq"].as_i64());
-                if after > 0 && oldest_seq.is_some_and(|oldest| oldest > after + 1) {
-                    read.lost = true;
-                } else {
-                    // The next one is still on its way: nothing to give yet.
-                    return Ok(read);
-                }
-            } else if !skip_gaps {
+        if event["logStarted"] == true {
+            // The numbering started again here: what the desktop had is from before.
+            read.lost |= after > 0;
+            restarted = true;
+            expected = Some(seq + 1);
+            read.next = seq;
+            continue;
+        }
+        if let Some(wanted) = expected
+            && seq != wanted
+            && !skip_gaps
+        {
+            if !read.events.is_empty() || restarted {
+                // The next one is still on its way: a run of consecutive numbers only.
                 break;
             }
+            // The first event read is not the one asked for: trimmed away, or on its way.
+            let oldest = live.cmd("ZRANGE", &[arg(&log), int_arg(0), int_arg(0)])?;
+            let oldest_seq = oldest
+                .first()
+                .and_then(reply_text)
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|e| e["seq"].as_i64());
+            if oldest_seq.is_some_and(|oldest| oldest > wanted) {
+                read.lost = true;
+            } else {
+                return Ok(read);
+            }
         }
-        expected = seq + 1;
+        expected = Some(seq + 1);
+        read.next = seq;
         read.events.push(event);
     }
     Ok(read)

@@ -15,31 +15,66 @@ fn minutes(text: &str) -> Option<i64> {
     ((0..=24).contains(&h) && (0..60).contains(&m) && h * 60 + m <= 1440).then_some(h * 60 + m)
 }
 
-/// Checks a business-hours value; the reason it is not valid.
-pub fn validate(hours: &Value) -> Result<(), String> {
-    let offset = hours
-        .get("utcOffsetMinutes")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    if !(-14 * 60..=14 * 60).contains(&offset) {
-        return Err("`utcOffsetMinutes` is from -840 to 840".into());
+/// `"HH:MM-HH:MM"`, two digits each, as the OpenAPI document's pattern says: its minutes.
+fn strict_range(text: &str) -> Option<(i64, i64)> {
+    let bytes = text.as_bytes();
+    let shape = bytes.len() == 11
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            2 | 8 => *b == b':',
+            5 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if !shape {
+        return None;
     }
-    let Some(days) = hours.get("days").and_then(Value::as_object) else {
-        return Err("`days` maps day names (mon..sun) to lists of \"HH:MM-HH:MM\"".into());
+    let (from, to) = (minutes(&text[..5])?, minutes(&text[6..])?);
+    (from < to).then_some((from, to))
+}
+
+/// Checks a business-hours value; the reason it is not valid, naming the field. Whatever is
+/// stored is what `is_open` reads: a value it would misread (a day that is not a list) must
+/// never be stored, or the queue would be closed every day.
+pub fn validate(hours: &Value) -> Result<(), String> {
+    let Some(object) = hours.as_object() else {
+        return Err("`businessHours` is an object {utcOffsetMinutes, days}".into());
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|key| !matches!(key.as_str(), "utcOffsetMinutes" | "days"))
+    {
+        return Err(format!(
+            "`businessHours.{unknown}` is not a field (utcOffsetMinutes, days)"
+        ));
+    }
+    if let Some(offset) = object.get("utcOffsetMinutes") {
+        let in_range = offset
+            .as_i64()
+            .is_some_and(|minutes| (-14 * 60..=14 * 60).contains(&minutes));
+        if !in_range {
+            return Err("`businessHours.utcOffsetMinutes` is an integer from -840 to 840".into());
+        }
+    }
+    let Some(days) = object.get("days").and_then(Value::as_object) else {
+        return Err(
+            "`businessHours.days` maps day names (mon..sun) to lists of \"HH:MM-HH:MM\"".into(),
+        );
     };
     for (day, ranges) in days {
         if !DAYS.contains(&day.as_str()) {
             return Err(format!(
-                "`{day}` is not a day (mon, tue, wed, thu, fri, sat, sun)"
+                "`businessHours.days.{day}` is not a day (mon, tue, wed, thu, fri, sat, sun)"
             ));
         }
-        for range in ranges.as_array().into_iter().flatten() {
-            let parsed = range
-                .as_str()
-                .and_then(|r| r.split_once('-'))
-                .and_then(|(from, to)| Some((minutes(from)?, minutes(to)?)));
-            if parsed.is_none_or(|(from, to)| from >= to) {
-                return Err(format!("`{range}` is not a range \"HH:MM-HH:MM\""));
+        let Some(ranges) = ranges.as_array() else {
+            return Err(format!(
+                "`businessHours.days.{day}` is a list of \"HH:MM-HH:MM\" ([] for closed)"
+            ));
+        };
+        for range in ranges {
+            if range.as_str().and_then(strict_range).is_none() {
+                return Err(format!(
+                    "`businessHours.days.{day}`: `{range}` is not a range \"HH:MM-HH:MM\" that ends after it starts"
+                ));
             }
         }
     }
@@ -98,5 +133,22 @@ mod tests {
         assert!(validate(&json!({"days": {"mon": ["9-17"]}})).is_err());
         assert!(validate(&json!({"utcOffsetMinutes": 2000, "days": {}})).is_err());
         assert!(validate(&json!({})).is_err());
+        // What was once stored and then closed the queue every day.
+        for day in [
+            json!("AAA"),
+            json!({}),
+            json!(false),
+            json!(["09:00-17:00", 3]),
+        ] {
+            let err = validate(&json!({"days": {"mon": day}})).unwrap_err();
+            assert!(err.contains("businessHours.days.mon"), "{err}");
+        }
+        assert!(validate(&json!({"utcOffsetMinutes": "60", "days": {}})).is_err());
+        assert!(validate(&json!({"utcOffsetMinutes": 1.5, "days": {}})).is_err());
+        assert!(validate(&json!({"utcOffset": 60, "days": {}})).is_err());
+        assert!(validate(&json!({"days": {"mon": ["9:00-17:00"]}})).is_err());
+        assert!(validate(&json!({"days": {"mon": [" 09:00-17:00"]}})).is_err());
+        assert!(validate(&json!({"days": {"mon": ["00:00-24:00"], "sun": []}})).is_ok());
+        assert!(validate(&json!("mon")).is_err());
     }
 }

@@ -330,42 +330,98 @@ fn tell_the_floor(db: &Db, inlet: &Inlet<'_>, interaction: &str, message: &Value
     }
 }
 
-/// The order of delivery states: a receipt never moves a message back.
-fn rank(status: &str) -> i32 {
-    match status {
-        "sent" => 1,
-        "delivered" => 2,
-        "read" => 3,
-        "failed" => 4,
-        _ => 0,
-    }
+/// How long a receipt that came before its message's far-side id is kept, and how many one
+/// channel keeps at most (what the far side sends about ids nexus never recorded must not pile
+/// up). Keep in step with `migrations/0014_early_receipts.sql`.
+const EARLY_RECEIPT_SECONDS: i64 = 3600;
+const EARLY_RECEIPTS_PER_CHANNEL: i64 = 10_000;
+
+/// What became of a receipt.
+#[derive(Debug)]
+pub enum Receipt {
+    /// It moved the message forward (or found it further on already): the message as it is.
+    Applied(Value),
+    /// No message has that far-side id yet: it is kept, and applied when the send that the id
+    /// belongs to records it (the far side called back before its answer to the send arrived).
+    Pending,
+    /// No message has that id, and the channel already keeps as many early receipts as it may.
+    Dropped,
+}
+
+/// Receipts and the sends they are about take turns per channel and far-side id, so that a
+/// receipt is either applied to the message or kept where the send will find it, never lost
+/// between the two.
+fn lock_far_id(db: &Db, channel_id: &str, far_id: &str) -> ApiResult<()> {
+    db.rows(
+        "wait for the message's send",
+        "SELECT pg_advisory_xact_lock(hashtextextended('receipt/' || $1 || '/' || $2, 0)) IS NULL AS unused",
+        &[text(channel_id), text(far_id)],
+    )?;
+    Ok(())
 }
 
 /// Moves the message the far side knows as `far_id` on channel `channel_id` forward to
-/// `status` (sent, delivered, read, failed); the message as it now is, if there is one.
+/// `status` (sent, delivered, read, failed), or keeps the receipt until that message's id is
+/// recorded.
 pub fn record_receipt(
     db: &Db,
     tenant_id: i64,
     channel_id: &str,
     far_id: &str,
     status: &str,
-) -> ApiResult<Option<Value>> {
-    db.json_row(
-        "record the receipt",
-        "UPDATE messages m SET delivery_status = CASE \
-           WHEN (CASE m.delivery_status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) < $4 \
-           THEN $3 ELSE m.delivery_status END \
-         FROM interactions i \
-         WHERE m.tenant_id = $1 AND m.external_id = $2 AND i.id = m.interaction_id AND i.channel_id = $5 \
-         RETURNING nexus_message_json(m)",
-        &[
-            ParameterValue::Int64(tenant_id),
-            text(far_id),
-            text(status),
-            ParameterValue::Int32(rank(status)),
-            uuid(channel_id),
-        ],
-    )
+) -> ApiResult<Receipt> {
+    db.transaction(|db| {
+        lock_far_id(db, channel_id, far_id)?;
+        let applied = db.json_row(
+            "record the receipt",
+            "UPDATE messages m SET delivery_status = CASE \
+               WHEN nexus_delivery_rank(m.delivery_status) < nexus_delivery_rank($3) \
+               THEN $3 ELSE m.delivery_status END \
+             FROM interactions i \
+             WHERE m.tenant_id = $1 AND m.external_id = $2 AND i.id = m.interaction_id AND i.channel_id = $4 \
+             RETURNING nexus_message_json(m)",
+            &[
+                ParameterValue::Int64(tenant_id),
+                text(far_id),
+                text(status),
+                uuid(channel_id),
+            ],
+        )?;
+        if let Some(message) = applied {
+            return Ok(Receipt::Applied(message));
+        }
+        db.execute(
+            "forget stale early receipts",
+            "DELETE FROM early_receipts WHERE channel_id = $1 \
+               AND received_at < now() - $2::bigint * interval '1 second'",
+            &[uuid(channel_id), ParameterValue::Int64(EARLY_RECEIPT_SECONDS)],
+        )?;
+        let kept = db.execute(
+            "keep the early receipt",
+            "INSERT INTO early_receipts AS e (channel_id, far_id, tenant_id, status) \
+             SELECT $1::uuid, $2::text, $3::bigint, $4::text \
+             WHERE (SELECT count(*) FROM early_receipts WHERE channel_id = $1::uuid) < $5::bigint \
+             ON CONFLICT (channel_id, far_id) DO UPDATE SET status = CASE \
+               WHEN nexus_delivery_rank(e.status) < nexus_delivery_rank(EXCLUDED.status) \
+               THEN EXCLUDED.status ELSE e.status END",
+            &[
+                uuid(channel_id),
+                text(far_id),
+                ParameterValue::Int64(tenant_id),
+                text(status),
+                ParameterValue::Int64(EARLY_RECEIPTS_PER_CHANNEL),
+            ],
+        )?;
+        Ok(if kept > 0 {
+            Receipt::Pending
+        } else {
+            eprintln!(
+                "an early receipt for `{far_id}` on channel {channel_id} is dropped: the channel \
+                 keeps {EARLY_RECEIPTS_PER_CHANNEL} already"
+            );
+            Receipt::Dropped
+        })
+    })
 }
 
 /// A message to send out, with whom it goes to.
@@ -441,7 +497,7 @@ pub fn outgoing(
 }
 
 /// Records what became of sending message `position` of `interaction`, and the far side's id
-/// for it.
+/// for it; a receipt for that id that came first (see [`record_receipt`]) moves it further.
 pub fn set_delivery(
     interaction: &str,
     position: i32,
@@ -449,18 +505,53 @@ pub fn set_delivery(
     far_id: Option<&str>,
 ) -> ApiResult<()> {
     let db = Db::open()?;
-    db.execute(
-        "record the delivery",
-        "UPDATE messages SET delivery_status = $3, external_id = coalesce($4, external_id) \
-         WHERE interaction_id = $1 AND position = $2",
-        &[
-            uuid(interaction),
-            ParameterValue::Int32(position),
-            text(status),
-            far_id.map_or(ParameterValue::DbNull, text),
-        ],
-    )?;
-    Ok(())
+    let Some(far_id) = far_id else {
+        db.execute(
+            "record the delivery",
+            "UPDATE messages SET delivery_status = $3 WHERE interaction_id = $1 AND position = $2",
+            &[
+                uuid(interaction),
+                ParameterValue::Int32(position),
+                text(status),
+            ],
+        )?;
+        return Ok(());
+    };
+    db.transaction(|db| {
+        let channel = db
+            .rows(
+                "find the message's channel",
+                "SELECT channel_id::text AS channel_id FROM interactions WHERE id = $1",
+                &[uuid(interaction)],
+            )?
+            .rows()
+            .next()
+            .and_then(|row| row.get::<String>("channel_id"));
+        let Some(channel) = channel else {
+            return Ok(());
+        };
+        lock_far_id(db, &channel, far_id)?;
+        db.execute(
+            "record the delivery",
+            "WITH early AS ( \
+               DELETE FROM early_receipts WHERE channel_id = $5 AND far_id = $4 \
+               RETURNING status, received_at) \
+             UPDATE messages SET external_id = $4, delivery_status = coalesce( \
+               (SELECT status FROM early \
+                WHERE received_at > now() - $6::bigint * interval '1 second' \
+                  AND nexus_delivery_rank(status) > nexus_delivery_rank($3)), $3) \
+             WHERE interaction_id = $1 AND position = $2",
+            &[
+                uuid(interaction),
+                ParameterValue::Int32(position),
+                text(status),
+                text(far_id),
+                uuid(&channel),
+                ParameterValue::Int64(EARLY_RECEIPT_SECONDS),
+            ],
+        )?;
+        Ok(())
+    })
 }
 
 /// A job that retrying cannot help: dead-lettered at once (422).
@@ -470,8 +561,9 @@ pub fn gone(message: &str) -> ApiError {
 
 /// Sends the request that delivers outgoing message `position` of `interaction` to the far side
 /// (`far_side` names it in errors) and records what became of it: 2xx sent, with the far side's
-/// id for it (`far_id` of the JSON answer); 429, 5xx and no answer retried (503); any other 4xx
-/// failed for good (422, with `refusal` of the answer). The far side's id, once sent.
+/// id for it (`far_id` of the JSON answer); 429, 5xx and no answer retried (503, after the far
+/// side's `Retry-After` if it said one); any other 4xx failed for good (422, with `refusal` of
+/// the answer). The far side's id, once sent.
 pub async fn send_outgoing(
     request: spin_sdk::http::Request,
     far_side: &str,
@@ -491,6 +583,7 @@ pub async fn send_outgoing(
         })?;
     let status = *response.status();
     let answer: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    let retry_after = crate::spin::retry_after(&response);
     match status {
         200..=299 => {
             let id = far_id(&answer);
@@ -501,7 +594,8 @@ pub async fn send_outgoing(
             503,
             Code::Unavailable,
             format!("{far_side} is rate limiting"),
-        )),
+        )
+        .retry_after(retry_after)),
         400..=499 => {
             set_delivery(interaction, position, "failed", None)?;
             Err(gone(&format!(
@@ -513,6 +607,7 @@ pub async fn send_outgoing(
             503,
             Code::Unavailable,
             format!("{far_side} answered {status}"),
-        )),
+        )
+        .retry_after(retry_after)),
     }
 }

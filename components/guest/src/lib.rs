@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod sealed;
 pub mod secrets;
 pub mod tenant_contract;
+pub mod timestamp;
 pub mod token;
 pub mod webhook_signature;
 

@@ -11,14 +11,15 @@
 //! | `agent:{id}` | hash | the agent's skills and capacity, while ready |
 //! | `agent:{id}:load` | set | the conversations the agent holds (invited or assigned) |
 //! | `route:tenants` | set | tenants with routing, for the sweep |
+//! | `route:presence` | string | there while the ready agents above are complete (see [`sweep`]) |
 //!
 //! Two routers at once (two hosts, two requests) never give a conversation to two agents:
 //! taking it off the queue is a `ZREM` only one of them wins, and the invitation is an
 //! `UPDATE ... WHERE routing_state = 'queued'` only one of them can make. Nor do they give an
 //! agent more than their capacity: a router adds the conversation to the agent's load set and
 //! then counts it; if the count passes the capacity it takes it back. Both may take back (and
-//! retry later), but neither can overfill. The sweep ([`sweep`]) rebuilds the queues from
-//! PostgreSQL, so a Redis restart loses no waiting customer.
+//! retry later), but neither can overfill. The sweep ([`sweep`]) rebuilds the queues and the
+//! ready agents from PostgreSQL, so a Redis restart loses no waiting customer and no agent.
 
 use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
@@ -1144,16 +1145,58 @@ pub fn position(
     })
 }
 
-/// Due routing work for every tenant: queues rebuilt from PostgreSQL (after a Redis restart),
-/// unanswered invitations taken back, waits past a queue's timeout moved to its overflow queue,
-/// and every queue routed. Safe to run on every host at once.
+/// After Redis lost what it held (restarted empty, flushed), puts the agents PostgreSQL says are
+/// ready back in line, with their skills, capacity and load; how many. Redis holds a marker
+/// (`route:presence`, set once this is done) so that the check costs one `EXISTS` per sweep.
+/// Their place in line (who waited longest) is lost with Redis: they line up anew.
+fn restore_presence(db: &Db, live: &Live) -> ApiResult<u32> {
+    let marker = live.key("route:presence");
+    if int_reply(&live.cmd("EXISTS", &[arg(&marker)])?) == 1 {
+        return Ok(0);
+    }
+    let ready = db.json_rows(
+        "list the ready agents",
+        "SELECT nexus_agent_json(a) || jsonb_build_object('tenantId', a.tenant_id) FROM agents a \
+         JOIN tenants t ON t.id = a.tenant_id WHERE a.state = 'ready' AND a.enabled AND t.enabled",
+        &[],
+    )?;
+    let mut restored = 0;
+    for agent in ready.iter().map(agent_from_json) {
+        publish_agent(db, live, &agent)?;
+        live.cmd(
+            "ZADD",
+            &[
+                arg(ready_key(live, agent.tenant_id)),
+                arg("NX"),
+                int_arg(now_score()),
+                arg(&agent.id),
+            ],
+        )?;
+        live.cmd(
+            "SADD",
+            &[
+                arg(live.key("route:tenants")),
+                arg(agent.tenant_id.to_string()),
+            ],
+        )?;
+        restored += 1;
+    }
+    live.cmd("SET", &[arg(&marker), arg("1")])?;
+    Ok(restored)
+}
+
+/// Due routing work for every tenant: ready agents and queues rebuilt from PostgreSQL (after a
+/// Redis restart), unanswered invitations taken back, waits past a queue's timeout moved to its
+/// overflow queue, and every queue routed. Safe to run on every host at once.
 pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
+    let restored = restore_presence(db, live)?;
     let tenants = db.rows(
         "list the tenants with routing",
         "SELECT DISTINCT tenant_id FROM interactions WHERE routing_state IN ('queued', 'invited') AND state = 'active'",
         &[],
     )?;
-    let mut summary = json!({"requeued": 0, "overflowed": 0, "offered": 0});
+    let mut summary =
+        json!({"requeued": 0, "overflowed": 0, "offered": 0, "agentsRestored": restored});
     for tenant_id in tenants.rows().filter_map(|row| row.get::<i64>("tenant_id")) {
         // Not what changed in the last two seconds: a router that has just taken a conversation
         // off the queue (ZREM) may not have committed its invitation yet, and putting it back

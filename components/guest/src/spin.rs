@@ -29,16 +29,29 @@ impl Reply {
 
 /// The envelope of `result` as an HTTP response.
 pub fn respond(reference_id: &str, result: ApiResult<Reply>) -> Response {
-    let (status, body) = match result {
-        Ok(reply) => (reply.status, success_body(reference_id, reply.data)),
-        Err(err) => (err.http_status, err.body(reference_id)),
+    let (status, body, retry_after) = match result {
+        Ok(reply) => (reply.status, success_body(reference_id, reply.data), None),
+        Err(err) => (
+            err.http_status,
+            err.body(reference_id),
+            err.retry_after_seconds,
+        ),
     };
-    Response::builder()
+    let mut response = Response::builder();
+    response
         .status(status)
         .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(body.to_string())
-        .build()
+        .header("cache-control", "no-store");
+    if let Some(seconds) = retry_after {
+        response.header("retry-after", seconds.to_string());
+    }
+    response.body(body.to_string()).build()
+}
+
+/// The far side's `Retry-After` (seconds, or an HTTP date) in seconds from now.
+pub fn retry_after(response: &Response) -> Option<u64> {
+    let value = response.header("retry-after")?.as_str()?;
+    crate::jobs::retry_after_seconds(value, now_unix())
 }
 
 /// Requires the application's admin token as `Authorization: Bearer <admin_token>`, compared in
@@ -95,11 +108,12 @@ pub fn reference_id(req: &Request) -> String {
     header(req, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// The query string's parameters, decoded.
-pub fn query(req: &Request) -> BTreeMap<String, String> {
-    form_urlencoded::parse(req.query().as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect()
+/// The query string's parameters, decoded (the last of a repeated one); a 400 when one holds
+/// U+0000.
+pub fn query(req: &Request) -> ApiResult<BTreeMap<String, String>> {
+    Ok(crate::body::form_pairs(req.query().as_bytes())?
+        .into_iter()
+        .collect())
 }
 
 /// The origin the caller reached us at (`https://host`), for absolute URIs in responses.
@@ -172,9 +186,12 @@ fn db_error(context: &str, err: pg4::PgError) -> ApiError {
     match sqlstate(&err) {
         Some("23505") => ApiError::conflict(format!("{context}: it already exists")),
         Some("23503") => ApiError::conflict(format!("{context}: it is still referenced")),
-        Some("23514" | "22P02" | "22001" | "23502" | "22007" | "22008") => {
-            ApiError::bad_parameter(format!("{context}: a value is not acceptable"))
-        }
+        // Bad values the component's own checks should have caught; should one slip through,
+        // it is still the caller's to fix, never a 503 that says "try again".
+        Some(
+            "23514" | "22P02" | "22001" | "23502" | "22007" | "22008" | "22009" | "22003" | "22021"
+            | "22P05" | "2201B",
+        ) => ApiError::bad_parameter(format!("{context}: a value is not acceptable")),
         _ => ApiError::internal(context, err),
     }
 }

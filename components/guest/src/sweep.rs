@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
 
 use crate::api::ApiResult;
-use crate::jobs::{KEEP_SUCCEEDED_MS, RETRY_MS, outcome};
+use crate::jobs::{KEEP_SUCCEEDED_MS, RETRY_MS, honour_retry_after, outcome};
 use crate::spin::{Db, Reply, text, uuid};
 
 /// Jobs claimed per sweep.
@@ -55,11 +55,18 @@ where
     for job in claimed {
         let id = job["id"].as_str().unwrap_or_default().to_owned();
         let attempt = u32::try_from(job["attempt"].as_i64().unwrap_or(1)).unwrap_or(1);
-        let (status, detail) = match run(job).await {
-            Ok(reply) => (reply.status, reply.data.to_string()),
-            Err(err) => (err.http_status, err.message.clone()),
+        let (status, detail, retry_after) = match run(job).await {
+            Ok(reply) => (reply.status, reply.data.to_string(), None),
+            Err(err) => (
+                err.http_status,
+                err.message.clone(),
+                err.retry_after_seconds,
+            ),
         };
-        let ended = outcome(attempt, status, &RETRY_MS);
+        let ended = honour_retry_after(
+            outcome(attempt, status, &RETRY_MS),
+            retry_after.map(|seconds| seconds.saturating_mul(1000)),
+        );
         let db = Db::open()?;
         db.rows(
             "finish the job",

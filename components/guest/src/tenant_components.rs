@@ -121,6 +121,9 @@ const TRANSFORM_TIMEOUT_MS: u64 = 10_000;
 /// One runnable transform of a chain, and what it is told about the channel.
 struct Link {
     component: String,
+    /// A required transform that cannot run (disabled, or no active version): every message
+    /// is refused until it can.
+    blocked: bool,
     revision: i64,
     channel_id: String,
     channel_type: String,
@@ -134,11 +137,12 @@ pub struct Chain {
 }
 
 /// The chain `message` goes through. A disabled transform is left out (nexus disabled it after
-/// failures in a row, or the tenant did).
+/// failures in a row, or the tenant did), unless it is `required`: then it blocks the chain.
 pub fn chain(db: &Db, message: &Transformable<'_>) -> ApiResult<Chain> {
     let rows = db.rows(
         "read the channel's transforms",
         "SELECT t.component, c.revision, c.enabled AND c.active_version IS NOT NULL AS runnable, \
+                c.required, \
                 t.channel_id::text AS channel_id, ch.type AS channel_type, tn.ccid \
          FROM channel_transforms t \
          JOIN tenant_components c ON c.tenant_id = t.tenant_id AND c.name = t.component \
@@ -159,10 +163,15 @@ pub fn chain(db: &Db, message: &Transformable<'_>) -> ApiResult<Chain> {
     )?;
     let links = rows
         .rows()
-        .filter(|row| row.get::<bool>("runnable").unwrap_or(false))
         .filter_map(|row| {
+            let runnable = row.get::<bool>("runnable").unwrap_or(false);
+            let required = row.get::<bool>("required").unwrap_or(false);
+            if !runnable && !required {
+                return None;
+            }
             Some(Link {
                 component: row.get::<String>("component")?,
+                blocked: !runnable,
                 revision: row.get::<i64>("revision")?,
                 channel_id: row.get::<String>("channel_id").unwrap_or_default(),
                 channel_type: row.get::<String>("channel_type").unwrap_or_default(),
@@ -177,7 +186,8 @@ pub fn chain(db: &Db, message: &Transformable<'_>) -> ApiResult<Chain> {
 /// the text to store. A transform's rejection refuses the message (422, with its reason); a
 /// transform that fails (traps, breaks a limit) refuses it with 503, so the sender may try
 /// again: nothing is stored that a transform was meant to see and did not. A disabled transform
-/// is skipped (nexus disabled it after failures in a row, or the tenant did).
+/// is skipped (nexus disabled it after failures in a row, or the tenant did), unless it is
+/// required: then the message is refused with 503 until it is enabled.
 pub fn apply(db: &Db, message: &Transformable<'_>, message_text: &str) -> ApiResult<String> {
     chain(db, message)?.apply(message, message_text)
 }
@@ -188,6 +198,15 @@ impl Chain {
         let mut current = message_text.to_owned();
         for link in &self.links {
             let component = &link.component;
+            if link.blocked {
+                return Err(ApiError::new(
+                    503,
+                    Code::Unavailable,
+                    format!(
+                        "the channel's required transform `{component}` is disabled: its messages are refused until it is enabled"
+                    ),
+                ));
+            }
             let body = json!({
                 "tenantId": message.tenant_id,
                 "component": component,

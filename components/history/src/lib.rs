@@ -41,7 +41,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
     let tenant = authorize(req, &db)?;
     let path = path_segments(req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-    let params = query(req);
+    let params = query(req)?;
     let method = req.method();
     match (method, segments.as_slice()) {
         (Method::Get, ["contacts"]) => find_contacts(&db, tenant, &params),
@@ -339,8 +339,13 @@ fn search(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<
         .get("q")
         .map(|q| q.trim().to_owned())
         .filter(|q| !q.is_empty());
-    let from = params.get("from").cloned();
-    let to = params.get("to").cloned();
+    let timestamp = |name: &str| {
+        params
+            .get(name)
+            .map(|text| nexus_guest::timestamp::parse(name, text))
+            .transpose()
+    };
+    let (from, to) = (timestamp("from")?, timestamp("to")?);
     if words.is_none() && from.is_none() && to.is_none() {
         return Err(ApiError::bad_parameter(
             "search by `q`, `from` or `to` (or several)",

@@ -133,8 +133,10 @@ fn signed_channel(req: &Request, db: &Db, channel_id: &str) -> ApiResult<Channel
 }
 
 fn body(req: &Request) -> ApiResult<Value> {
-    serde_json::from_slice(req.body())
-        .map_err(|err| ApiError::bad_parameter(format!("the body is JSON: {err}")))
+    let body: Value = serde_json::from_slice(req.body())
+        .map_err(|err| ApiError::bad_parameter(format!("the body is JSON: {err}")))?;
+    nexus_guest::body::refuse_nul("the body", &body)?;
+    Ok(body)
 }
 
 fn bounded<'a>(value: &'a Value, name: &str, max: usize) -> ApiResult<&'a str> {
@@ -216,13 +218,18 @@ fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         .as_str()
         .filter(|s| matches!(*s, "delivered" | "read" | "failed"))
         .ok_or_else(|| ApiError::bad_parameter("`status` is delivered, read or failed"))?;
-    let updated = inbound::record_receipt(&db, channel.tenant_id, &channel.id, message_id, status)?;
-    let message = updated.ok_or_else(|| {
-        ApiError::not_found(format!(
+    // The client may send a receipt before its answer to the delivery (with the messageId)
+    // reached nexus: kept, and applied when the delivery records the id.
+    match inbound::record_receipt(&db, channel.tenant_id, &channel.id, message_id, status)? {
+        inbound::Receipt::Applied(message) => Reply::ok(json!({ "message": message })),
+        inbound::Receipt::Pending => Ok(Reply {
+            status: 202,
+            data: json!({ "message": null, "pending": true }),
+        }),
+        inbound::Receipt::Dropped => Err(ApiError::not_found(format!(
             "no message was sent with the messageId `{message_id}`"
-        ))
-    })?;
-    Reply::ok(json!({ "message": message }))
+        ))),
+    }
 }
 
 /// What a delivery needs: the message, the user it goes to, and the channel's webhook.

@@ -7,7 +7,8 @@
 //!   becomes the active one.
 //! - `POST components/{name}/activate {"version"}`, `POST components/{name}/rollback` (back to
 //!   the version that was active before), `PATCH components/{name}` (limits, allowed hosts,
-//!   enabled), `GET`, `DELETE` (refused while a bot or a channel uses it).
+//!   enabled, and for a transform `required`: fail closed), `GET`, `DELETE` (refused while a
+//!   bot or a channel uses it).
 //! - `PUT channels/{id}/transforms {"inbound": [names], "outbound": [names]}`: a channel's
 //!   chains, in the order they run.
 //!
@@ -341,6 +342,7 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
     let memory = bounded(fields, "memoryMb", 1..=128)?;
     let hosts = allowed_hosts(fields)?;
     let enabled = flag(fields, "enabled")?;
+    let required = flag(fields, "required")?;
     let component = db.transaction(|db| {
         let updated = db.execute(
             "update the component",
@@ -349,8 +351,9 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
                allowed_hosts = coalesce($6, allowed_hosts), enabled = coalesce($7, enabled), \
                disabled_reason = CASE WHEN $7 THEN NULL ELSE disabled_reason END, \
                consecutive_failures = CASE WHEN $7 THEN 0 ELSE consecutive_failures END, \
+               required = coalesce($8, required), \
                revision = revision + 1, updated_at = now() \
-             WHERE tenant_id = $1 AND name = $2",
+             WHERE tenant_id = $1 AND name = $2 AND ($8::boolean IS NULL OR NOT $8 OR kind = 'transform')",
             &[
                 tenant_param(tenant),
                 text(name),
@@ -361,9 +364,15 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
                     ParameterValue::ArrayStr(hosts.into_iter().map(Some).collect())
                 }),
                 enabled.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
+                required.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
             ],
         )?;
         if updated == 0 {
+            if required == Some(true) && component_json(db, tenant, name).is_ok() {
+                return Err(ApiError::bad_parameter(
+                    "only a transform can be `required` (a bot that fails hands off to routing)",
+                ));
+            }
             return Err(not_found(name));
         }
         audit(
@@ -372,7 +381,7 @@ pub fn update(db: &Db, tenant: &Tenant, name: &str, fields: &Fields) -> ApiResul
             "update",
             "component",
             name,
-            json!({ "cpuTimeMs": cpu, "timeoutMs": timeout, "memoryMb": memory, "allowedHosts": hosts, "enabled": enabled }),
+            json!({ "cpuTimeMs": cpu, "timeoutMs": timeout, "memoryMb": memory, "allowedHosts": hosts, "enabled": enabled, "required": required }),
         )?;
         component_json(db, tenant, name)
     })?;

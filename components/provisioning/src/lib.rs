@@ -135,7 +135,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
             integrations::rotate_webhook_secret(&db, &tenant(&db, ccid)?, id, &fields(req)?)
         }
         (Method::Get, ["tenants", ccid, "jobs"]) => {
-            integrations::list_jobs(&db, &tenant(&db, ccid)?, &query(req))
+            integrations::list_jobs(&db, &tenant(&db, ccid)?, &query(req)?)
         }
         (Method::Get, ["tenants", ccid, "jobs", id]) => {
             integrations::job(&db, &tenant(&db, ccid)?, id)
@@ -161,7 +161,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
             components::get(&db, &tenant(&db, ccid)?, name)
         }
         (Method::Post, ["tenants", ccid, "components", name, "versions"]) => {
-            components::upload(&db, &tenant(&db, ccid)?, name, &query(req), req.body())
+            components::upload(&db, &tenant(&db, ccid)?, name, &query(req)?, req.body())
         }
         (Method::Post, ["tenants", ccid, "components", name, "activate"]) => {
             components::activate(&db, &tenant(&db, ccid)?, name, &fields(req)?)
@@ -471,7 +471,7 @@ fn create_api_key(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
     let name = fields.required_text("name")?;
     let permission = permission(fields)?;
     let enabled = flag(fields, "enabled")?.unwrap_or(true);
-    let expires_at = fields.text("expiresAt");
+    let expires_at = fields.timestamp("expiresAt")?;
     db.transaction(|db| {
         let created = insert_api_key(db, tenant, &name, &permission, enabled, expires_at.clone(), None)?;
         let id = created["id"].as_str().unwrap_or_default().to_owned();
@@ -496,8 +496,12 @@ fn update_api_key(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
     let name = fields.bounded_text("name", 200)?;
     let enabled = flag(fields, "enabled")?;
     // `expiresAt: null` in JSON (or `never` in a form) removes the expiry.
-    let expires_at = fields.text("expiresAt");
-    let clear_expiry = expires_at.as_deref() == Some("never");
+    let clear_expiry = fields.text("expiresAt").as_deref() == Some("never");
+    let expires_at = if clear_expiry {
+        None
+    } else {
+        fields.timestamp("expiresAt")?
+    };
     db.transaction(|db| {
         let updated = db
             .json_row(
@@ -841,7 +845,7 @@ fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) ->
 
 /// The tenant's audit, newest first, `limit` (≤ 500) at a time before the id `before`.
 fn audit_log(db: &Db, tenant: &Tenant, req: &Request) -> ApiResult<Reply> {
-    let params = query(req);
+    let params = query(req)?;
     let limit = match params.get("limit") {
         None => 100,
         Some(text) => text

@@ -52,7 +52,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
     let path = path_segments(req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     match (req.method(), segments.as_slice()) {
-        (Method::Get, []) => mailbox(&db, tenant_id, &query(req)),
+        (Method::Get, []) => mailbox(&db, tenant_id, &query(req)?),
         (Method::Post, []) => write(&db, tenant_id, &fields(req)?),
         (Method::Post, ["read"]) => mark_read(&db, tenant_id, &fields(req)?),
         (method, _) => Err(ApiError::not_found(format!(

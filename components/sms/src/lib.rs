@@ -95,7 +95,7 @@ fn signed(req: &Request, channel_id: &str) -> ApiResult<(Db, Channel, Form)> {
     let db = Db::open()?;
     let channel = channel(&db, channel_id)?.ok_or_else(refused)?;
     let signature = header(req, "x-twilio-signature").ok_or_else(refused)?;
-    let form: Form = form_urlencoded::parse(req.body()).into_owned().collect();
+    let form: Form = nexus_guest::body::form_pairs(req.body())?;
     if !webhook_signature::twilio_matches(
         &signature,
         &channel.secret,
@@ -170,10 +170,14 @@ fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         "read" => "read",
         "undelivered" | "failed" => "failed",
         // accepted, queued, sending, scheduled...: nothing to record yet.
-        _ => return Reply::ok(json!({ "recorded": false })),
+        _ => return Reply::ok(json!({ "recorded": false, "pending": false })),
     };
-    let message = inbound::record_receipt(&db, channel.tenant_id, &channel.id, sid, status)?;
-    Reply::ok(json!({ "recorded": message.is_some() }))
+    // A callback may come before the send's answer gave nexus the sid: kept until then.
+    let receipt = inbound::record_receipt(&db, channel.tenant_id, &channel.id, sid, status)?;
+    Reply::ok(json!({
+        "recorded": matches!(receipt, inbound::Receipt::Applied(_)),
+        "pending": matches!(receipt, inbound::Receipt::Pending),
+    }))
 }
 
 async fn run_job(req: &Request) -> ApiResult<Reply> {
@@ -247,6 +251,8 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         .header("content-type", "application/x-www-form-urlencoded")
         .header("content-length", form.len().to_string())
         .header("authorization", format!("Basic {credentials}"))
+        // The same on every attempt: an API that takes one sends a retried message once.
+        .header("idempotency-key", format!("nexus:{interaction}:{position}"))
         .body(form.into_bytes())
         .build();
     let sid = inbound::send_outgoing(

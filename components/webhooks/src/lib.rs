@@ -137,11 +137,13 @@ async fn deliver(id: &str, payload: &Value) -> ApiResult<Reply> {
                 .chars()
                 .take(MAX_ANSWER_CHARS)
                 .collect();
+            // The queue retries no sooner than the endpoint asked (`Retry-After`).
             Err(ApiError::new(
                 503,
                 Code::Unavailable,
                 format!("the endpoint answered {}: {answer}", response.status()),
-            ))
+            )
+            .retry_after(nexus_guest::spin::retry_after(&response)))
         }
         Err(err) => Err(ApiError::new(
             503,

@@ -100,13 +100,13 @@ impl Guest for WorkspaceSocket {
                     &json!({"messageType": "EventsLost", "after": after}),
                 );
             }
-            let Some(last) = read.events.last().and_then(|e| e["seq"].as_i64()) else {
-                break;
-            };
             for event in &read.events {
                 send(&connection, event);
             }
-            cursor = last;
+            if read.next == cursor {
+                break;
+            }
+            cursor = read.next;
         }
         Ok(agent.id)
     }

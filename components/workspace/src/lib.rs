@@ -254,7 +254,7 @@ fn last_agent_of(ctx: &Ctx, id: &str) -> ApiResult<bool> {
 
 fn transcript(req: &Request, ctx: &Ctx, id: &str) -> ApiResult<Reply> {
     visible(ctx, id)?;
-    let after = query(req)
+    let after = query(req)?
         .get("after")
         .and_then(|a| a.parse::<i64>().ok())
         .unwrap_or(0);
@@ -545,7 +545,7 @@ fn user_data(ctx: &Ctx, id: &str, operation: &str, fields: &Fields) -> ApiResult
 
 /// The agent's events after `after`, waiting up to `timeout` seconds for one.
 fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
-    let params = query(req);
+    let params = query(req)?;
     let after = params
         .get("after")
         .and_then(|a| a.parse::<i64>().ok())
@@ -566,12 +566,9 @@ fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
         let skip = started.elapsed() >= Duration::from_secs(1);
         let read = nexus_guest::events::after(&live, &agent.id, after, MAX_EVENTS, skip)?;
         if !read.events.is_empty() || read.lost || Instant::now() >= deadline {
-            let next = read
-                .events
-                .last()
-                .and_then(|e| e["seq"].as_i64())
-                .unwrap_or(after);
-            return Reply::ok(json!({ "events": read.events, "next": next, "lost": read.lost }));
+            return Reply::ok(
+                json!({ "events": read.events, "next": read.next, "lost": read.lost }),
+            );
         }
         std::thread::sleep(POLL_INTERVAL);
     }

@@ -43,7 +43,13 @@ pub const MAX_ROWS: usize = 100_000;
 /// listeners, advisory locks, temporary tables and sequence state are reset. It is `DISCARD ALL`
 /// except that it keeps prepared statements, which the host caches per connection (see
 /// [`MAX_CACHED_STATEMENTS`]); they hold no guest state, only the plans of its SQL.
-const RESET_SESSION: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+///
+/// It opens a transaction block before it rolls back: a bare `ROLLBACK` on an idle connection,
+/// the usual case, makes the server warn "there is no transaction in progress", which lands in
+/// PostgreSQL's log and (as a notice) in the host's, on every checkout. Only a connection a guest
+/// left in a transaction warns now (there is already one in progress), which is worth seeing; one
+/// left in a failed transaction fails the reset, and the pool replaces it.
+const RESET_SESSION: &str = "BEGIN; ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
      UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Prepared statements kept per pooled connection. Past it the cache is emptied (and the

@@ -12,7 +12,7 @@
 //! | hashes | `HSET` `HGET` `HDEL` `HGETALL` `HKEYS` `HVALS` `HLEN` `HEXISTS` `HINCRBY` |
 //! | sets | `SADD` `SREM` `SMEMBERS` `SISMEMBER` `SCARD` |
 //! | lists | `LPUSH` `RPUSH` `LPOP` `RPOP` `LRANGE` `LLEN` |
-//! | sorted sets | `ZADD` (without flags) `ZREM` `ZCARD` `ZSCORE` `ZRANK` `ZRANGE` (by rank, `WITHSCORES`) `ZRANGEBYSCORE` (`WITHSCORES`, `LIMIT`) `ZREMRANGEBYRANK` |
+//! | sorted sets | `ZADD` (with `NX` `XX` `CH` `INCR`) `ZREM` `ZCARD` `ZSCORE` `ZRANK` `ZRANGE` (by rank, `WITHSCORES`) `ZRANGEBYSCORE` (`WITHSCORES`, `LIMIT`) `ZREMRANGEBYRANK` |
 //! | pub/sub | `PUBLISH` (delivered to in-process subscribers of [`EmbeddedRedis::subscribe`]) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -440,19 +440,62 @@ impl EmbeddedRedis {
                     Some(_) => Err(wrong_type()),
                 }
             }
-            ("ZADD", [key, pairs @ ..]) if !pairs.is_empty() && pairs.len() % 2 == 0 => {
+            ("ZADD", [key, rest @ ..]) => {
+                let flags = ZaddFlags::parse(rest)?;
+                let pairs = &rest[flags.consumed..];
+                if pairs.is_empty() || pairs.len() % 2 != 0 {
+                    return Err(err("ERR syntax error"));
+                }
+                if flags.incr && pairs.len() != 2 {
+                    return Err(err(
+                        "ERR INCR option supports a single increment-element pair",
+                    ));
+                }
                 let parsed = pairs
                     .chunks(2)
                     .map(|pair| parse_score(&pair[0]).map(|score| (score, pair[1].clone())))
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| err("ERR value is not a valid float"))?;
+                // XX on a missing key creates nothing.
+                if flags.only_existing && ks.live(key, now).is_none() {
+                    return Ok(if flags.incr {
+                        Value::Nil
+                    } else {
+                        Value::Int(0)
+                    });
+                }
                 let set = sorted_set_entry(ks, now, key)?;
-                Ok(count(
-                    parsed
-                        .into_iter()
-                        .filter(|(score, member)| set.insert(*score, member.clone()))
-                        .count(),
-                ))
+                if flags.incr {
+                    let (by, member) = &parsed[0];
+                    let result = match set.score(member) {
+                        Some(_) if flags.only_new => Value::Nil,
+                        None if flags.only_existing => Value::Nil,
+                        old => {
+                            let score = old.unwrap_or(0.0) + by;
+                            set.insert(score, member.clone());
+                            bulk(format_score(score))
+                        }
+                    };
+                    drop_if_empty(ks, key);
+                    return Ok(result);
+                }
+                let mut changed = 0;
+                for (score, member) in parsed {
+                    let old = set.score(&member);
+                    let allowed = match old {
+                        Some(_) => !flags.only_new,
+                        None => !flags.only_existing,
+                    };
+                    if !allowed {
+                        continue;
+                    }
+                    set.insert(score, member);
+                    if old.is_none() || (flags.changed && old != Some(score)) {
+                        changed += 1;
+                    }
+                }
+                drop_if_empty(ks, key);
+                Ok(count(changed))
             }
             ("ZREM", [key, members @ ..]) if !members.is_empty() => {
                 let removed = match ks.live(key, now).map(|entry| &mut entry.data) {
@@ -717,6 +760,45 @@ fn set_entry<'a>(
     }
 }
 
+/// The options of `ZADD` that the embedded store takes: `NX`, `XX`, `CH` and `INCR` (not `GT`
+/// or `LT`), before the score-member pairs.
+struct ZaddFlags {
+    only_new: bool,
+    only_existing: bool,
+    changed: bool,
+    incr: bool,
+    consumed: usize,
+}
+
+impl ZaddFlags {
+    fn parse(args: &[Vec<u8>]) -> Result<ZaddFlags, RedisBackendError> {
+        let mut flags = ZaddFlags {
+            only_new: false,
+            only_existing: false,
+            changed: false,
+            incr: false,
+            consumed: 0,
+        };
+        for arg in args {
+            match arg.to_ascii_uppercase().as_slice() {
+                b"NX" => flags.only_new = true,
+                b"XX" => flags.only_existing = true,
+                b"CH" => flags.changed = true,
+                b"INCR" => flags.incr = true,
+                b"GT" | b"LT" => return Err(err("ERR the embedded store takes no GT or LT")),
+                _ => break,
+            }
+            flags.consumed += 1;
+        }
+        if flags.only_new && flags.only_existing {
+            return Err(err(
+                "ERR XX and NX options at the same time are not compatible",
+            ));
+        }
+        Ok(flags)
+    }
+}
+
 fn sorted_set_entry<'a>(
     ks: &'a mut Keyspace,
     now: Instant,
@@ -767,6 +849,42 @@ mod tests {
             Value::Okay
         );
         assert_eq!(run(&store, &["TTL", "e"]).unwrap(), Value::Int(100));
+    }
+
+    #[test]
+    fn zadd_options_as_redis_takes_them() {
+        let store = EmbeddedRedis::default();
+        // XX INCR on a missing key or member: nil, and nothing is created.
+        assert_eq!(
+            run(&store, &["ZADD", "c", "XX", "INCR", "1", "n"]).unwrap(),
+            Value::Nil
+        );
+        assert_eq!(run(&store, &["EXISTS", "c"]).unwrap(), Value::Int(0));
+        // NX seeds once; a second NX changes nothing.
+        assert_eq!(
+            run(&store, &["ZADD", "c", "NX", "1764553200123456", "n"]).unwrap(),
+            Value::Int(1)
+        );
+        assert_eq!(
+            run(&store, &["ZADD", "c", "NX", "5", "n"]).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(
+            run(&store, &["ZADD", "c", "XX", "INCR", "1", "n"]).unwrap(),
+            bulk(b"1764553200123457".to_vec())
+        );
+        assert_eq!(
+            run(&store, &["ZADD", "c", "NX", "INCR", "1", "n"]).unwrap(),
+            Value::Nil
+        );
+        assert_eq!(
+            run(&store, &["ZADD", "c", "XX", "CH", "2", "n", "3", "other"]).unwrap(),
+            Value::Int(1)
+        );
+        assert_eq!(run(&store, &["ZSCORE", "c", "other"]).unwrap(), Value::Nil);
+        assert!(run(&store, &["ZADD", "c", "NX", "XX", "1", "n"]).is_err());
+        assert!(run(&store, &["ZADD", "c", "INCR", "1", "a", "2", "b"]).is_err());
+        assert!(run(&store, &["ZADD", "c", "GT", "1", "n"]).is_err());
     }
 
     #[test]

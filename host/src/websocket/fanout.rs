@@ -26,6 +26,9 @@ use crate::redis::{RedisBackend, RedisBackends};
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// The longest pause between attempts to re-establish the pub/sub connection.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+/// How long a subscription waits for a lost pub/sub connection to come back before it fails:
+/// longer than one reconnect pause, so that a Redis restart is waited out.
+const RECONNECT_WAIT: Duration = Duration::from_secs(6);
 
 /// What the subscription side reports to the hub.
 #[derive(Debug)]
@@ -59,6 +62,8 @@ enum Subscriber {
 struct RedisSubscriber {
     client: redis::Client,
     sink: Mutex<Option<PubSubSink>>,
+    /// Whether the pub/sub connection is up (and every wanted channel subscribed on it).
+    connected: tokio::sync::watch::Sender<bool>,
     /// Every channel this node wants, so that a new connection subscribes them all again.
     wanted: Mutex<HashSet<String>>,
 }
@@ -101,6 +106,7 @@ impl Fanout {
             subscriber: Subscriber::Redis(Arc::new(RedisSubscriber {
                 client,
                 sink: Mutex::new(None),
+                connected: tokio::sync::watch::channel(false).0,
                 wanted: Mutex::new(HashSet::new()),
             })),
             events: OnceLock::new(),
@@ -117,8 +123,8 @@ impl Fanout {
             anyhow::bail!("the fan-out was started twice");
         }
         if let Subscriber::Redis(subscriber) = &self.subscriber {
-            let (connected, mut first) = tokio::sync::watch::channel(false);
-            tokio::spawn(Arc::clone(subscriber).supervise(events, connected));
+            let mut first = subscriber.connected.subscribe();
+            tokio::spawn(Arc::clone(subscriber).supervise(events));
             if tokio::time::timeout(FIRST_CONNECT_WAIT, first.wait_for(|up| *up))
                 .await
                 .is_err()
@@ -131,8 +137,14 @@ impl Fanout {
         Ok(())
     }
 
-    /// Subscribes this node to `channel`; returns once Redis has confirmed it.
+    /// Subscribes this node to `channel`; returns once Redis has confirmed it. While the pub/sub
+    /// connection is down (Redis restarting, say), it waits a while for it to come back, so that
+    /// a client that reconnects at once is served rather than refused.
     pub async fn subscribe(&self, channel: &str) -> Result<(), String> {
+        self.subscribe_within(channel, RECONNECT_WAIT).await
+    }
+
+    async fn subscribe_within(&self, channel: &str, wait: Duration) -> Result<(), String> {
         match &self.subscriber {
             Subscriber::Embedded { store, tasks } => {
                 let Some(events) = self.events.get().cloned() else {
@@ -163,6 +175,8 @@ impl Fanout {
             }
             Subscriber::Redis(subscriber) => {
                 lock(&subscriber.wanted).insert(channel.to_owned());
+                let mut up = subscriber.connected.subscribe();
+                let _ = tokio::time::timeout(wait, up.wait_for(|up| *up)).await;
                 let sink = lock(&subscriber.sink).clone();
                 let result = match sink {
                     Some(mut sink) => sink
@@ -182,7 +196,7 @@ impl Fanout {
     /// Subscribes this node to `channel` for good: if Redis is not reachable now, the channel is
     /// subscribed as soon as it is.
     pub async fn subscribe_always(&self, channel: &str) {
-        if let Err(message) = self.subscribe(channel).await {
+        if let Err(message) = self.subscribe_within(channel, Duration::ZERO).await {
             tracing::warn!(channel, error = %message, "subscription deferred until Redis is reachable");
             if let Subscriber::Redis(subscriber) = &self.subscriber {
                 lock(&subscriber.wanted).insert(channel.to_owned());
@@ -227,11 +241,7 @@ impl Fanout {
 
 impl RedisSubscriber {
     /// Keeps one pub/sub connection up for as long as the host runs.
-    async fn supervise(
-        self: Arc<Self>,
-        events: EventSink,
-        connected: tokio::sync::watch::Sender<bool>,
-    ) {
+    async fn supervise(self: Arc<Self>, events: EventSink) {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.client.get_async_pubsub().await {
@@ -251,7 +261,7 @@ impl RedisSubscriber {
                     }
                     if resubscribed {
                         tracing::info!("Redis pub/sub connection up");
-                        connected.send_replace(true);
+                        self.connected.send_replace(true);
                         delay = Duration::from_millis(100);
                         while let Some(message) = stream.next().await {
                             events(Event::Message {
@@ -261,6 +271,7 @@ impl RedisSubscriber {
                         }
                     }
                     *lock(&self.sink) = None;
+                    self.connected.send_replace(false);
                     tracing::warn!("Redis pub/sub connection lost; reconnecting");
                     events(Event::Interrupted);
                 }
