@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): the servers the tests need, the
 # checks (vendored WIT unchanged, formatting, clippy on host, benchmarks and components), the components,
-# then every unit and end-to-end test.
+# then every unit and end-to-end test, then the fuzzing of the APIs (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +19,7 @@ scripts/build-components.sh --clippy
 # the example tenant components (their unit tests, and their built components under the harness,
 # as a tenant runs them).
 cargo test --locked
+# Schema-driven fuzzing of every OpenAPI document against a real nexus (the binary the tests
+# just built) on the real Redis and PostgreSQL: no 5xx, every answer as documented. Bounded to a
+# few minutes; it closes with `N passed, N failed` over the documents.
+scripts/fuzz.sh

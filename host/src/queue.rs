@@ -333,7 +333,12 @@ async fn finish(
         .context("nexus_finish_job")?
         .try_get(0)?;
     if state.is_none() {
-        tracing::warn!(job = %job.id, "the job's lease ran out before its outcome was recorded");
+        // Either another worker holds it now (this one's lease ran out), or it is gone (its
+        // tenant or webhook endpoint was deleted while it ran).
+        tracing::warn!(
+            job = %job.id,
+            "the job's outcome was not recorded: its lease ran out, or the job was deleted meanwhile"
+        );
     }
     Ok(())
 }

@@ -48,6 +48,12 @@ impl Fields {
                 format!("the body is {} bytes; the limit is {max_bytes}", body.len()),
             ));
         }
+        // No body is no fields, whatever its content type says (a client library that sends
+        // `Content-Type: multipart/form-data` with nothing after it, on an operation that
+        // takes no body).
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Fields::default());
+        }
         let fields = if is_json(content_type)? {
             Self::from_json(body)?
         } else {
@@ -318,6 +324,12 @@ mod body_tests {
         assert_eq!(err.code, Code::InvalidParameter);
         let err = Fields::parse(Some("text/plain"), b"hi", 1024).unwrap_err();
         assert_eq!(err.http_status, 415);
+        // An empty body of any type is no fields.
+        assert!(
+            Fields::parse(Some("multipart/form-data"), b"", 1024)
+                .unwrap()
+                .is_empty()
+        );
         let err = Fields::parse(FORM, &[b'a'; 2000], 1024).unwrap_err();
         assert_eq!((err.http_status, err.code), (413, Code::LimitBodySize));
     }

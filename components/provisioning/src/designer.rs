@@ -308,6 +308,20 @@ pub fn put_rule(db: &Db, tenant: &Tenant, channel: &str, fields: &Fields) -> Api
     let last_agent = flag(fields, "lastAgent")?.unwrap_or(true);
     let channel = channel_id(channel)?;
     let rule = db.transaction(|db| {
+        let queue_exists = db
+            .rows(
+                "find the queue",
+                "SELECT 1 FROM queues WHERE tenant_id = $1 AND name = $2",
+                &[tenant_param(tenant), text(&queue)],
+            )?
+            .rows()
+            .next()
+            .is_some();
+        if !queue_exists {
+            return Err(ApiError::bad_parameter(format!(
+                "`queue`: no queue is named `{queue}` (create it under queues first)"
+            )));
+        }
         if let Some(bot) = &bot
             && !crate::bots::exists(db, tenant, bot)?
         {

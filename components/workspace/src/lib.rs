@@ -421,7 +421,9 @@ fn send(ctx: &Ctx, id: &str, operation: &str, fields: &Fields) -> ApiResult<Repl
         "send-custom-notification" => (
             "CustomNotice",
             fields.bounded_text("message", MAX_TEXT_CHARS)?,
-            fields.others(&[]).get("userData").cloned(),
+            // A message's `data` is an object wherever it is read (the transcript, the
+            // events, the history): anything else is refused here, not stored.
+            fields.object("userData")?.map(Value::Object),
         ),
         _ => (
             "Text",

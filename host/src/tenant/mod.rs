@@ -288,7 +288,22 @@ impl TenantComponents {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &wasm))
             .await
             .map_err(|err| format!("the compiler failed: {err}"))?
-            .map_err(|err| format!("this is not a WebAssembly component nexus can run: {err:#}"))?;
+            .map_err(|err| {
+                // The whole chain for the operator; for the uploader, the parser's first line
+                // (its multi-line dumps of expected bytes say nothing more).
+                tracing::info!(error = %format!("{err:#}"), "an upload does not compile");
+                let cause = err.root_cause().to_string();
+                let reason = cause
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .split(" - expected")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                format!("this is not a WebAssembly component nexus can run: {reason}")
+            })?;
         let mut compiled = self.compiled_lock();
         if compiled.len() >= MAX_COMPILED {
             compiled.clear();
