@@ -27,8 +27,6 @@ fn manifest(bot: &Receiver) -> String {
             "/nexus/v3/bots/...",
             &[&format!("http://{}", bot.addr)],
         ),
-        // Only the bots component (and provisioning) hold the key that opens the credentials.
-        "credentials_key = \"{{ credentials_key }}\"\n".to_owned(),
         jobs("bots", "/nexus/v3/bots/jobs/run", 5000),
         r#"
 [component.bots.tool.nexus]
@@ -152,7 +150,7 @@ async fn a_bot_answers_a_chat_then_hands_off_to_an_agent(backends: Backends) {
             .await
             .unwrap();
         let sealed: String = row.get(0);
-        assert!(sealed.starts_with("v1."), "{sealed}");
+        assert!(sealed.starts_with("v2."), "{sealed}");
         assert!(!sealed.contains("s3cret"), "stored in the clear: {sealed}");
     }
     // A rule names only a registered bot, and a bot in use is not deleted.

@@ -29,6 +29,7 @@ postgres_address = { default = "postgres://127.0.0.1:5432/unused" }
 postgres_host = { default = "127.0.0.1:5432" }
 redis_key_prefix = { default = "nexus:" }
 admin_token = { default = "", secret = true }
+credentials_key = { default = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMtISE=", secret = true }
 
 [[trigger.http]]
 route = "/nexus/v3/provisioning/..."
@@ -48,6 +49,7 @@ allowed_outbound_hosts = ["postgres://{{ postgres_host }}"]
 [component.provisioning.variables]
 postgres_address = "{{ postgres_address }}"
 admin_token = "{{ admin_token }}"
+credentials_key = "{{ credentials_key }}"
 
 [component.chat]
 source = "{chat}"

@@ -580,3 +580,109 @@ async fn a_client_uploads_media_that_an_agent_downloads(backends: Backends) {
     .await;
     assert_eq!(status, 401);
 }
+
+/// A channel's secret is sealed at rest, bound to the channel: PostgreSQL never holds it in the
+/// clear. A secret stored before sealing still works and is sealed by the next reseal; a
+/// rotation of `credentials_key` (the new key, the old one kept as previous) loses nothing, and
+/// once everything is sealed again the old key can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn channel_secrets_are_sealed_at_rest_and_survive_a_key_rotation() {
+    const OLD_KEY: &str = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMtISE=";
+    const NEW_KEY: &str = "bmV3LWNyZWRlbnRpYWxzLWtleS0zMi1ieXRlcyEhISE=";
+    let mut nexus = Nexus::start(&manifest(), Backends::Real).await;
+    admin(
+        &nexus,
+        "POST",
+        "/tenants",
+        json!({"ccid": "acme", "name": "Acme"}),
+    )
+    .await;
+    let channel = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/channels",
+        json!({"type": "messaging", "name": "bridge", "settings": {"webhookUrl": "http://127.0.0.1:9/none"}}),
+    )
+    .await;
+    let mut client = Client {
+        channel: channel["id"].as_str().unwrap().to_owned(),
+        secret: channel["secret"].as_str().unwrap().to_owned(),
+    };
+    let mail = admin(
+        &nexus,
+        "POST",
+        "/tenants/acme/channels",
+        json!({"type": "email", "name": "mail", "secret": "mail-signing-key",
+                "credentials": {"apiKey": "transmissions-api-key"}}),
+    )
+    .await;
+    let db = nexus.database.as_ref().unwrap().client().await;
+    let stored = |id: String| {
+        let db = &db;
+        async move {
+            let row = db
+                .query_one(
+                    "SELECT secret, credentials::text FROM channels WHERE id = $1::text::uuid",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, String>(0), row.get::<_, String>(1))
+        }
+    };
+    let (secret, _) = stored(client.channel.clone()).await;
+    assert!(secret.starts_with("v2."), "{secret}");
+    assert!(!secret.contains(&client.secret));
+    let (secret, credentials) = stored(mail["id"].as_str().unwrap().to_owned()).await;
+    assert!(secret.starts_with("v2.") && !secret.contains("mail-signing-key"));
+    assert!(
+        credentials.starts_with("\"v2.") && !credentials.contains("transmissions-api-key"),
+        "{credentials}"
+    );
+    let mut sent = 0;
+    let mut says = async |client: &Client, nexus: &Nexus| {
+        sent += 1;
+        let message = json!({"id": format!("m-{sent}"), "timestamp": now(),
+                             "from": {"id": "+15550100"}, "text": "hello"});
+        let (status, answer) = client.post(nexus, "messages", &message, None).await;
+        assert_eq!(status, 200, "{answer}");
+    };
+    says(&client, &nexus).await;
+
+    // A secret from before sealing (written as it was) still signs, and the reseal seals it.
+    db.execute(
+        "UPDATE channels SET secret = 'stored-in-the-clear' WHERE id = $1::text::uuid",
+        &[&client.channel],
+    )
+    .await
+    .unwrap();
+    client.secret = "stored-in-the-clear".into();
+    says(&client, &nexus).await;
+    let resealed = admin(&nexus, "POST", "/secrets/reseal", json!({})).await;
+    assert_eq!(resealed["channels"], 1, "{resealed}");
+    let (secret, _) = stored(client.channel.clone()).await;
+    assert!(secret.starts_with("v2.") && !secret.contains("stored-in-the-clear"));
+    says(&client, &nexus).await;
+
+    // The key is rotated: the new one seals, the old one still opens until all is resealed.
+    nexus
+        .restart_with(&[
+            ("SPIN_VARIABLE_CREDENTIALS_KEY", NEW_KEY),
+            ("SPIN_VARIABLE_CREDENTIALS_KEYS_PREVIOUS", OLD_KEY),
+        ])
+        .await;
+    says(&client, &nexus).await;
+    let resealed = admin(&nexus, "POST", "/secrets/reseal", json!({})).await;
+    assert_eq!(resealed["channels"], 2, "{resealed}");
+    assert_eq!(resealed["more"], false, "{resealed}");
+    let again = admin(&nexus, "POST", "/secrets/reseal", json!({})).await;
+    assert_eq!(
+        again["channels"], 0,
+        "nothing left under the old key: {again}"
+    );
+    // The old key is gone: everything still opens.
+    nexus
+        .restart_with(&[("SPIN_VARIABLE_CREDENTIALS_KEYS_PREVIOUS", "")])
+        .await;
+    says(&client, &nexus).await;
+}

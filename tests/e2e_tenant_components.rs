@@ -27,7 +27,6 @@ fn manifest() -> String {
         component("chat", "/nexus/v3/chat/...", &[SERVICE]),
         component("workspace", "/nexus/v3/workspace/...", &[SERVICE]),
         component("bots", "/nexus/v3/bots/...", &[SERVICE]),
-        "credentials_key = \"{{ credentials_key }}\"\n".to_owned(),
         jobs("bots", "/nexus/v3/bots/jobs/run", 5000),
         workspace_socket(),
     ]

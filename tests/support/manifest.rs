@@ -18,6 +18,7 @@ postgres_host = {{ default = "127.0.0.1:5432" }}
 redis_key_prefix = {{ default = "nexus:" }}
 admin_token = {{ default = "", secret = true }}
 credentials_key = {{ default = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMtISE=", secret = true }}
+credentials_keys_previous = {{ default = "", secret = true }}
 "#
     )
 }
@@ -38,19 +39,30 @@ redis_address = "{{ redis_address }}"
 redis_key_prefix = "{{ redis_key_prefix }}"
 admin_token = "{{ admin_token }}"
 credentials_key = "{{ credentials_key }}"
+credentials_keys_previous = "{{ credentials_keys_previous }}"
 [component.provisioning.tool.nexus]
 max_request_body_bytes = 9437184
 "#
     .to_owned()
 }
 
+/// The components that open sealed secrets (channel secrets, bot credentials), and so hold the
+/// keys, as in spin.toml.
+const KEY_HOLDERS: [&str; 4] = ["bots", "messaging", "sms", "email"];
+
 /// Component `name` (built from placeholder `{name}`) on `route`, with Redis, PostgreSQL and
-/// the admin token, that may also reach `extra_hosts`.
+/// the admin token (and the keys, for the components that hold them), that may also reach
+/// `extra_hosts`.
 pub fn component(name: &str, route: &str, extra_hosts: &[&str]) -> String {
     let hosts: String = extra_hosts
         .iter()
         .map(|host| format!(", \"{host}\""))
         .collect();
+    let keys = if KEY_HOLDERS.contains(&name) {
+        "credentials_key = \"{{ credentials_key }}\"\ncredentials_keys_previous = \"{{ credentials_keys_previous }}\"\n"
+    } else {
+        ""
+    };
     format!(
         r#"
 [[trigger.http]]
@@ -65,7 +77,7 @@ redis_address = "{{{{ redis_address }}}}"
 redis_key_prefix = "{{{{ redis_key_prefix }}}}"
 postgres_address = "{{{{ postgres_address }}}}"
 admin_token = "{{{{ admin_token }}}}"
-"#
+{keys}"#
     )
 }
 

@@ -305,6 +305,16 @@ impl Nexus {
         self.base = base;
     }
 
+    /// Stops the host (SIGKILL) and starts it again as [`Nexus::restart`] does, with `env` set
+    /// on top of what it had (new values for the same names win).
+    pub async fn restart_with(&mut self, env: &[(&str, &str)]) {
+        for (key, value) in env {
+            self.command.env.retain(|(name, _)| name != key);
+            self.command.env.push(((*key).into(), (*value).into()));
+        }
+        self.restart().await;
+    }
+
     /// Another host of the same cluster: the same manifest, Redis, database and Redis prefix
     /// (only for hosts on the real servers: embedded ones share nothing).
     pub async fn peer(&self) -> Nexus {

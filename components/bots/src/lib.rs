@@ -22,7 +22,7 @@ use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::bot_contract;
 use nexus_guest::bot_leg::{self, Bot, BotComponent, TurnInput};
 use nexus_guest::outbound;
-use nexus_guest::sealed;
+
 use nexus_guest::spin::{Db, Live, Reply, path_segments, reference_id, require_admin, respond};
 use nexus_guest::tenant_components::{self, Outcome};
 use serde_json::{Value, json};
@@ -169,8 +169,10 @@ fn credentials(bot: &Bot) -> Result<Vec<(String, String)>, String> {
     let Some(sealed_headers) = &bot.credentials else {
         return Ok(Vec::new());
     };
-    let key = nexus_guest::spin::variable("credentials_key").unwrap_or_default();
-    let opened = sealed::open(&key, &format!("bot:{}", bot.id), sealed_headers)
+    let keys = nexus_guest::at_rest::keyring()
+        .map_err(|err| format!("its credentials cannot be opened: {}", err.message))?;
+    let opened = keys
+        .open(&format!("bot:{}", bot.id), sealed_headers)
         .map_err(|err| format!("its credentials cannot be opened: {err}"))?;
     let headers: serde_json::Map<String, Value> = serde_json::from_slice(&opened)
         .map_err(|_| "its credentials are not a map of headers".to_owned())?;

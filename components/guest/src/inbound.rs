@@ -47,14 +47,27 @@ pub fn provider_channel(db: &Db, id: &str, kind: &str) -> ApiResult<Option<Provi
          WHERE c.id = $1 AND c.type = $2 AND c.enabled AND t.enabled",
         &[uuid(id), text(kind)],
     )?;
-    Ok(rows.rows().next().and_then(|row| {
-        Some(ProviderChannel {
-            id: row.get::<String>("id")?,
-            tenant_id: row.get::<i64>("tenant_id")?,
-            secret: row.get::<String>("secret")?,
-            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
-            credentials: serde_json::from_str(&row.get::<String>("credentials")?).ok()?,
-        })
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let (Some(id), Some(tenant_id), Some(secret), Some(settings), Some(credentials)) = (
+        row.get::<String>("id"),
+        row.get::<i64>("tenant_id"),
+        row.get::<String>("secret"),
+        row.get::<String>("settings")
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+        row.get::<String>("credentials")
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+    ) else {
+        return Ok(None);
+    };
+    let keys = crate::at_rest::keyring()?;
+    Ok(Some(ProviderChannel {
+        secret: crate::at_rest::open_secret(&keys, &id, &secret)?,
+        credentials: crate::at_rest::open_credentials(&keys, &id, &credentials)?,
+        id,
+        tenant_id,
+        settings,
     }))
 }
 

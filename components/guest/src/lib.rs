@@ -21,6 +21,8 @@ pub mod webhook_signature;
 #[cfg(target_arch = "wasm32")]
 pub mod api_key;
 #[cfg(target_arch = "wasm32")]
+pub mod at_rest;
+#[cfg(target_arch = "wasm32")]
 pub mod bot_leg;
 #[cfg(target_arch = "wasm32")]
 pub mod conversation;

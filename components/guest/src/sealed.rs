@@ -1,11 +1,16 @@
-//! Credentials at rest: what nexus must send to a third party (a bot's Authorization header)
-//! cannot be hashed, so it is sealed with XChaCha20-Poly1305 under the application's
-//! `credentials_key` (32 random bytes, base64) and opened only by the component that sends it.
+//! Secrets at rest: what nexus must use as it is (a bot's Authorization header, a channel's
+//! HMAC key, an aggregator's auth token, a provider's API key) cannot be hashed, so it is sealed
+//! with XChaCha20-Poly1305 under the application's `credentials_key` (32 random bytes, base64)
+//! and opened only by the components that use it.
 //!
-//! A sealed value is `v1.` and the URL-safe base64 of a random 24-byte nonce followed by the
-//! ciphertext and its tag. The extended nonce makes random nonces safe for any number of values
-//! under one key. Each value is bound to what it belongs to (`context`, such as `bot:<id>`): a
-//! value copied into another row does not open.
+//! A sealed value is `v2.<key id>.` and the URL-safe base64 of a random 24-byte nonce followed by
+//! the ciphertext and its tag; the key id (the first 8 hex digits of the SHA-256 of the key)
+//! says which key opens it, so that keys can be rotated: a [`Keyring`] seals with the current
+//! key and opens with it or with the retired ones (`credentials_keys_previous`) until everything
+//! is sealed again under the current one. `v1.` values (before key ids) open with any key of the
+//! ring. The extended nonce makes random nonces safe for any number of values under one key.
+//! Each value is bound to what it belongs to (`context`, such as `bot:<id>`): a value copied
+//! into another row does not open.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -96,9 +101,133 @@ pub fn open(key_base64: &str, context: &str, sealed: &str) -> Result<Vec<u8>, Se
         .map_err(|_| SealError::WontOpen)
 }
 
+const VERSION_WITH_KEY_ID: &str = "v2.";
+
+/// Whether `stored` is a sealed value (of any version), rather than text from before sealing.
+pub fn is_sealed(stored: &str) -> bool {
+    stored.starts_with(VERSION) || stored.starts_with(VERSION_WITH_KEY_ID)
+}
+
+/// The id of a key: the first 8 hex digits of the SHA-256 of its bytes.
+fn key_id(key_base64: &str) -> Result<String, SealError> {
+    use sha2::{Digest, Sha256};
+    cipher(key_base64)?;
+    let key = [STANDARD, URL_SAFE]
+        .iter()
+        .find_map(|engine| engine.decode(key_base64.trim()).ok())
+        .or_else(|| URL_SAFE_NO_PAD.decode(key_base64.trim()).ok())
+        .ok_or(SealError::BadKey)?;
+    let digest = Sha256::digest(&key);
+    Ok(digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// The keys of the application: the current one seals; it and the retired ones open.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    current: String,
+    previous: Vec<String>,
+}
+
+impl Keyring {
+    /// From `credentials_key` and `credentials_keys_previous` (comma-separated, may be empty).
+    pub fn new(current: &str, previous: &str) -> Keyring {
+        Keyring {
+            current: current.trim().to_owned(),
+            previous: previous
+                .split(',')
+                .map(str::trim)
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Seals `plaintext` for `context` under the current key.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Result<String, SealError> {
+        let id = key_id(&self.current)?;
+        let sealed = seal(&self.current, context, plaintext)?;
+        let body = sealed.strip_prefix(VERSION).ok_or(SealError::Malformed)?;
+        Ok(format!("{VERSION_WITH_KEY_ID}{id}.{body}"))
+    }
+
+    /// Opens what this ring's keys (now or before a rotation) sealed for `context`.
+    pub fn open(&self, context: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
+        if let Some(rest) = sealed.strip_prefix(VERSION_WITH_KEY_ID) {
+            let (id, body) = rest.split_once('.').ok_or(SealError::Malformed)?;
+            let key = self
+                .keys()
+                .find(|key| key_id(key).is_ok_and(|candidate| candidate == id))
+                .ok_or(SealError::WontOpen)?;
+            return open(key, context, &format!("{VERSION}{body}"));
+        }
+        let mut outcome = Err(SealError::WontOpen);
+        for key in self.keys() {
+            outcome = open(key, context, sealed);
+            if !matches!(outcome, Err(SealError::WontOpen | SealError::BadKey)) {
+                return outcome;
+            }
+        }
+        outcome
+    }
+
+    /// Whether `stored` is sealed under the current key (nothing to do for a rotation).
+    pub fn is_current(&self, stored: &str) -> bool {
+        key_id(&self.current)
+            .is_ok_and(|id| stored.starts_with(&format!("{VERSION_WITH_KEY_ID}{id}.")))
+    }
+
+    /// The current key's id, as sealed values carry it.
+    pub fn current_id(&self) -> Result<String, SealError> {
+        key_id(&self.current)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.current).chain(self.previous.iter())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyring_seals_with_its_current_key_and_opens_with_any() {
+        let old = STANDARD.encode([1u8; 32]);
+        let new = STANDARD.encode([2u8; 32]);
+        let before = Keyring::new(&old, "");
+        let sealed_before = before.seal("channel:1:secret", b"hmac-key").unwrap();
+        assert!(sealed_before.starts_with("v2."), "{sealed_before}");
+        assert!(is_sealed(&sealed_before) && !is_sealed("hmac-key"));
+        assert!(before.is_current(&sealed_before));
+        // Rotated: the new key seals; what the old one sealed still opens, and is not current.
+        let after = Keyring::new(&new, &format!(" {old} ,"));
+        assert_eq!(
+            after.open("channel:1:secret", &sealed_before).unwrap(),
+            b"hmac-key"
+        );
+        assert!(!after.is_current(&sealed_before));
+        let sealed_after = after.seal("channel:1:secret", b"hmac-key").unwrap();
+        assert!(after.is_current(&sealed_after));
+        assert_ne!(before.current_id().unwrap(), after.current_id().unwrap());
+        // Once the old key is dropped, what it sealed no longer opens; the context still binds.
+        let only_new = Keyring::new(&new, "");
+        assert_eq!(
+            only_new.open("channel:1:secret", &sealed_before),
+            Err(SealError::WontOpen)
+        );
+        assert_eq!(
+            only_new.open("channel:2:secret", &sealed_after),
+            Err(SealError::WontOpen)
+        );
+        // `v1.` values (a bot's credentials from before key ids) open with any key of the ring.
+        let v1 = seal(&old, "bot:1", b"headers").unwrap();
+        assert_eq!(after.open("bot:1", &v1).unwrap(), b"headers");
+        assert_eq!(only_new.open("bot:1", &v1), Err(SealError::WontOpen));
+        assert_eq!(Keyring::new("", "").seal("c", b"x"), Err(SealError::BadKey));
+    }
 
     fn key() -> String {
         STANDARD.encode([7u8; 32])

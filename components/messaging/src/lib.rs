@@ -27,6 +27,7 @@
 mod media;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::at_rest;
 use nexus_guest::inbound::{self, Inlet, Sender};
 use nexus_guest::spin::{
     Db, Reply, header, now_unix, path_segments, reference_id, require_admin, respond, text, uuid,
@@ -99,15 +100,28 @@ fn channel(db: &Db, ccid: Option<&str>, id: &str) -> ApiResult<Option<Channel>> 
         ),
     };
     let rows = db.rows("load the channel", sql, &params)?;
-    Ok(rows.rows().next().and_then(|row| {
-        let mut secrets = vec![row.get::<String>("secret")?];
-        secrets.extend(row.get::<String>("previous"));
-        Some(Channel {
-            id: row.get::<String>("id")?,
-            tenant_id: row.get::<i64>("tenant_id")?,
-            secrets,
-            settings: serde_json::from_str(&row.get::<String>("settings")?).ok()?,
-        })
+    let Some(row) = rows.rows().next() else {
+        return Ok(None);
+    };
+    let (Some(id), Some(tenant_id), Some(secret), Some(settings)) = (
+        row.get::<String>("id"),
+        row.get::<i64>("tenant_id"),
+        row.get::<String>("secret"),
+        row.get::<String>("settings")
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+    ) else {
+        return Ok(None);
+    };
+    let keys = at_rest::keyring()?;
+    let mut secrets = vec![at_rest::open_secret(&keys, &id, &secret)?];
+    if let Some(previous) = row.get::<String>("previous") {
+        secrets.push(at_rest::open_secret(&keys, &id, &previous)?);
+    }
+    Ok(Some(Channel {
+        id,
+        tenant_id,
+        secrets,
+        settings,
     }))
 }
 

@@ -10,7 +10,7 @@ use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::sealed;
 use nexus_guest::secrets::new_id;
-use nexus_guest::spin::{Db, Reply, opt_text, text, uuid, variable};
+use nexus_guest::spin::{Db, Reply, opt_text, text, uuid};
 use serde_json::{Map, Value, json};
 use spin_sdk::pg4::ParameterValue;
 
@@ -85,17 +85,19 @@ fn credentials(fields: &Fields) -> ApiResult<Option<Option<Map<String, Value>>>>
 
 /// Seals `headers` for bot `id`; the sealed text and the header names.
 fn seal(id: &str, headers: &Map<String, Value>) -> ApiResult<(String, Vec<String>)> {
-    let key = variable("credentials_key").unwrap_or_default();
+    let keys = nexus_guest::at_rest::keyring()?;
     let plain = serde_json::to_vec(headers)
         .map_err(|err| ApiError::internal("encode the credentials", err))?;
-    let sealed = sealed::seal(&key, &format!("bot:{id}"), &plain).map_err(|err| match err {
-        sealed::SealError::BadKey => ApiError::new(
-            503,
-            Code::Unavailable,
-            format!("bot credentials cannot be stored: {err}"),
-        ),
-        other => ApiError::internal("seal the credentials", other),
-    })?;
+    let sealed = keys
+        .seal(&format!("bot:{id}"), &plain)
+        .map_err(|err| match err {
+            sealed::SealError::BadKey => ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("bot credentials cannot be stored: {err}"),
+            ),
+            other => ApiError::internal("seal the credentials", other),
+        })?;
     Ok((sealed, headers.keys().cloned().collect()))
 }
 

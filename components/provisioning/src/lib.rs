@@ -14,6 +14,7 @@ mod designer;
 mod integrations;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::at_rest;
 use nexus_guest::body::Fields;
 use nexus_guest::secrets::{self, new_id};
 use nexus_guest::spin::{
@@ -46,6 +47,7 @@ fn serve(req: &Request) -> ApiResult<Reply> {
     let db = Db::open()?;
     let method = req.method();
     match (method, segments.as_slice()) {
+        (Method::Post, ["secrets", "reseal"]) => reseal(&db),
         (Method::Get, ["tenants"]) => list_tenants(&db),
         (Method::Post, ["tenants"]) => create_tenant(&db, &fields(req)?),
         (Method::Get, ["tenants", ccid]) => Reply::ok(tenant_json(&db, &tenant(&db, ccid)?)?),
@@ -677,6 +679,13 @@ fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
     let secret = channel_secret(&kind, fields)?;
     let credentials = credentials(fields)?;
     let id = new_id();
+    // Stored sealed, bound to the channel; the caller sees the secret once, in this answer.
+    let keys = at_rest::keyring()?;
+    let sealed_secret = at_rest::seal_secret(&keys, &id, &secret)?;
+    let sealed_credentials = credentials
+        .as_ref()
+        .map(|credentials| at_rest::seal_credentials(&keys, &id, credentials))
+        .transpose()?;
     db.transaction(|db| {
         let mut created = db
             .json_row(
@@ -688,9 +697,9 @@ fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply>
                     ParameterValue::Int64(tenant.id),
                     text(&kind),
                     text(&name),
-                    text(&secret),
+                    text(&sealed_secret),
                     jsonb(&settings),
-                    credentials.as_ref().map_or(ParameterValue::DbNull, jsonb),
+                    sealed_credentials.as_ref().map_or(ParameterValue::DbNull, jsonb),
                 ],
             )?
             .ok_or_else(|| ApiError::internal("create the channel", "no row"))?;
@@ -717,6 +726,11 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
     let enabled = flag(fields, "enabled")?;
     let settings = fields.object("settings")?.map(Value::Object);
     let credentials = credentials(fields)?;
+    let channel = channel_id(id)?;
+    let sealed_credentials = credentials
+        .as_ref()
+        .map(|credentials| at_rest::seal_credentials(&at_rest::keyring()?, channel, credentials))
+        .transpose()?;
     db.transaction(|db| {
         let updated = db
             .json_row(
@@ -732,7 +746,9 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
                     opt_text(name.clone()),
                     enabled.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
                     settings.as_ref().map_or(ParameterValue::DbNull, jsonb),
-                    credentials.as_ref().map_or(ParameterValue::DbNull, jsonb),
+                    sealed_credentials
+                        .as_ref()
+                        .map_or(ParameterValue::DbNull, jsonb),
                 ],
             )?
             .ok_or_else(|| ApiError::not_found(format!("no channel has the id `{id}`")))?;
@@ -812,6 +828,7 @@ fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) ->
         .and_then(|row| row.get::<String>("type"))
         .ok_or_else(|| ApiError::not_found(format!("no channel has the id `{id}`")))?;
     let secret = channel_secret(&kind, fields)?;
+    let sealed_secret = at_rest::seal_secret(&at_rest::keyring()?, channel_id(id)?, &secret)?;
     db.transaction(|db| {
         let mut rotated = db
             .json_row(
@@ -824,7 +841,7 @@ fn rotate_channel_secret(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) ->
                     ParameterValue::Int64(tenant.id),
                     uuid(channel_id(id)?),
                     ParameterValue::Floating64(overlap as f64),
-                    text(&secret),
+                    text(&sealed_secret),
                 ],
             )?
             .ok_or_else(|| ApiError::not_found(format!("no channel has the id `{id}`")))?;
@@ -875,4 +892,105 @@ fn audit_log(db: &Db, tenant: &Tenant, req: &Request) -> ApiResult<Reply> {
         .then(|| entries.last().and_then(|entry| entry["id"].as_i64()))
         .flatten();
     Reply::ok(json!({ "entries": entries, "nextBefore": next }))
+}
+
+/// How many rows one reseal takes of each kind: a pass is short; the host runs one a minute.
+const RESEAL_BATCH: i64 = 200;
+
+/// Seals under the current `credentials_key` what is not sealed under it yet: channel secrets
+/// and credentials stored before they were sealed, and everything sealed under a key that a
+/// rotation retired (`credentials_keys_previous`), bots' credentials included. Safe to run on
+/// every host at once: a row that changed meanwhile is left to the next pass.
+fn reseal(db: &Db) -> ApiResult<Reply> {
+    let keys = at_rest::keyring()?;
+    let current = keys.current_id().map_err(|err| {
+        ApiError::new(
+            503,
+            Code::NotConfigured,
+            format!("nothing can be sealed: {err}"),
+        )
+    })?;
+    let sealed_now = format!("v2.{current}.%");
+    let stale = db.rows(
+        "find channel secrets to seal",
+        "SELECT id::text AS id, secret, previous_secret, credentials::text AS credentials FROM channels \
+         WHERE secret NOT LIKE $1 OR previous_secret NOT LIKE $1 \
+            OR (credentials <> '{}'::jsonb \
+                AND (jsonb_typeof(credentials) <> 'string' OR credentials #>> '{}' NOT LIKE $1)) \
+         ORDER BY id LIMIT $2",
+        &[text(&sealed_now), ParameterValue::Int64(RESEAL_BATCH)],
+    )?;
+    let mut channels = 0;
+    for row in stale.rows() {
+        let (Some(id), Some(secret), Some(credentials)) = (
+            row.get::<String>("id"),
+            row.get::<String>("secret"),
+            row.get::<String>("credentials")
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok()),
+        ) else {
+            continue;
+        };
+        let previous = row.get::<String>("previous_secret");
+        let reseal_secret = |stored: &str| -> ApiResult<String> {
+            at_rest::seal_secret(&keys, &id, &at_rest::open_secret(&keys, &id, stored)?)
+        };
+        let new_secret = reseal_secret(&secret)?;
+        let new_previous = previous.as_deref().map(reseal_secret).transpose()?;
+        let new_credentials = if credentials == json!({}) {
+            credentials.clone()
+        } else {
+            at_rest::seal_credentials(
+                &keys,
+                &id,
+                &at_rest::open_credentials(&keys, &id, &credentials)?,
+            )?
+        };
+        channels += db.execute(
+            "seal the channel's secrets",
+            "UPDATE channels SET secret = $3, previous_secret = $4, credentials = $5 \
+             WHERE id = $1 AND secret = $2 AND previous_secret IS NOT DISTINCT FROM $6 \
+               AND credentials = $7",
+            &[
+                uuid(&id),
+                text(&secret),
+                text(&new_secret),
+                opt_text(new_previous),
+                jsonb(&new_credentials),
+                opt_text(previous),
+                jsonb(&credentials),
+            ],
+        )?;
+    }
+    let stale_bots = db.rows(
+        "find bot credentials to seal",
+        "SELECT id::text AS id, credentials FROM bots \
+         WHERE credentials IS NOT NULL AND credentials NOT LIKE $1 ORDER BY id LIMIT $2",
+        &[text(&sealed_now), ParameterValue::Int64(RESEAL_BATCH)],
+    )?;
+    let mut bots = 0;
+    for row in stale_bots.rows() {
+        let (Some(id), Some(stored)) = (row.get::<String>("id"), row.get::<String>("credentials"))
+        else {
+            continue;
+        };
+        let context = format!("bot:{id}");
+        let opened = keys.open(&context, &stored).map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("bot {id}'s credentials cannot be opened: {err}"),
+            )
+        })?;
+        let sealed = keys
+            .seal(&context, &opened)
+            .map_err(|err| ApiError::internal("seal a bot's credentials", err))?;
+        bots += db.execute(
+            "seal the bot's credentials",
+            "UPDATE bots SET credentials = $3 WHERE id = $1 AND credentials = $2",
+            &[uuid(&id), text(&stored), text(&sealed)],
+        )?;
+    }
+    let more = i64::try_from(stale.rows.len()).unwrap_or(i64::MAX) >= RESEAL_BATCH
+        || i64::try_from(stale_bots.rows.len()).unwrap_or(i64::MAX) >= RESEAL_BATCH;
+    Reply::ok(json!({ "keyId": current, "channels": channels, "bots": bots, "more": more }))
 }
