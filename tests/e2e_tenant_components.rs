@@ -563,12 +563,35 @@ async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) 
     assert!(enabled["disabledReason"].is_null());
 }
 
-/// What one simulated customer saw: the conversations it held and which version answered.
+/// What the simulated customers saw, as it happens: the conversations they held and which
+/// version answered.
 #[derive(Default)]
 struct LoadTally {
-    conversations: u32,
-    answered_by_v1: u32,
-    answered_by_v2: u32,
+    conversations: std::sync::atomic::AtomicU32,
+    answered_by_v1: std::sync::atomic::AtomicU32,
+    answered_by_v2: std::sync::atomic::AtomicU32,
+}
+
+impl LoadTally {
+    fn get(counter: &std::sync::atomic::AtomicU32) -> u32 {
+        counter.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (up to a minute) until `what` holds of the tally, as the load goes on.
+    async fn until(&self, what: &str, condition: impl Fn(&LoadTally) -> bool) {
+        for _ in 0..1200 {
+            if condition(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{what} did not happen within a minute: {} conversations, v1 {}, v2 {}",
+            Self::get(&self.conversations),
+            Self::get(&self.answered_by_v1),
+            Self::get(&self.answered_by_v2)
+        );
+    }
 }
 
 /// One customer after another, until `stop`: each starts a chat, waits for the bot's greeting,
@@ -579,11 +602,13 @@ async fn keep_chatting(
     tenant: std::sync::Arc<Tenant>,
     worker: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> LoadTally {
+    tally: std::sync::Arc<LoadTally>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
     const V1_ANSWER: &str = "We are open Monday to Friday, 8:00 to 18:00.";
-    let mut tally = LoadTally::default();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let nickname = format!("w{worker}c{}", tally.conversations);
+    let mut held = 0;
+    while !stop.load(SeqCst) {
+        let nickname = format!("w{worker}c{held}");
         let customer = customer(&nexus, &tenant, &nickname).await;
         let texts = |session: &Value| -> Vec<String> {
             session["messages"]
@@ -622,13 +647,13 @@ async fn keep_chatting(
             })
             .await;
         if texts(&answered).iter().any(|text| text == V1_ANSWER) {
-            tally.answered_by_v1 += 1;
+            tally.answered_by_v1.fetch_add(1, SeqCst);
         } else {
-            tally.answered_by_v2 += 1;
+            tally.answered_by_v2.fetch_add(1, SeqCst);
         }
-        tally.conversations += 1;
+        tally.conversations.fetch_add(1, SeqCst);
+        held += 1;
     }
-    tally
 }
 
 async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
@@ -638,6 +663,7 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     let nexus = Arc::new(Nexus::start(&manifest(), backends).await);
     let tenant = Arc::new(provision(&nexus, "acme", "faq", "faq-bot").await);
     let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(LoadTally::default());
     let workers: Vec<_> = (0..6)
         .map(|worker| {
             tokio::spawn(keep_chatting(
@@ -645,12 +671,18 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
                 Arc::clone(&tenant),
                 worker,
                 Arc::clone(&stop),
+                Arc::clone(&tally),
             ))
         })
         .collect();
 
-    // Under load: v2 is uploaded and takes over, then one call rolls back to v1.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Under load (every step waits for conversations to be answered, not for time to pass):
+    // v2 is uploaded and takes over, then one call rolls back to v1.
+    tally
+        .until("v1 answering under load", |t| {
+            LoadTally::get(&t.answered_by_v1) >= 6
+        })
+        .await;
     let (status, v2) = upload(
         &nexus,
         "acme",
@@ -660,7 +692,9 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     )
     .await;
     assert_eq!(status, 201, "{v2}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tally
+        .until("v2 answering", |t| LoadTally::get(&t.answered_by_v2) >= 6)
+        .await;
     let rolled = admin_ok(
         &nexus,
         "POST",
@@ -669,31 +703,22 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     )
     .await;
     assert_eq!(rolled["activeVersion"], 1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-
-    let mut total = LoadTally::default();
+    let v1_before = LoadTally::get(&tally.answered_by_v1);
+    tally
+        .until("v1 answering again after the rollback", |t| {
+            LoadTally::get(&t.answered_by_v1) >= v1_before + 6
+        })
+        .await;
+    stop.store(true, Ordering::SeqCst);
     for worker in workers {
         // A worker that saw a failed request panicked: the join fails the test.
-        let tally = worker.await.unwrap();
-        total.conversations += tally.conversations;
-        total.answered_by_v1 += tally.answered_by_v1;
-        total.answered_by_v2 += tally.answered_by_v2;
+        worker.await.unwrap();
     }
     println!(
         "swap under load: {} conversations, answered by v1 {}, by v2 {}",
-        total.conversations, total.answered_by_v1, total.answered_by_v2
-    );
-    assert!(
-        total.conversations >= 12,
-        "too little load: {} conversations",
-        total.conversations
-    );
-    assert!(
-        total.answered_by_v1 > 0 && total.answered_by_v2 > 0,
-        "both versions should have answered: v1 {}, v2 {}",
-        total.answered_by_v1,
-        total.answered_by_v2
+        LoadTally::get(&tally.conversations),
+        LoadTally::get(&tally.answered_by_v1),
+        LoadTally::get(&tally.answered_by_v2)
     );
 
     // Every call of the component succeeded, on this host's count too.
