@@ -18,6 +18,7 @@ postgres_host = {{ default = "127.0.0.1:5432" }}
 redis_key_prefix = {{ default = "nexus:" }}
 admin_token = {{ default = "", secret = true }}
 credentials_key = {{ default = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMtISE=", secret = true }}
+allow_private_outbound = {{ default = "false" }}
 "#
     )
 }
@@ -38,6 +39,7 @@ redis_address = "{{ redis_address }}"
 redis_key_prefix = "{{ redis_key_prefix }}"
 admin_token = "{{ admin_token }}"
 credentials_key = "{{ credentials_key }}"
+allow_private_outbound = "{{ allow_private_outbound }}"
 [component.provisioning.tool.nexus]
 max_request_body_bytes = 9437184
 "#
