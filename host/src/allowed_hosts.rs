@@ -127,6 +127,17 @@ impl AllowedHosts {
             .any(|entry| entry.host == HostPattern::Exact(host.to_ascii_lowercase()))
     }
 
+    /// Whether an entry grants `address`, which resolved to `ip`, by name rather than by
+    /// wildcard: an entry whose scheme and port match and whose host is `address`'s host itself
+    /// (`https://hooks.internal.example`, `http://127.0.0.1:*`), the address `ip` itself, or a
+    /// network containing `ip` (`http://10.0.0.0/8:*`). `*` and `*.domain` grant nothing here:
+    /// they say "anywhere", and the outbound guard reads that as "anywhere public".
+    pub fn grants_explicitly(&self, address: &OutboundAddress, ip: IpAddr) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.grants_explicitly(address, ip))
+    }
+
     /// Whether the component may reach the URL-like `address`; unparsable addresses are not.
     pub fn allows_url(&self, address: &str) -> bool {
         OutboundAddress::parse(address).is_ok_and(|address| self.allows(&address))
@@ -203,10 +214,6 @@ impl AllowedHost {
     }
 
     fn allows(&self, address: &OutboundAddress) -> bool {
-        let scheme_ok = self
-            .scheme
-            .as_deref()
-            .is_none_or(|scheme| scheme.eq_ignore_ascii_case(&address.scheme));
         let host = address.host.to_ascii_lowercase();
         let host_ok = match &self.host {
             HostPattern::Any => true,
@@ -216,6 +223,30 @@ impl AllowedHost {
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| ipnet_like::contains(*addr, *prefix, ip)),
         };
+        self.scheme_and_port_match(address) && host_ok
+    }
+
+    fn grants_explicitly(&self, address: &OutboundAddress, ip: IpAddr) -> bool {
+        // `::ffff:10.0.0.1` is 10.0.0.1 on the wire: an IPv4 grant covers it.
+        let ip = ip.to_canonical();
+        let host_ok = match &self.host {
+            HostPattern::Any | HostPattern::AnySubdomain(_) => false,
+            HostPattern::Exact(exact) => {
+                exact.eq_ignore_ascii_case(&address.host)
+                    || exact
+                        .parse::<IpAddr>()
+                        .is_ok_and(|named| named.to_canonical() == ip)
+            }
+            HostPattern::Network(addr, prefix) => ipnet_like::contains(*addr, *prefix, ip),
+        };
+        self.scheme_and_port_match(address) && host_ok
+    }
+
+    fn scheme_and_port_match(&self, address: &OutboundAddress) -> bool {
+        let scheme_ok = self
+            .scheme
+            .as_deref()
+            .is_none_or(|scheme| scheme.eq_ignore_ascii_case(&address.scheme));
         let port = address.port.or_else(|| well_known_port(&address.scheme));
         let port_ok = match (&self.port, port) {
             (PortPattern::Any, _) => true,
@@ -223,7 +254,7 @@ impl AllowedHost {
             (PortPattern::Range(range), Some(port)) => range.contains(&port),
             (_, None) => false,
         };
-        scheme_ok && host_ok && port_ok
+        scheme_ok && port_ok
     }
 }
 
@@ -308,6 +339,83 @@ mod tests {
         assert!(allows(&["http://10.0.0.0/8:*"], "http://10.1.2.3:80"));
         assert!(allows(&["http://10.0.0.0/8"], "http://10.1.2.3"));
         assert!(!allows(&["http://10.0.0.0/8"], "http://11.1.2.3"));
+    }
+
+    #[test]
+    fn explicit_grants_name_the_host_the_address_or_its_network() {
+        let grants = |entries: &[&str], url: &str, ip: &str| {
+            AllowedHosts::parse(entries)
+                .unwrap()
+                .grants_explicitly(&OutboundAddress::parse(url).unwrap(), ip.parse().unwrap())
+        };
+        // Wildcards allow the request but grant no non-public address.
+        assert!(!grants(
+            &["http://*:*"],
+            "http://127.0.0.1:8080",
+            "127.0.0.1"
+        ));
+        assert!(!grants(&["*://*:*"], "http://localhost:80", "127.0.0.1"));
+        assert!(!grants(
+            &["https://*.example.com"],
+            "https://hooks.example.com",
+            "10.0.0.1"
+        ));
+        // The host by name, or the address itself.
+        assert!(grants(
+            &["http://127.0.0.1:*"],
+            "http://127.0.0.1:8080",
+            "127.0.0.1"
+        ));
+        assert!(grants(
+            &["https://hooks.internal.example"],
+            "https://hooks.internal.example/x",
+            "10.1.2.3"
+        ));
+        assert!(grants(&["http://localhost:*"], "http://localhost:1", "::1"));
+        assert!(grants(&["http://[::1]:*"], "http://[::1]:1", "::1"));
+        assert!(grants(
+            &["http://*:*", "http://10.0.0.5:*"],
+            "http://name.example:80",
+            "10.0.0.5"
+        ));
+        // A network contains the address, in its IPv4-mapped IPv6 form too.
+        assert!(grants(
+            &["http://10.0.0.0/8:*"],
+            "http://10.1.2.3:80",
+            "10.1.2.3"
+        ));
+        assert!(grants(
+            &["http://10.0.0.0/8:*"],
+            "http://name.example",
+            "::ffff:10.9.9.9"
+        ));
+        assert!(grants(
+            &["http://fd00::/8:*"],
+            "http://name.example",
+            "fd00::5"
+        ));
+        assert!(!grants(
+            &["http://10.0.0.0/8:*"],
+            "http://name.example",
+            "11.0.0.1"
+        ));
+        // Scheme and port still have to match.
+        assert!(!grants(
+            &["https://127.0.0.1:*"],
+            "http://127.0.0.1:8080",
+            "127.0.0.1"
+        ));
+        assert!(!grants(
+            &["http://127.0.0.1:9000"],
+            "http://127.0.0.1:8080",
+            "127.0.0.1"
+        ));
+        // Another name that resolves to a granted name's address is not that name.
+        assert!(!grants(
+            &["http://localhost:*"],
+            "http://evil.example:80",
+            "10.0.0.1"
+        ));
     }
 
     #[test]

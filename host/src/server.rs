@@ -41,7 +41,7 @@ use crate::engine::{CpuDeadlineExceeded, InstanceState};
 use crate::log::LogCtx;
 use crate::manifest::{Limits, Manifest, WebSocketDecl};
 use crate::metrics::{ComponentLabels, Metrics, RequestLabels, TrapLabels};
-use crate::outbound_http::OutboundHttpHooks;
+use crate::outbound_http::{OutboundHttpHooks, PrivateDestinations};
 use crate::platform::Platform;
 use crate::postgres::{PgBackend, PgCtx};
 use crate::redis::{RedisBackend, RedisCtx};
@@ -101,6 +101,8 @@ pub struct App {
     tenant_announcements: Fanout,
     redis_key_prefix: String,
     instance_slots: Arc<Semaphore>,
+    /// Which non-public addresses the components' outbound HTTP may reach.
+    private_destinations: PrivateDestinations,
 }
 
 /// Host-wide serving settings.
@@ -232,6 +234,12 @@ impl App {
                 .map(|(_, decl)| decl.route.as_str()),
         )
         .map_err(|message| anyhow::anyhow!("{message}"))?;
+        // The operator's switch for non-public destinations (nexus_guest::private_address),
+        // read once like every application variable; a manifest that does not declare it keeps
+        // the guard on.
+        let allow_private_outbound = variables
+            .get(nexus_guest::private_address::SWITCH)
+            .is_some_and(nexus_guest::private_address::allowed);
         let metrics = Arc::new(Metrics::default());
         let prefix = variables
             .get("redis_key_prefix")
@@ -252,6 +260,7 @@ impl App {
                 max_concurrent_calls: settings.max_tenant_calls,
                 max_memory_bytes: settings.max_memory_bytes,
                 redis_key_prefix: prefix.clone(),
+                allow_private_outbound,
                 redis_address: platform
                     .variables
                     .get("redis_address")
@@ -278,6 +287,7 @@ impl App {
             hub,
             tenant,
             instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            private_destinations: PrivateDestinations::for_manifest(allow_private_outbound),
         })
     }
 
@@ -515,7 +525,8 @@ impl App {
                 let hooks = OutboundHttpHooks::new(
                     Arc::clone(&component.allowed),
                     Arc::clone(&component.name),
-                );
+                )
+                .with_private_destinations(self.private_destinations);
                 if component.tenant_service {
                     hooks.with_tenant_service(Arc::clone(&self.tenant))
                 } else {

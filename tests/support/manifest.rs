@@ -19,6 +19,7 @@ redis_key_prefix = {{ default = "nexus:" }}
 admin_token = {{ default = "", secret = true }}
 credentials_key = {{ default = "dGVzdC1jcmVkZW50aWFscy1rZXktMzItYnl0ZXMtISE=", secret = true }}
 credentials_keys_previous = {{ default = "", secret = true }}
+allow_private_outbound = {{ default = "false" }}
 "#
     )
 }
@@ -40,6 +41,7 @@ redis_key_prefix = "{{ redis_key_prefix }}"
 admin_token = "{{ admin_token }}"
 credentials_key = "{{ credentials_key }}"
 credentials_keys_previous = "{{ credentials_keys_previous }}"
+allow_private_outbound = "{{ allow_private_outbound }}"
 [component.provisioning.tool.nexus]
 max_request_body_bytes = 9437184
 "#

@@ -266,6 +266,10 @@ impl Nexus {
             redis_prefix.clone(),
         ));
         all_env.push(("SPIN_VARIABLE_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+        // The tests' far sides (receivers, bots, aggregators) listen on 127.0.0.1, which nexus
+        // refuses as a destination unless the operator allows it; a test of that guard sets it
+        // back to "false" through `env`, which comes after and wins.
+        all_env.push(("SPIN_VARIABLE_ALLOW_PRIVATE_OUTBOUND".into(), "true".into()));
         let database = match backends {
             Backends::Real => {
                 let database = TestDatabase::create().await;

@@ -74,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
             max_concurrent_calls: 32,
             max_memory_bytes: 64 << 20,
             redis_key_prefix: format!("bench-tenant-{}:", std::process::id()),
+            // The bots measured here reach no host.
+            allow_private_outbound: false,
             redis_address: redis_url.clone(),
             database: database_url.clone(),
         },

@@ -134,6 +134,14 @@ pub fn variable(name: &str) -> ApiResult<String> {
     variables::get(name).map_err(|err| ApiError::internal(&format!("variable {name}"), err))
 }
 
+/// Whether the operator lets the outbound URLs tenants give reach non-public addresses: the
+/// application variable `allow_private_outbound` (see [`crate::private_address`]). A component
+/// that does not declare it keeps the guard on.
+pub fn private_outbound_allowed() -> bool {
+    variables::get(crate::private_address::SWITCH)
+        .is_ok_and(|value| crate::private_address::allowed(&value))
+}
+
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

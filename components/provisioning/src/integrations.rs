@@ -43,6 +43,14 @@ pub(crate) fn url(fields: &Fields) -> ApiResult<Option<String>> {
         && url.len() <= 2048
         && !url.contains(char::is_whitespace);
     if valid {
+        // A tenant's endpoint must not reach into nexus's own network (see
+        // nexus_guest::private_address): checked here by the host as written, and again by the
+        // nexus host on the resolved address when it delivers.
+        nexus_guest::private_address::check_url(
+            "url",
+            &url,
+            nexus_guest::spin::private_outbound_allowed(),
+        )?;
         Ok(Some(url))
     } else {
         Err(ApiError::bad_parameter(

@@ -672,10 +672,34 @@ fn credential_names(credentials: Option<&Value>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The settings that name where nexus sends a channel's messages: a messaging client's
+/// `webhookUrl`, an SMS or email provider's `apiBaseUrl`.
+const OUTBOUND_SETTINGS: [&str; 2] = ["webhookUrl", "apiBaseUrl"];
+
+/// A channel's settings, refused when a URL nexus will send to points at a non-public address
+/// (see nexus_guest::private_address; the nexus host checks the resolved address again when it
+/// sends). Checked whatever the channel's type, as an update does not restate it.
+fn channel_settings(fields: &Fields) -> ApiResult<Option<serde_json::Map<String, Value>>> {
+    let settings = fields.object("settings")?;
+    if let Some(settings) = &settings {
+        let allowed = nexus_guest::spin::private_outbound_allowed();
+        for name in OUTBOUND_SETTINGS {
+            if let Some(url) = settings.get(name).and_then(Value::as_str) {
+                nexus_guest::private_address::check_url(
+                    &format!("settings.{name}"),
+                    url.trim(),
+                    allowed,
+                )?;
+            }
+        }
+    }
+    Ok(settings)
+}
+
 fn create_channel(db: &Db, tenant: &Tenant, fields: &Fields) -> ApiResult<Reply> {
     let kind = channel_type(fields)?;
     let name = fields.required_text("name")?;
-    let settings = Value::Object(fields.object("settings")?.unwrap_or_default());
+    let settings = Value::Object(channel_settings(fields)?.unwrap_or_default());
     let secret = channel_secret(&kind, fields)?;
     let credentials = credentials(fields)?;
     let id = new_id();
@@ -724,7 +748,7 @@ fn update_channel(db: &Db, tenant: &Tenant, id: &str, fields: &Fields) -> ApiRes
     }
     let name = fields.text("name");
     let enabled = flag(fields, "enabled")?;
-    let settings = fields.object("settings")?.map(Value::Object);
+    let settings = channel_settings(fields)?.map(Value::Object);
     let credentials = credentials(fields)?;
     let channel = channel_id(id)?;
     let sealed_credentials = credentials

@@ -46,7 +46,7 @@ use crate::bindings::tenant::bot::{BotPre, nexus::tenant::types::Action};
 use crate::bindings::tenant::transform::TransformPre;
 use crate::engine::InstanceState;
 use crate::metrics::{Metrics, TenantCallLabels};
-use crate::outbound_http::OutboundHttpHooks;
+use crate::outbound_http::{OutboundHttpHooks, PrivateDestinations};
 use crate::postgres::{PgBackend, PgClient};
 use crate::redis::RedisBackend;
 use state::{
@@ -213,6 +213,10 @@ pub struct TenantSettings {
     pub max_memory_bytes: usize,
     /// Prefixes the tenant key-value store's Redis keys (the application's `redis_key_prefix`).
     pub redis_key_prefix: String,
+    /// The operator's `allow_private_outbound`: without it, a tenant component reaches no
+    /// non-public address, whatever hosts the tenant granted it (those grants are the
+    /// tenant's, not the operator's).
+    pub allow_private_outbound: bool,
     /// The Redis address the key-value store uses.
     pub redis_address: String,
     /// The platform database's address.
@@ -546,6 +550,9 @@ impl TenantComponents {
             Arc::clone(&loaded.allowed),
             format!("tenant {}: {}", target.tenant_id, target.name).into(),
         )
+        .with_private_destinations(PrivateDestinations::for_tenants(
+            self.settings.allow_private_outbound,
+        ))
         .recording_refusals();
         let refused = hooks.refusals();
         let state = TenantState {
@@ -591,7 +598,7 @@ impl TenantComponents {
             Ok(Ok(Err(reason))) if !refused.is_empty() => Err(CallFailure::new(
                 FailureReason::ForbiddenHost,
                 format!(
-                    "it tried to reach {}, which it was not granted ({reason})",
+                    "it tried to reach {}, not granted or not a public address ({reason})",
                     refused.join(", ")
                 ),
             )),
