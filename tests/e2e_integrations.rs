@@ -207,8 +207,16 @@ async fn a_chat_reaches_the_webhook_signed_and_in_order(backends: Backends) {
     assert_eq!(started["interactionId"], message["interactionId"]);
     assert_eq!(started["data"]["id"], started["interactionId"]);
 
-    // Every delivery is a succeeded job, with one attempt.
-    let jobs = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
+    // Every delivery is a succeeded job, with one attempt (the worker records the last outcome
+    // just after the receiver has the request: wait, bounded, for the record).
+    let mut jobs = Value::Null;
+    for _ in 0..200 {
+        jobs = admin_ok(&nexus, "GET", "/tenants/acme/jobs?state=succeeded", None).await;
+        if jobs["jobs"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "{jobs}");
     assert!(
         nexus
@@ -232,8 +240,17 @@ async fn failures_are_retried_then_dead_lettered_and_replayed(backends: Backends
         assert_eq!(header(request, "webhook-id"), id, "one id on every attempt");
         verify(request, &secret);
     }
-    let job = admin_ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
-    assert_eq!(job["state"], "succeeded");
+    // The receiver has the third request before the worker has recorded its outcome: wait
+    // (bounded) for the record.
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        job = admin_ok(&nexus, "GET", &format!("/tenants/acme/jobs/{id}"), None).await;
+        if job["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 3);
     let outcomes: Vec<&str> = job["attemptsMade"]
         .as_array()
