@@ -34,10 +34,11 @@ pg_bin() {
   dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
   [ -n "$dir" ] && echo "$dir"
 }
+# The binaries even when a server answers: tests/e2e_postgres_tls.rs starts servers of its own.
+[ -n "$(pg_bin)" ] || { echo "postgres: installing postgresql"; apt_install postgresql; }
 if port_open 5432; then
   echo "postgres: using the server on 127.0.0.1:5432"
 else
-  [ -n "$(pg_bin)" ] || { echo "postgres: installing postgresql"; apt_install postgresql; }
   bin=$(pg_bin)
   data="$state_dir/postgres"
   # initdb and postgres refuse to run as root: run them as the `postgres` user if we are root.

@@ -155,11 +155,9 @@ async fn post(
         .context("cannot build the request")?;
     let (status, answer) = if url.scheme() == "https" {
         // Mozilla's roots (webpki-roots), as wasmtime-wasi-http verifies components' requests.
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+        let config = crate::tls::client_config_builder()
+            .context("cannot set up TLS")?
+            .with_root_certificates(crate::tls::mozilla_roots())
             .with_no_client_auth();
         let name =
             rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())

@@ -5,7 +5,8 @@
 //! `schedule` and `queue` (durable jobs) drive components from timers and from PostgreSQL,
 //! `server` serves HTTP with a fresh instance per request, `tenant` runs tenants' own bots and
 //! transforms in a sandbox of their own, and `platform` provides the
-//! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins).
+//! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins); `tls` is the one
+//! TLS client stack of the host's own connections.
 #![forbid(unsafe_code)]
 
 pub mod allowed_hosts;
@@ -27,5 +28,6 @@ pub mod routes;
 pub mod schedule;
 pub mod server;
 pub mod tenant;
+pub mod tls;
 pub mod variables;
 pub mod websocket;

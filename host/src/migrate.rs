@@ -5,8 +5,10 @@
 //! is an error (a schema must not silently differ between hosts). An advisory lock makes
 //! concurrent hosts wait for each other instead of racing.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use sha2::{Digest, Sha256};
+
+use crate::postgres::tls::{PgTarget, is_tls_failure};
 
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
@@ -112,16 +114,22 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Ve
     Ok(applied)
 }
 
-/// Connects to `url` and migrates it.
+/// Connects to `url` (with TLS as its `sslmode` says) and migrates it. A failure to connect
+/// says "cannot connect to" (worth retrying: the server may not be up yet), except a TLS failure,
+/// which says "TLS with ... failed" (a setting to fix).
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<i64>> {
-    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to {}",
-                crate::allowed_hosts::redact_credentials(url)
-            )
-        })?;
+    let redacted = crate::allowed_hosts::redact_credentials(url);
+    let target = PgTarget::parse(url).map_err(|err| anyhow!("{redacted}: {err}"))?;
+    let tls = target
+        .connector()
+        .map_err(|err| anyhow!("{redacted}: {err}"))?;
+    let (mut client, connection) = match target.config.connect(tls).await {
+        Ok(connected) => connected,
+        Err(err) if is_tls_failure(&err) => {
+            return Err(err).with_context(|| format!("TLS with {redacted} failed"));
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot connect to {redacted}")),
+    };
     let driver = tokio::spawn(connection);
     let result = migrate(&mut client).await;
     drop(client);

@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 pub mod chat;
 pub mod manifest;
 pub mod openapi;
+pub mod postgres_server;
 pub mod redis_server;
 pub mod ws;
 

@@ -5,6 +5,9 @@
 //! the embedded address `postgres://nexus.embedded/...` reaches the embedded PostgreSQL when
 //! no `DATABASE_URL` is configured (its pool holds one connection: PGlite serves one client at a
 //! time). Backends sit behind [`PgBackend`] so that tests can swap them.
+//!
+//! Every connection but the embedded one does TLS as its address's `sslmode` says, libpq's way
+//! ([`tls`]).
 // The error is the interface's own `error` variant (with its structured `db-error`), which goes
 // to the guest by value; boxing it here would only move the copy.
 #![allow(clippy::result_large_err)]
@@ -12,6 +15,7 @@
 pub mod convert;
 #[cfg(feature = "embedded-postgres")]
 pub mod embedded;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use crate::bindings::spin::postgres::postgres::{
     self as wit, DbError, Error as WitError, ParameterValue, QueryError, RowSet,
 };
 use crate::redis::EMBEDDED_HOST;
+use tls::PgTarget;
 
 /// Connections kept per PostgreSQL address, across all instances of the host.
 pub const POOL_SIZE: usize = 16;
@@ -94,7 +99,9 @@ impl PgBackends {
             .map_err(|err| PgBackendError::InvalidAddress(err.to_string()))?;
         let embedded = parsed.host == EMBEDDED_HOST;
         // Every embedded address shares one pool of one connection: PGlite serves one client at
-        // a time, and a second pool would wait on the first.
+        // a time, and a second pool would wait on the first. Any other pool is keyed by its whole
+        // address, `sslmode` and `sslrootcert` included: addresses that differ in TLS settings
+        // never share connections.
         let key = if embedded { EMBEDDED_HOST } else { address };
         let mut pools = self
             .pools
@@ -109,23 +116,28 @@ impl PgBackends {
                     "the embedded PostgreSQL runs only when DATABASE_URL is not set".into(),
                 )
             })?;
-            build_pool(url, 1)?
+            // In-process behind a loopback port, and without TLS, whatever the address says.
+            build_pool(parse_target(url)?.without_tls(), 1)?
         } else {
-            build_pool(address, POOL_SIZE)?
+            build_pool(parse_target(address)?, POOL_SIZE)?
         };
         pools.insert(key.to_owned(), pool.clone());
         Ok(pool)
     }
 }
 
-/// A pool of `size` connections to `url`.
-pub fn build_pool(url: &str, size: usize) -> Result<Pool, PgBackendError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|err| {
-        PgBackendError::InvalidAddress(format!("{}: {err}", redact_credentials(url)))
-    })?;
+fn parse_target(address: &str) -> Result<PgTarget, PgBackendError> {
+    PgTarget::parse(address).map_err(|err| {
+        PgBackendError::InvalidAddress(format!("{}: {err}", redact_credentials(address)))
+    })
+}
+
+/// A pool of `size` connections to `target`. Its TLS roots are read here, once per pool.
+pub fn build_pool(target: PgTarget, size: usize) -> Result<Pool, PgBackendError> {
+    let tls = target.connector().map_err(PgBackendError::InvalidAddress)?;
     let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
+        target.config,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Custom(RESET_SESSION.into()),
         },
@@ -147,10 +159,31 @@ impl PgBackend for PgBackends {
         Box::pin(async move {
             let pool = self.pool(address)?;
             pool.get().await.map_err(|err| {
-                PgBackendError::Unavailable(format!("{}: {err}", redact_credentials(address)))
+                PgBackendError::Unavailable(format!(
+                    "{}: {}",
+                    redact_credentials(address),
+                    error_chain(&err)
+                ))
             })
         })
     }
+}
+
+/// An error and its causes, `: `-separated. tokio-postgres's errors show only their kind ("error
+/// performing TLS handshake") and keep the why (the certificate refused, and for what) in their
+/// source; a cause whose text its parent already shows is not repeated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.ends_with(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether the server no longer knows a prepared statement (SQLSTATE 26000).
@@ -288,7 +321,12 @@ impl wit::HostConnection for PgCtxView<'_> {
                 self.ctx.open += 1;
                 Ok(Ok(self.table.push(PgConnection { client })?))
             }
-            Err(err) => Ok(Err(WitError::ConnectionFailed(err.to_string()))),
+            Err(err) => {
+                // The guest sees the same words, but may not log them (nexus's own components
+                // do not); a refused certificate is the operator's to fix.
+                tracing::warn!(address = %redacted, error = %err, "postgres connection failed");
+                Ok(Err(WitError::ConnectionFailed(err.to_string())))
+            }
         }
     }
 
@@ -369,5 +407,63 @@ impl wit::HostConnection for PgCtxView<'_> {
         self.table.delete(conn)?;
         self.ctx.open = self.ctx.open.saturating_sub(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses_that_differ_in_tls_settings_get_pools_of_their_own() {
+        let backends = PgBackends::new(None);
+        let pools = || backends.pools.lock().unwrap().len();
+        backends.pool("postgres://nexus@db:5432/nexus").unwrap();
+        backends
+            .pool("postgres://nexus@db:5432/nexus?sslmode=disable")
+            .unwrap();
+        backends
+            .pool("postgres://nexus@db:5432/nexus?sslmode=verify-full")
+            .unwrap();
+        assert_eq!(pools(), 3);
+        backends
+            .pool("postgres://nexus@db:5432/nexus?sslmode=verify-full")
+            .unwrap();
+        assert_eq!(pools(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pool_whose_root_file_cannot_be_read_is_not_kept() {
+        let backends = PgBackends::new(None);
+        let refused = backends
+            .pool("postgres://nexus:s3cret@db/nexus?sslmode=verify-ca&sslrootcert=/nonexistent.pem")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("cannot read sslrootcert /nonexistent.pem"),
+            "{refused}"
+        );
+        assert!(!refused.contains("s3cret"), "{refused}");
+        assert_eq!(backends.pools.lock().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_error_chain_shows_each_cause_once() {
+        #[derive(Debug, Error)]
+        #[error("error performing TLS handshake")]
+        struct Handshake(#[source] std::io::Error);
+        #[derive(Debug, Error)]
+        #[error("Error occurred while creating a new object: {0}")]
+        struct Pool(#[source] Handshake);
+
+        let err = Pool(Handshake(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        )));
+        assert_eq!(
+            error_chain(&err),
+            "Error occurred while creating a new object: error performing TLS handshake: \
+             invalid peer certificate: UnknownIssuer"
+        );
     }
 }
