@@ -140,15 +140,25 @@ async fn handshake_tls(
     tcp: TcpStream,
     server_name: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // One configuration for every request (building it parses the roots), on the host's one
+    // TLS stack.
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> =
+        std::sync::OnceLock::new();
+    let config = CONFIG
+        .get_or_init(|| {
+            crate::tls::client_config_builder().map(|builder| {
+                Arc::new(
+                    builder
+                        .with_root_certificates(crate::tls::mozilla_roots())
+                        .with_no_client_auth(),
+                )
+            })
+        })
+        .clone()
+        .map_err(|err| Error::Tls(std::io::Error::other(err)))?;
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
         .map_err(Error::InvalidDnsNameError)?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(Error::Tls)
