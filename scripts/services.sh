@@ -15,11 +15,12 @@ apt_install() {
 }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Redis
+# Redis. The binary even when a server answers: tests/e2e_workspace.rs kills and restarts a
+# server of its own.
+command -v redis-server >/dev/null || { echo "redis: installing redis-server"; apt_install redis-server; }
 if port_open 6379; then
   echo "redis: using the server on 127.0.0.1:6379"
 else
-  command -v redis-server >/dev/null || { echo "redis: installing redis-server"; apt_install redis-server; }
   mkdir -p "$state_dir/redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --dir "$state_dir/redis" --logfile "$state_dir/redis/redis.log"
