@@ -44,7 +44,7 @@ pub(crate) fn url(fields: &Fields) -> ApiResult<Option<String>> {
         && !url.contains(char::is_whitespace);
     if valid {
         // A tenant's endpoint must not reach into nexus's own network (see
-        // nexus_guest::private_address): checked here by the host as written, and again by the
+        // nexus_guest::private_address): checked here as written, and again by the
         // nexus host on the resolved address when it delivers.
         nexus_guest::private_address::check_url(
             "url",

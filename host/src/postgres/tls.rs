@@ -185,12 +185,15 @@ impl PgTarget {
         let config = match self.tls.verification() {
             Verification::None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_custom_certificate_verifier(Arc::new(ChainOrNothing {
+                    roots: None,
+                    provider,
+                }))
                 .with_no_client_auth(),
             Verification::Chain => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                    roots: roots()?,
+                .with_custom_certificate_verifier(Arc::new(ChainOrNothing {
+                    roots: Some(roots()?),
                     provider,
                 }))
                 .with_no_client_auth(),
@@ -260,66 +263,19 @@ pub fn is_tls_failure(err: &tokio_postgres::Error) -> bool {
     err.to_string() == "error performing TLS handshake"
 }
 
-/// `prefer` and `require` with no root file: libpq's "encrypt, do not authenticate". The
-/// handshake's signatures are still checked, so the session is with the holder of the key of the
-/// certificate shown, whoever that is.
+/// The certificate checks rustls's own verifier does not make: with no `roots`, `prefer` and
+/// `require` without a root file (libpq's "encrypt, do not authenticate"); with `roots`,
+/// `verify-ca` (the chain must end in a trusted root, and the name in the certificate is not
+/// compared with the host: a server reached by an address its certificate does not name). The
+/// handshake's signatures are checked either way, so the session is with the holder of the key
+/// of the certificate shown.
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must end in a trusted root, and the name in the certificate is not
-/// compared with the host (a server reached by an address its certificate does not name).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct ChainOrNothing {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for ChainOrNothing {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -328,14 +284,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
