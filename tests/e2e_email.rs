@@ -294,4 +294,31 @@ async fn a_customer_and_an_agent_converse_by_email(backends: Backends) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(sent_status, "sent");
+
+    // The provider fails once: the send is retried under the same idempotency key, which an API
+    // that takes one sends once; another message has another key.
+    provider.answer_next(&[500]);
+    json_call(
+        &nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/send-message"),
+        &token,
+        Some(json!({"message": "Anything else?"})),
+    )
+    .await;
+    let sent = provider.wait_for(3).await;
+    assert_eq!(sent[1].body, sent[2].body, "the same send, again");
+    let key = |request: &support::Received| {
+        request.headers["idempotency-key"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(key(&sent[1]), key(&sent[2]));
+    assert_ne!(key(&sent[0]), key(&sent[1]), "another message, another key");
+    assert!(
+        key(&sent[0]).starts_with(&format!("nexus:{interaction}:")),
+        "{}",
+        key(&sent[0])
+    );
 }
