@@ -16,6 +16,7 @@ use nexus_host::bindings::spin::postgres::postgres::{
     DbDataType, DbValue, Error as PgError, HostConnection as _, Interval, ParameterValue,
     QueryError,
 };
+use nexus_host::budget::Budget;
 use nexus_host::postgres::{PgBackend, PgBackends, PgCtx, PgCtxView};
 use nexus_host::redis::{RedisBackend, RedisBackends, RedisCtx, RedisCtxView};
 use support::{TestDatabase, redis_url, unique};
@@ -30,7 +31,7 @@ async fn redis_commands_on_a_real_server() {
     let address = redis_url();
     let backend: Arc<dyn RedisBackend> = Arc::new(RedisBackends::new(None));
     let allowed = Arc::new(AllowedHosts::parse(&["redis://127.0.0.1:6379"]).unwrap());
-    let mut ctx = RedisCtx::new(backend, allowed);
+    let mut ctx = RedisCtx::new(backend, allowed, Budget::Requests);
     let mut table = ResourceTable::new();
     let mut view = RedisCtxView {
         ctx: &mut ctx,
@@ -124,6 +125,34 @@ async fn redis_commands_on_a_real_server() {
         .await
         .unwrap()
         .unwrap();
+    // A transaction keeps one connection from MULTI to EXEC, whatever else the host sends on
+    // its shared connection meanwhile (here, a second guest connection's command).
+    let exec = |name: &str, args: Vec<RedisParameter>| (name.to_owned(), args);
+    let other = view.open(address.clone()).await.unwrap().unwrap();
+    for (name, args) in [
+        exec("MULTI", Vec::new()),
+        exec("INCR", vec![RedisParameter::Binary(key("n").into_bytes())]),
+    ] {
+        view.execute(borrow(&conn), name, args)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        view.incr(borrow(&other), key("n")).await.unwrap().unwrap(),
+        2,
+        "another connection's command is not queued in the transaction"
+    );
+    let committed = view
+        .execute(borrow(&conn), "EXEC".into(), Vec::new())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&committed[..], [RedisResult::Int64(3)]),
+        "{committed:?}"
+    );
+    view.drop(other).await.unwrap();
     let deleted = view
         .del(
             borrow(&conn),
@@ -145,7 +174,7 @@ async fn postgres_values_round_trip_through_a_real_server() {
     let database = TestDatabase::create().await;
     let backend: Arc<dyn PgBackend> = Arc::new(PgBackends::new(None));
     let allowed = Arc::new(AllowedHosts::parse(&["postgres://127.0.0.1:5432"]).unwrap());
-    let mut ctx = PgCtx::new(backend, allowed);
+    let mut ctx = PgCtx::new(backend, allowed, Budget::Requests);
     let mut table = ResourceTable::new();
     let mut view = PgCtxView {
         ctx: &mut ctx,

@@ -68,3 +68,13 @@ pub mod tenant {
         });
     }
 }
+
+/// `nexus:platform/parking`: exported by HTTP components whose requests may park
+/// (`wit/parking.wit`).
+pub mod parking {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "nexus:platform/parkable",
+        exports: { default: async },
+    });
+}

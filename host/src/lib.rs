@@ -11,6 +11,7 @@
 
 pub mod allowed_hosts;
 pub mod bindings;
+pub mod budget;
 pub mod build;
 pub mod component_cli;
 pub mod engine;
@@ -20,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod migrate;
 pub mod outbound_http;
+pub mod parking;
 pub mod platform;
 pub mod postgres;
 pub mod queue;

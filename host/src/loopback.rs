@@ -3,6 +3,7 @@
 //! of `queue`.
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,11 +12,43 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::budget::Budget;
 use crate::manifest::Manifest;
 use crate::variables::AppVariables;
 
 /// The most of an answer's body that is kept (it is for logs and the jobs API).
 const MAX_ANSWER_BYTES: usize = 4096;
+
+/// The header that marks a request as the host's own, so that it draws on the host's budget
+/// ([`Budget::Host`]) rather than on clients'.
+const MARK_HEADER: &str = "nexus-host-request";
+
+/// The mark's value: random per process, so that no client can pass for the host.
+static MARK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+});
+
+/// Whose request this is, by the host's mark; the mark is removed either way, so that a
+/// component never sees it.
+pub fn take_mark(headers: &mut http::HeaderMap) -> Budget {
+    let marked = headers
+        .remove(MARK_HEADER)
+        .is_some_and(|value| same(value.as_bytes(), MARK.as_bytes()));
+    if marked {
+        Budget::Host
+    } else {
+        Budget::Requests
+    }
+}
+
+/// Byte equality whose time does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// What the host answered itself.
 #[derive(Debug)]
@@ -47,7 +80,8 @@ pub async fn post(
     });
     let mut request = hyper::Request::post(path)
         .header(http::header::HOST, address.to_string())
-        .header("x-request-id", request_id);
+        .header("x-request-id", request_id)
+        .header(MARK_HEADER, MARK.as_str());
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -105,4 +139,24 @@ pub fn bearer(
         .transpose()
         .with_context(|| format!("{what} bearer"))?
         .filter(|token| !token.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hosts_own_mark_draws_on_its_budget_and_no_component_sees_it() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(take_mark(&mut headers), Budget::Requests);
+        headers.insert(MARK_HEADER, "guessed".parse().unwrap());
+        assert_eq!(take_mark(&mut headers), Budget::Requests);
+        assert!(
+            headers.get(MARK_HEADER).is_none(),
+            "a forged mark is removed"
+        );
+        headers.insert(MARK_HEADER, MARK.parse().unwrap());
+        assert_eq!(take_mark(&mut headers), Budget::Host);
+        assert!(headers.get(MARK_HEADER).is_none(), "the mark is removed");
+    }
 }

@@ -79,6 +79,10 @@ struct UpArgs {
     /// own beside the requests'.
     #[arg(long, default_value_t = 256, env = "NEXUS_MAX_TENANT_CALLS")]
     max_tenant_calls: u32,
+    /// Components that export `nexus:platform/parking` wait inside their instance, polling, as
+    /// they do under Spin, rather than parking their requests (for comparison and tests).
+    #[arg(long, env = "NEXUS_NO_PARKING")]
+    no_parking: bool,
     /// WebSockets held at once; upgrades past it get 503.
     #[arg(long, default_value_t = 10_000, env = "NEXUS_MAX_WEBSOCKETS")]
     max_websockets: usize,
@@ -190,9 +194,11 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let max_memory_bytes = App::max_memory_bytes(&manifest);
     let engine = build_engine(&EngineSettings {
         // A request may call a tenant component from inside its own instance.
+        // The host's own timed requests and job runs have slots of their own.
         max_instances: args
             .max_concurrent_requests
-            .saturating_add(args.max_tenant_calls),
+            .saturating_add(args.max_tenant_calls)
+            .saturating_add(u32::try_from(manifest.host_request_slots()).unwrap_or(u32::MAX)),
         max_memory_bytes,
         cache_dir: (!args.no_cache).then(|| {
             args.cache_dir
@@ -208,6 +214,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         max_websockets: args.max_websockets,
         max_tenant_calls: usize::try_from(args.max_tenant_calls).unwrap_or(usize::MAX),
         max_memory_bytes,
+        park_requests: !args.no_parking,
     };
     let app = Arc::new(App::new(
         &manifest,

@@ -556,6 +556,19 @@ impl Manifest {
         seen
     }
 
+    /// How many requests the host's own timers and job workers can have in flight at once: a
+    /// job worker's concurrency, and one per schedule (a timer waits for its answer before it
+    /// posts again). The host gives them as many instance slots of their own.
+    pub fn host_request_slots(&self) -> usize {
+        self.components
+            .values()
+            .map(|component| {
+                let nexus = &component.tool.nexus;
+                nexus.jobs.as_ref().map_or(0, |jobs| jobs.concurrency) + nexus.schedule.len()
+            })
+            .sum()
+    }
+
     /// Each component that serves WebSockets, with its declaration.
     pub fn websocket_routes(&self) -> impl Iterator<Item = (&str, &WebSocketDecl)> {
         self.components.iter().filter_map(|(name, decl)| {

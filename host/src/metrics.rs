@@ -41,6 +41,12 @@ pub struct TenantCallLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WakeLabels {
+    /// `published`, `deadline` or `refused` (the host held as many parked requests as it may).
+    pub reason: &'static str,
+}
+
 /// Every metric the host records.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub jobs: Family<JobLabels, Counter>,
     pub tenant_calls: Family<TenantCallLabels, Counter>,
     pub tenant_components_disabled: Counter,
+    pub parked_requests: Gauge,
+    pub parked_wakes: Family<WakeLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -146,8 +154,22 @@ impl Default for Metrics {
             "Tenant components this host disabled after failures in a row",
             tenant_components_disabled.clone(),
         );
+        let parked_requests = Gauge::default();
+        registry.register(
+            "parked_requests",
+            "Requests parked on this host (nexus:platform/parking): held with no instance",
+            parked_requests.clone(),
+        );
+        let parked_wakes = Family::<WakeLabels, Counter>::default();
+        registry.register(
+            "parked_wakes",
+            "Parked requests woken, by why",
+            parked_wakes.clone(),
+        );
         Self {
             registry,
+            parked_requests,
+            parked_wakes,
             jobs,
             tenant_calls,
             tenant_components_disabled,
@@ -165,6 +187,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers the platform pools' counts of waits for a connection that ran out of time.
+    pub fn register_pool_exhaustion(&mut self, redis: Counter, postgres: Counter) {
+        self.registry.register(
+            "redis_pool_exhausted",
+            "Waits for a dedicated Redis connection (a transaction, a blocking command) that ran out of time",
+            redis,
+        );
+        self.registry.register(
+            "postgres_pool_exhausted",
+            "Waits for a pooled PostgreSQL connection that ran out of time",
+            postgres,
+        );
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();

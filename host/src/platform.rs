@@ -142,7 +142,7 @@ impl Platform {
                 .unwrap_or_default();
             let mut session = self
                 .redis
-                .connect(&address)
+                .connect(&address, crate::budget::Budget::Host)
                 .await
                 .map_err(|err| err.to_string())?;
             session
@@ -159,7 +159,7 @@ impl Platform {
                 .unwrap_or_default();
             let client = self
                 .postgres
-                .connect(&address)
+                .connect(&address, crate::budget::Budget::Host)
                 .await
                 .map_err(|err| err.to_string())?;
             client

@@ -22,6 +22,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::budget::Budget;
 use crate::loopback;
 use crate::manifest::Manifest;
 use crate::metrics::{JobLabels, Metrics};
@@ -142,7 +143,10 @@ async fn prune(worker: Arc<JobWorker>, context: JobContext) {
             return;
         }
         let pruned = async {
-            let client = context.postgres.connect(&context.database).await?;
+            let client = context
+                .postgres
+                .connect(&context.database, Budget::Host)
+                .await?;
             let row = client
                 .query_one(
                     "SELECT nexus_prune_jobs($1, $2, $3) AS pruned",
@@ -229,7 +233,10 @@ async fn claim(
     limit: usize,
 ) -> anyhow::Result<Vec<Claimed>> {
     // The connection goes back to the pool before the jobs run.
-    let client = context.postgres.connect(&context.database).await?;
+    let client = context
+        .postgres
+        .connect(&context.database, Budget::Host)
+        .await?;
     let rows = client
         .query(
             "SELECT id, kind, attempts, payload FROM nexus_claim_jobs($1, $2, $3, $4)",
@@ -316,7 +323,10 @@ async fn finish(
     detail: &str,
 ) -> anyhow::Result<()> {
     let retry_ms = outcome.retry_ms();
-    let client = context.postgres.connect(&context.database).await?;
+    let client = context
+        .postgres
+        .connect(&context.database, Budget::Host)
+        .await?;
     let state: Option<String> = client
         .query_one(
             "SELECT nexus_finish_job($1, $2, $3, $4, $5, $6)",

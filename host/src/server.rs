@@ -30,18 +30,24 @@ use tracing::Instrument;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::bindings::parking::ParkableIndices;
+use crate::bindings::parking::exports::nexus::platform::parking::{
+    Call as ParkingCall, Park as WitPark, Wake,
+};
 use crate::bindings::websocket::SocketHandlerPre;
+use crate::budget::Budget;
 use crate::engine::{CpuDeadlineExceeded, InstanceState};
 use crate::log::LogCtx;
 use crate::manifest::{Limits, Manifest, WebSocketDecl};
 use crate::metrics::{ComponentLabels, Metrics, RequestLabels, TrapLabels};
 use crate::outbound_http::{OutboundHttpHooks, PrivateDestinations};
+use crate::parking::{Park, Parking, Woken};
 use crate::platform::Platform;
 use crate::postgres::{PgBackend, PgCtx};
 use crate::redis::{RedisBackend, RedisCtx};
@@ -64,6 +70,8 @@ pub struct ServedComponent {
     pre: Option<ProxyPre<InstanceState>>,
     /// Set for a component that serves a WebSocket route.
     socket: Option<SocketHandlerPre<InstanceState>>,
+    /// Set for an HTTP component that exports `nexus:platform/parking`: its requests may park.
+    parking: Option<ParkableIndices>,
     allowed: Arc<AllowedHosts>,
     /// Its `allowed_outbound_hosts` name the tenant-components service.
     tenant_service: bool,
@@ -96,11 +104,17 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// This node's WebSockets and topics.
     pub hub: Arc<Hub>,
+    /// Requests parked on this host, and the fan-out that wakes them.
+    parking: Arc<Parking>,
+    parking_enabled: bool,
     /// Tenants' bots and transforms, and the fan-out that announces their changes.
     pub tenant: Arc<TenantComponents>,
     tenant_announcements: Fanout,
     redis_key_prefix: String,
+    /// Instance slots for clients' requests and sockets.
     instance_slots: Arc<Semaphore>,
+    /// Instance slots for the host's own timed requests and job runs ([`Budget::Host`]).
+    host_slots: Arc<Semaphore>,
     /// Which non-public addresses the components' outbound HTTP may reach.
     private_destinations: PrivateDestinations,
 }
@@ -118,6 +132,9 @@ pub struct ServeSettings {
     pub max_tenant_calls: usize,
     /// The engine's memory slot, which bounds a tenant component's memory limit.
     pub max_memory_bytes: usize,
+    /// Whether components that export `nexus:platform/parking` may park requests (off, they
+    /// wait as they do under Spin).
+    pub park_requests: bool,
 }
 
 impl App {
@@ -166,6 +183,11 @@ impl App {
                         })
                 })
                 .transpose()?;
+            // A component that exports the interface is told it may park; one that does not
+            // (every Spin component) never is.
+            let parking = http_routed
+                .then(|| ParkableIndices::new(&pre).ok())
+                .flatten();
             let pre = http_routed
                 .then(|| {
                     ProxyPre::new(pre)
@@ -198,6 +220,7 @@ impl App {
                 name: name.into(),
                 pre,
                 socket,
+                parking,
                 tenant_service: allowed.names_host(crate::tenant::SERVICE_HOST),
                 allowed: Arc::new(allowed),
                 variables: component_variables,
@@ -240,7 +263,12 @@ impl App {
         let allow_private_outbound = variables
             .get(nexus_guest::private_address::SWITCH)
             .is_some_and(nexus_guest::private_address::allowed);
-        let metrics = Arc::new(Metrics::default());
+        let mut metrics = Metrics::default();
+        metrics.register_pool_exhaustion(
+            platform.redis.exhausted(),
+            platform.postgres.exhausted.clone(),
+        );
+        let metrics = Arc::new(metrics);
         let prefix = variables
             .get("redis_key_prefix")
             .unwrap_or("nexus:")
@@ -281,12 +309,15 @@ impl App {
             websocket_router,
             websocket_targets,
             tenant_announcements: Self::fanout(&platform)?,
+            parking: Parking::new(&prefix, Self::fanout(&platform)?, Arc::clone(&metrics)),
+            parking_enabled: settings.park_requests,
             redis_key_prefix: prefix,
             platform,
             metrics,
             hub,
             tenant,
             instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            host_slots: Arc::new(Semaphore::new(manifest.host_request_slots())),
             private_destinations: PrivateDestinations::for_manifest(allow_private_outbound),
         })
     }
@@ -312,6 +343,7 @@ impl App {
     /// tenant components.
     pub async fn start(&self) -> anyhow::Result<()> {
         self.hub.start().await?;
+        self.parking.start().await?;
         crate::tenant::announce::listen(
             Arc::clone(&self.tenant),
             &self.tenant_announcements,
@@ -320,15 +352,26 @@ impl App {
         .await
     }
 
-    /// An instance slot, or `None` if none came free in time.
-    pub(crate) async fn instance_slot(&self) -> Option<OwnedSemaphorePermit> {
-        tokio::time::timeout(
-            INSTANCE_SLOT_WAIT,
-            Arc::clone(&self.instance_slots).acquire_owned(),
-        )
-        .await
-        .ok()?
-        .ok()
+    /// An instance slot of `budget`, or `None` if none came free in time.
+    pub(crate) async fn instance_slot(&self, budget: Budget) -> Option<OwnedSemaphorePermit> {
+        self.instance_slot_until(budget, tokio::time::Instant::now() + INSTANCE_SLOT_WAIT)
+            .await
+    }
+
+    /// An instance slot of `budget`, or `None` if none came free by `until`.
+    async fn instance_slot_until(
+        &self,
+        budget: Budget,
+        until: tokio::time::Instant,
+    ) -> Option<OwnedSemaphorePermit> {
+        let slots = match budget {
+            Budget::Requests => &self.instance_slots,
+            Budget::Host => &self.host_slots,
+        };
+        tokio::time::timeout_at(until, Arc::clone(slots).acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     pub(crate) fn record_trap(&self, component: &ServedComponent, reason: &'static str) {
@@ -351,6 +394,7 @@ impl App {
         mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
+        let budget = crate::loopback::take_mark(req.headers_mut());
         let request_id = request_id(&req);
         // The component quotes it as the envelope's `referenceId`: one id in the answer, its
         // header and every log line of the request.
@@ -412,7 +456,7 @@ impl App {
                         let component =
                             Arc::clone(&self.components[self.route_components[route.target]]);
                         let response = Arc::clone(&self)
-                            .serve_component(req, Arc::clone(&component), &request_id)
+                            .serve_component(req, Arc::clone(&component), &request_id, budget)
                             .await;
                         self.metrics
                             .requests
@@ -470,6 +514,7 @@ impl App {
         req: Request<Incoming>,
         component: Arc<ServedComponent>,
         request_id: &str,
+        budget: Budget,
     ) -> Response<HyperOutgoingBody> {
         let declared_length = req
             .headers()
@@ -487,20 +532,13 @@ impl App {
                 request_id,
             );
         }
-        let Some(permit) = self.instance_slot().await else {
-            let mut response = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the host is serving as many requests as it can; retry shortly",
-                request_id,
-            );
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+        let Some(permit) = self.instance_slot(budget).await else {
+            return overloaded(request_id);
         };
         self.metrics.in_flight.inc();
-        let response = self.run_instance(req, &component, request_id, permit).await;
+        let response = self
+            .run_instance(req, &component, request_id, budget, permit)
+            .await;
         self.metrics.in_flight.dec();
         response
     }
@@ -509,6 +547,7 @@ impl App {
         &self,
         component: &ServedComponent,
         request_id: &str,
+        budget: Budget,
     ) -> Store<InstanceState> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout().inherit_stderr();
@@ -533,8 +572,8 @@ impl App {
                     hooks
                 }
             },
-            redis: RedisCtx::new(redis_backend, Arc::clone(&component.allowed)),
-            pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed)),
+            redis: RedisCtx::new(redis_backend, Arc::clone(&component.allowed), budget),
+            pg: PgCtx::new(pg_backend, Arc::clone(&component.allowed), budget),
             variables: component.variables.clone(),
             log: LogCtx::new(Arc::clone(&component.name), request_id.into()),
             websocket: WebSocketCtx {
@@ -554,18 +593,121 @@ impl App {
         req: Request<Incoming>,
         component: &Arc<ServedComponent>,
         request_id: &str,
+        budget: Budget,
         permit: OwnedSemaphorePermit,
     ) -> Response<HyperOutgoingBody> {
+        let started = tokio::time::Instant::now();
+        // The whole request, parked time included, within the component's request timeout.
+        let deadline = started + component.limits.request_timeout;
+        let req = req.map(|body| {
+            LimitedBody {
+                inner: body,
+                remaining: component.limits.max_request_body_bytes,
+                limit: component.limits.max_request_body_bytes,
+            }
+            .boxed_unsync()
+        });
+        let parkable = component
+            .parking
+            .clone()
+            .zip(Replay::of(&req))
+            .filter(|_| self.parking_enabled);
+        let Some((indices, replay)) = parkable else {
+            return match self
+                .call_component(req, component, request_id, budget, permit, None, deadline)
+                .await
+            {
+                Called::Answered(response) => response,
+                // Not told it may park, a component that does anyway has not answered.
+                Called::Parked(_) => no_response(request_id),
+            };
+        };
+        let mut permit = Some(permit);
+        let mut first = Some(req);
+        let mut call = ParkingCall {
+            wake: Wake::First,
+            deadline_ms: None,
+            memo: None,
+        };
+        loop {
+            let mark = self.parking.mark();
+            let permit = match permit.take() {
+                Some(permit) => permit,
+                None => match self.instance_slot(budget).await {
+                    Some(permit) => permit,
+                    None => return overloaded(request_id),
+                },
+            };
+            let req = first.take().unwrap_or_else(|| replay.request());
+            let called = self
+                .call_component(
+                    req,
+                    component,
+                    request_id,
+                    budget,
+                    permit,
+                    Some((indices.clone(), call)),
+                    deadline,
+                )
+                .await;
+            let park = match called {
+                Called::Answered(response) => return response,
+                Called::Parked(park) => match Park::checked(park) {
+                    Ok(park) => park,
+                    Err(message) => {
+                        tracing::warn!(error = %message, "the component parked with a park it may not");
+                        return error_response(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "component-error",
+                            "the component failed to answer",
+                            request_id,
+                        );
+                    }
+                },
+            };
+            let until = instant_of_unix_ms(park.deadline_ms).min(deadline);
+            let woken = self.parking.wait(mark, &park.topics, until).await;
+            if tokio::time::Instant::now() >= deadline {
+                record_trap(&self.metrics, &component.name, "timeout");
+                tracing::warn!("a parked request reached the request timeout");
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the component did not answer in time",
+                    request_id,
+                );
+            }
+            let wake = match woken {
+                Woken::Published => Wake::Published,
+                Woken::Deadline => Wake::Deadline,
+                Woken::Refused => return overloaded(request_id),
+            };
+            call = ParkingCall {
+                wake,
+                deadline_ms: Some(park.deadline_ms),
+                memo: Some(park.memo),
+            };
+        }
+    }
+
+    /// Calls the component once, on a fresh instance; with `parking`, it is told it may park
+    /// (and what woke it), and asked afterwards whether it did.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_component(
+        &self,
+        req: Request<GuestBody>,
+        component: &Arc<ServedComponent>,
+        request_id: &str,
+        budget: Budget,
+        permit: OwnedSemaphorePermit,
+        parking: Option<(ParkableIndices, ParkingCall)>,
+        deadline: tokio::time::Instant,
+    ) -> Called {
         let labels = ComponentLabels {
             component: component.name.to_string(),
         };
-        let mut store = self.new_store(component, request_id);
+        let mut store = self.new_store(component, request_id, budget);
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let req = req.map(|body| LimitedBody {
-            inner: body,
-            remaining: component.limits.max_request_body_bytes,
-            limit: component.limits.max_request_body_bytes,
-        });
         let prepared = store
             .data_mut()
             .http()
@@ -575,21 +717,21 @@ impl App {
             Ok(prepared) => prepared,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot pass the request to the guest");
-                return error_response(
+                return Called::Answered(error_response(
                     StatusCode::BAD_REQUEST,
                     "bad-request",
                     "the request cannot be served",
                     request_id,
-                );
+                ));
             }
         };
         let Some(pre) = component.pre.clone() else {
-            return error_response(
+            return Called::Answered(error_response(
                 StatusCode::NOT_FOUND,
                 "no-route",
                 "no component serves this path",
                 request_id,
-            );
+            ));
         };
         let metrics = Arc::clone(&self.metrics);
         let instantiation_labels = labels.clone();
@@ -603,19 +745,31 @@ impl App {
                 let _permit = permit;
                 let mut store = store;
                 let instantiated = Instant::now();
-                let proxy = pre.instantiate_async(&mut store).await?;
+                let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+                let proxy = Proxy::new(&mut store, &instance)?;
                 metrics
                     .instantiation_duration
                     .get_or_create(&instantiation_labels)
                     .observe(instantiated.elapsed().as_secs_f64());
+                let Some((indices, call)) = parking else {
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await?;
+                    return Ok(None);
+                };
+                let parkable = indices.load(&mut store, &instance)?;
+                let exports = parkable.nexus_platform_parking();
+                exports.call_begin(&mut store, &call).await?;
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await?;
+                exports.call_parked(&mut store).await
             }
             .in_current_span(),
         );
-        let mut deadline = Box::pin(tokio::time::sleep(component.limits.request_timeout));
+        let mut deadline = Box::pin(tokio::time::sleep_until(deadline));
         let abort = guest.abort_handle();
         let mut guest = guest;
 
@@ -645,7 +799,7 @@ impl App {
                     async move {
                         tokio::select! {
                             joined = &mut guest => {
-                                record_outcome(&metrics, &component.name, joined);
+                                record_outcome(&metrics, &component.name, unit(joined));
                             }
                             () = deadline => {
                                 abort.abort();
@@ -656,17 +810,17 @@ impl App {
                     }
                     .in_current_span(),
                 );
-                response
+                Called::Answered(response)
             }
             Waited::GuestError(code) => {
                 tracing::warn!(error = ?code, "the guest answered with an error code");
                 abort.abort();
-                error_response(
+                Called::Answered(error_response(
                     StatusCode::BAD_GATEWAY,
                     "component-error",
                     "the component failed to answer",
                     request_id,
-                )
+                ))
             }
             Waited::TimedOut => {
                 abort.abort();
@@ -676,39 +830,37 @@ impl App {
                         .unwrap_or(u64::MAX),
                     "request timed out"
                 );
-                error_response(
+                Called::Answered(error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     "the component did not answer in time",
                     request_id,
-                )
+                ))
             }
-            Waited::Ended(joined) => match record_outcome(&self.metrics, &component.name, joined) {
-                Some("cpu_deadline") => error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "cpu-deadline-exceeded",
-                    "the component ran past its CPU deadline",
-                    request_id,
-                ),
-                Some("memory") => error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "memory-limit-exceeded",
-                    "the component ran out of memory",
-                    request_id,
-                ),
-                Some(_) => error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "component-trapped",
-                    "the component failed",
-                    request_id,
-                ),
-                None => error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "no-response",
-                    "the component ended without answering",
-                    request_id,
-                ),
-            },
+            Waited::Ended(Ok(Ok(Some(park)))) => Called::Parked(park),
+            Waited::Ended(joined) => Called::Answered(
+                match record_outcome(&self.metrics, &component.name, unit(joined)) {
+                    Some("cpu_deadline") => error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "cpu-deadline-exceeded",
+                        "the component ran past its CPU deadline",
+                        request_id,
+                    ),
+                    Some("memory") => error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "memory-limit-exceeded",
+                        "the component ran out of memory",
+                        request_id,
+                    ),
+                    Some(_) => error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "component-trapped",
+                        "the component failed",
+                        request_id,
+                    ),
+                    None => no_response(request_id),
+                },
+            ),
         }
     }
 }
@@ -717,8 +869,92 @@ impl App {
 enum Waited {
     Answered(Response<HyperOutgoingBody>),
     GuestError(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode),
-    Ended(Result<wasmtime::Result<()>, tokio::task::JoinError>),
+    /// The guest ended without answering: with what it parked on, if it parked.
+    Ended(Result<wasmtime::Result<Option<WitPark>>, tokio::task::JoinError>),
     TimedOut,
+}
+
+/// What one call of a component gave.
+enum Called {
+    Answered(Response<HyperOutgoingBody>),
+    /// It parked the request (`nexus:platform/parking`), unchecked.
+    Parked(WitPark),
+}
+
+/// A guest's end, without what it parked on.
+fn unit<T>(
+    joined: Result<wasmtime::Result<T>, tokio::task::JoinError>,
+) -> Result<wasmtime::Result<()>, tokio::task::JoinError> {
+    joined.map(|ended| ended.map(|_| ()))
+}
+
+/// What the guest sees of a request body.
+type GuestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// A parkable request, kept to be replayed on each call: only one without a body is.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<GuestBody>) -> Option<Replay> {
+        let bodiless = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+            && req.body().is_end_stream();
+        bodiless.then(|| Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<GuestBody> {
+        let mut req = Request::new(
+            http_body_util::Empty::new()
+                .map_err(|never: Infallible| match never {})
+                .boxed_unsync(),
+        );
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The instant at `unix_ms` (milliseconds since the Unix epoch), on tokio's clock.
+fn instant_of_unix_ms(unix_ms: u64) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    tokio::time::Instant::now() + Duration::from_millis(unix_ms.saturating_sub(now_ms))
+}
+
+fn overloaded(request_id: &str) -> Response<HyperOutgoingBody> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "the host is serving as many requests as it can; retry shortly",
+        request_id,
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn no_response(request_id: &str) -> Response<HyperOutgoingBody> {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "no-response",
+        "the component ended without answering",
+        request_id,
+    )
 }
 
 /// Records how a guest ended; returns the trap reason, if it trapped.

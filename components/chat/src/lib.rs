@@ -23,18 +23,19 @@
 mod auth;
 mod store;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::spin::{Db, Live, Reply, header, path_segments, query, reference_id, respond};
 use serde_json::{Map, Value, json};
-use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http::{Method, Request, ResponseOutparam};
 use spin_sdk::http_component;
 
 use crate::auth::Tenant;
 use nexus_guest::conversation;
 use nexus_guest::live::{LiveSession, LiveState, TailRead};
+use nexus_guest::parking;
 use nexus_guest::routing;
 use nexus_guest::tenant_components::{self, Direction, Transformable};
 
@@ -45,18 +46,24 @@ const MAX_NICKNAME_CHARS: usize = 100;
 const MAX_CLIENT_MESSAGE_ID_CHARS: usize = 128;
 /// The longest a transcript read may wait for something new.
 const MAX_POLL_SECONDS: u64 = 30;
-/// How often a waiting read looks again.
+/// How often a waiting read looks again, where it cannot park (under Spin).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a parked read that waits in a queue looks at its place again: the place changes
+/// with no message published to the session.
+const QUEUED_RECHECK_MS: u64 = 2000;
 /// The most messages one read returns.
 const MAX_READ: i64 = 100;
 /// After this long without activity a session is idle (its timer in Redis runs out).
 const INACTIVITY_SECONDS: i64 = 30 * 60;
 
-/// Serves `/nexus/v3/chat/...`.
+nexus_guest::export_parking!();
+
+/// Serves `/nexus/v3/chat/...`. A transcript read with nothing new parks under the nexus host
+/// (see [`read_messages`]) and then answers nothing here.
 #[http_component]
-fn chat(req: Request) -> impl IntoResponse {
+async fn chat(req: Request, out: ResponseOutparam) {
     let reference = reference_id(&req);
-    respond(&reference, serve(&req))
+    parking::respond(out, respond(&reference, serve(&req))).await;
 }
 
 fn serve(req: &Request) -> ApiResult<Reply> {
@@ -504,6 +511,11 @@ fn bounded_number(
 }
 
 /// The transcript after `after`, waiting up to `timeout` seconds for something new.
+///
+/// Under the nexus host, a read with nothing to answer parks on the session's topic and returns
+/// (the host calls again when a message is published, or at the deadline); what the read must
+/// remember across calls (its deadline, the routing state it began with) is its memo. Under
+/// Spin it looks again every [`POLL_INTERVAL`] until the deadline.
 fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     let params = query(req)?;
     let after = bounded_number(&params, "after", i64::from(i32::MAX))?.unwrap_or(0);
@@ -511,10 +523,24 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
         .unwrap_or(MAX_READ)
         .max(1);
     let timeout = bounded_number(&params, "timeout", MAX_POLL_SECONDS as i64)?.unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(timeout.unsigned_abs());
+    let parked_call = parking::call();
+    let memo: Option<ReadMemo> = parked_call
+        .as_ref()
+        .and_then(|call| call.memo.as_deref())
+        .and_then(|memo| serde_json::from_str(memo).ok());
+    let deadline_ms = memo.as_ref().map_or_else(
+        || parking::now_ms().saturating_add(timeout.unsigned_abs().saturating_mul(1000)),
+        |memo| memo.deadline_ms,
+    );
     let mut rebuilt = false;
-    let routing_before = routing_status(session)?;
-    let mut routing_now = routing_before.clone();
+    // A woken read compares the routing state with the one its first call saw.
+    let (routing_before, mut routing_now) = match memo {
+        Some(memo) => (memo.routing, routing_status(session)?),
+        None => {
+            let now = routing_status(session)?;
+            (now.clone(), now)
+        }
+    };
     let messages = loop {
         let found = match session.state().tail_after(after, limit)? {
             TailRead::Messages(messages) => messages,
@@ -532,19 +558,32 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
         // as their place changes.
         if !found.is_empty()
             || !session.is_open()
-            || Instant::now() >= deadline
+            || parking::now_ms() >= deadline_ms
             || routing_now != routing_before
         {
             break found;
+        }
+        let queued = routing_before["position"].as_i64().is_some();
+        if parked_call.is_some() {
+            let wake_at = if queued {
+                deadline_ms.min(parking::now_ms().saturating_add(QUEUED_RECHECK_MS))
+            } else {
+                deadline_ms
+            };
+            let memo = json!({ "deadlineMs": deadline_ms, "routing": routing_before });
+            parking::park(
+                vec![nexus_guest::live::session_topic(session.id)],
+                wake_at,
+                memo.to_string(),
+            );
+            // Nothing is sent for a parked request.
+            return Reply::ok(Value::Null);
         }
         session.release_db();
         std::thread::sleep(POLL_INTERVAL);
         // While queued, only the place in the queue (Redis) is watched; PostgreSQL is asked
         // again only once it changed.
-        if let (Some(queue), Some(_)) = (
-            routing_before["queue"].as_str(),
-            routing_before["position"].as_i64(),
-        ) {
+        if let (Some(queue), true) = (routing_before["queue"].as_str(), queued) {
             let place = routing::position(&session.live, session.tenant.id, queue, session.id)?;
             if place != routing_before["position"].as_i64() {
                 routing_now = routing_status(session)?;
@@ -575,6 +614,14 @@ fn read_messages(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
         "typing": session.state().typing(&participant)?,
         "routing": routing_now,
     }))
+}
+
+/// What a parked transcript read remembers between its calls.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadMemo {
+    deadline_ms: u64,
+    routing: Value,
 }
 
 fn update_user_data(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {

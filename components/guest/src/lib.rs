@@ -36,6 +36,8 @@ pub mod live;
 #[cfg(target_arch = "wasm32")]
 pub mod outbound;
 #[cfg(target_arch = "wasm32")]
+pub mod parking;
+#[cfg(target_arch = "wasm32")]
 pub mod routing;
 #[cfg(target_arch = "wasm32")]
 pub mod spin;

@@ -6,7 +6,7 @@
 //! | `chat:{id}:tail` | sorted set | the last [`TAIL_LEN`] messages, as the API's JSON, scored by position |
 //! | `chat:{id}:typing` | hash | who is typing, until when |
 //! | `chat:{id}:active` | string | present while the session is not idle (the inactivity timer) |
-//! | `chat:{id}:events` | pub/sub channel | every message appended, for other nodes and sockets |
+//! | `ws:topic:chat:{id}` | pub/sub channel | every message appended, as the API's JSON: wakes the session's parked reads on every node (`nexus:platform/parking`), and reaches sockets subscribed to the topic [`session_topic`] |
 //! | `chat:{id}:agents` | hash | the agents taking part, and how (`primary`, `monitor`, ...) |
 //!
 //! PostgreSQL is written first and is the truth; all of this is rebuilt from it when missing
@@ -74,6 +74,11 @@ pub fn pairs(reply: &[RedisResult]) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// The fan-out topic of a chat session: every appended message is published to it.
+pub fn session_topic(session_id: &str) -> String {
+    format!("chat:{session_id}")
 }
 
 impl<'a> LiveState<'a> {
@@ -194,8 +199,12 @@ impl<'a> LiveState<'a> {
             self.expire(state)?;
         }
         for message in messages {
-            self.live
-                .publish(&self.key(":events"), message.to_string().as_bytes())?;
+            self.live.publish(
+                &self
+                    .live
+                    .key(&format!("ws:topic:{}", session_topic(self.session_id))),
+                message.to_string().as_bytes(),
+            )?;
         }
         Ok(())
     }

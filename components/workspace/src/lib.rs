@@ -20,37 +20,49 @@
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::conversation::{self, NewMessage};
 use nexus_guest::live::LiveState;
+use nexus_guest::parking;
 use nexus_guest::routing::{self, AfterAction, Agent};
 use nexus_guest::spin::{
     Db, Live, Reply, header, jsonb, path_segments, query, reference_id, respond, uuid,
 };
 use nexus_guest::tenant_components::{self, Direction, Transformable};
 use serde_json::{Map, Value, json};
-use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_TEXT_CHARS: usize = 16 * 1024;
 const MAX_POLL_SECONDS: u64 = 30;
+/// How often a waiting events read looks again, where it cannot park (under Spin).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long an events read waits for a missing number before giving it up (its writer died).
+const HOLE_WAIT_MS: u64 = 1000;
 const MAX_EVENTS: i64 = 200;
 
+nexus_guest::export_parking!();
+
+/// Serves `/nexus/v3/workspace/...`. An events read with nothing new parks under the nexus host
+/// (see [`events`]) and then answers nothing here.
 #[http_component]
-fn workspace(req: Request) -> Response {
-    let reference = reference_id(&req);
-    let path = path_segments(&req);
+async fn workspace(req: Request, out: ResponseOutparam) {
+    parking::respond(out, answer(&req)).await;
+}
+
+fn answer(req: &Request) -> Response {
+    let reference = reference_id(req);
+    let path = path_segments(req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
     if let (Method::Get, ["files", id]) = (req.method(), segments.as_slice()) {
-        return file(&req, id).unwrap_or_else(|err| respond(&reference, Err(err)));
+        return file(req, id).unwrap_or_else(|err| respond(&reference, Err(err)));
     }
-    respond(&reference, serve(&req))
+    respond(&reference, serve(req))
 }
 
 /// A file a customer sent (a messaging client's upload), for any agent of its tenant: the bytes,
@@ -545,6 +557,14 @@ fn user_data(ctx: &Ctx, id: &str, operation: &str, fields: &Fields) -> ApiResult
     Reply::ok(json!({ "userData": row.0 }))
 }
 
+/// What a parked events read remembers between its calls.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventsMemo {
+    started_ms: u64,
+    deadline_ms: u64,
+}
+
 /// The agent's events after `after`, waiting up to `timeout` seconds for one.
 fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
     let params = query(req)?;
@@ -561,16 +581,44 @@ fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
     let Ctx { db, live, agent } = ctx;
     // A long-poll must not hold a pooled database connection while it waits.
     drop(db);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(timeout);
+    // Under the nexus host the read parks while there is nothing, and is called again; when it
+    // began and its deadline are its memo. Under Spin it looks again every POLL_INTERVAL.
+    let parked_call = parking::call();
+    let memo: Option<EventsMemo> = parked_call
+        .as_ref()
+        .and_then(|call| call.memo.as_deref())
+        .and_then(|memo| serde_json::from_str(memo).ok());
+    let now = parking::now_ms();
+    let (started_ms, deadline_ms) = memo.map_or(
+        (now, now.saturating_add(timeout.saturating_mul(1000))),
+        |memo| (memo.started_ms, memo.deadline_ms),
+    );
     loop {
+        let now = parking::now_ms();
         // A number still missing after a second is given up on (its writer died).
-        let skip = started.elapsed() >= Duration::from_secs(1);
+        let skip = now.saturating_sub(started_ms) >= HOLE_WAIT_MS;
         let read = nexus_guest::events::after(&live, &agent.id, after, MAX_EVENTS, skip)?;
-        if !read.events.is_empty() || read.lost || Instant::now() >= deadline {
+        if !read.events.is_empty() || read.lost || now >= deadline_ms {
             return Reply::ok(
                 json!({ "events": read.events, "next": read.next, "lost": read.lost }),
             );
+        }
+        if parked_call.is_some() {
+            // A missing number's writer publishes when it writes it; if it died, nothing will:
+            // the read looks again once the wait for it is over.
+            let wake_at = if skip {
+                deadline_ms
+            } else {
+                deadline_ms.min(started_ms.saturating_add(HOLE_WAIT_MS))
+            };
+            let memo = json!({ "startedMs": started_ms, "deadlineMs": deadline_ms });
+            parking::park(
+                vec![nexus_guest::events::agent_topic(&agent.id)],
+                wake_at,
+                memo.to_string(),
+            );
+            // Nothing is sent for a parked request.
+            return Reply::ok(Value::Null);
         }
         std::thread::sleep(POLL_INTERVAL);
     }

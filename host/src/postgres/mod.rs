@@ -1,8 +1,8 @@
 //! The PostgreSQL capability: `spin:postgres/postgres@4.0.0` for components.
 //!
 //! A guest opens a connection by address, as under Spin; the address must be allowed by the
-//! component's `allowed_outbound_hosts`. The connection is taken from a pool per address, and
-//! the embedded address `postgres://nexus.embedded/...` reaches the embedded PostgreSQL when
+//! component's `allowed_outbound_hosts`. The connection is taken from a pool per address and
+//! [`Budget`] (clients' requests cannot take the host's own share), and the embedded address `postgres://nexus.embedded/...` reaches the embedded PostgreSQL when
 //! no `DATABASE_URL` is configured (its pool holds one connection: PGlite serves one client at a
 //! time). Backends sit behind [`PgBackend`] so that tests can swap them.
 //!
@@ -30,11 +30,15 @@ use crate::allowed_hosts::{AllowedHosts, OutboundAddress, redact_credentials};
 use crate::bindings::spin::postgres::postgres::{
     self as wit, DbError, Error as WitError, ParameterValue, QueryError, RowSet,
 };
+pub use crate::budget::Budget;
 use crate::redis::EMBEDDED_HOST;
 use tls::PgTarget;
 
-/// Connections kept per PostgreSQL address, across all instances of the host.
+/// Connections kept per PostgreSQL address for clients' requests, across all instances of the
+/// host.
 pub const POOL_SIZE: usize = 16;
+/// Connections kept per PostgreSQL address for the host's own timed requests and job runs.
+pub const HOST_POOL_SIZE: usize = 8;
 /// How long an instance waits for a pooled connection before its `open` fails.
 pub const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How many PostgreSQL connections one instance may hold open at once.
@@ -76,14 +80,20 @@ pub type PgClient = deadpool_postgres::Object;
 
 /// Where connections come from.
 pub trait PgBackend: Send + Sync {
-    fn connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<PgClient, PgBackendError>>;
+    fn connect<'a>(
+        &'a self,
+        address: &'a str,
+        budget: Budget,
+    ) -> BoxFuture<'a, Result<PgClient, PgBackendError>>;
 }
 
 /// Routes addresses to the embedded database or to pools of real connections.
 pub struct PgBackends {
     /// The connection string of the embedded PostgreSQL, when it runs.
     embedded_url: Option<String>,
-    pools: Mutex<HashMap<String, Pool>>,
+    pools: Mutex<HashMap<(String, Budget), Pool>>,
+    /// Waits for a pooled connection that ran out of time (the pool was exhausted).
+    pub exhausted: prometheus_client::metrics::counter::Counter,
 }
 
 impl PgBackends {
@@ -91,23 +101,28 @@ impl PgBackends {
         Self {
             embedded_url,
             pools: Mutex::new(HashMap::new()),
+            exhausted: Default::default(),
         }
     }
 
-    fn pool(&self, address: &str) -> Result<Pool, PgBackendError> {
+    fn pool(&self, address: &str, budget: Budget) -> Result<Pool, PgBackendError> {
         let parsed = OutboundAddress::parse(address)
             .map_err(|err| PgBackendError::InvalidAddress(err.to_string()))?;
         let embedded = parsed.host == EMBEDDED_HOST;
         // Every embedded address shares one pool of one connection: PGlite serves one client at
         // a time, and a second pool would wait on the first. Any other pool is keyed by its whole
         // address, `sslmode` and `sslrootcert` included: addresses that differ in TLS settings
-        // never share connections.
-        let key = if embedded { EMBEDDED_HOST } else { address };
+        // never share connections. The embedded pool is one for both budgets too.
+        let key = if embedded {
+            (EMBEDDED_HOST.to_owned(), Budget::Requests)
+        } else {
+            (address.to_owned(), budget)
+        };
         let mut pools = self
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(pool) = pools.get(key) {
+        if let Some(pool) = pools.get(&key) {
             return Ok(pool.clone());
         }
         let pool = if embedded {
@@ -119,9 +134,13 @@ impl PgBackends {
             // In-process behind a loopback port, and without TLS, whatever the address says.
             build_pool(parse_target(url)?.without_tls(), 1)?
         } else {
-            build_pool(parse_target(address)?, POOL_SIZE)?
+            let size = match budget {
+                Budget::Requests => POOL_SIZE,
+                Budget::Host => HOST_POOL_SIZE,
+            };
+            build_pool(parse_target(address)?, size)?
         };
-        pools.insert(key.to_owned(), pool.clone());
+        pools.insert(key, pool.clone());
         Ok(pool)
     }
 }
@@ -155,10 +174,17 @@ pub fn build_pool(target: PgTarget, size: usize) -> Result<Pool, PgBackendError>
 }
 
 impl PgBackend for PgBackends {
-    fn connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<PgClient, PgBackendError>> {
+    fn connect<'a>(
+        &'a self,
+        address: &'a str,
+        budget: Budget,
+    ) -> BoxFuture<'a, Result<PgClient, PgBackendError>> {
         Box::pin(async move {
-            let pool = self.pool(address)?;
+            let pool = self.pool(address, budget)?;
             pool.get().await.map_err(|err| {
+                if matches!(err, deadpool_postgres::PoolError::Timeout(_)) {
+                    self.exhausted.inc();
+                }
                 PgBackendError::Unavailable(format!(
                     "{}: {}",
                     redact_credentials(address),
@@ -228,12 +254,14 @@ impl PgConnection {
 pub struct PgCtx {
     backend: Arc<dyn PgBackend>,
     allowed: Arc<AllowedHosts>,
+    budget: Budget,
     open: usize,
 }
 
 impl PgCtx {
-    pub fn new(backend: Arc<dyn PgBackend>, allowed: Arc<AllowedHosts>) -> Self {
+    pub fn new(backend: Arc<dyn PgBackend>, allowed: Arc<AllowedHosts>, budget: Budget) -> Self {
         Self {
+            budget,
             backend,
             allowed,
             open: 0,
@@ -316,7 +344,7 @@ impl wit::HostConnection for PgCtxView<'_> {
                 "an instance may hold at most {MAX_CONNECTIONS_PER_INSTANCE} connections"
             ))));
         }
-        match self.ctx.backend.connect(&address).await {
+        match self.ctx.backend.connect(&address, self.ctx.budget).await {
             Ok(client) => {
                 self.ctx.open += 1;
                 Ok(Ok(self.table.push(PgConnection { client })?))
@@ -418,25 +446,47 @@ mod tests {
     async fn addresses_that_differ_in_tls_settings_get_pools_of_their_own() {
         let backends = PgBackends::new(None);
         let pools = || backends.pools.lock().unwrap().len();
-        backends.pool("postgres://nexus@db:5432/nexus").unwrap();
         backends
-            .pool("postgres://nexus@db:5432/nexus?sslmode=disable")
+            .pool("postgres://nexus@db:5432/nexus", Budget::Requests)
             .unwrap();
         backends
-            .pool("postgres://nexus@db:5432/nexus?sslmode=verify-full")
+            .pool(
+                "postgres://nexus@db:5432/nexus?sslmode=disable",
+                Budget::Requests,
+            )
+            .unwrap();
+        backends
+            .pool(
+                "postgres://nexus@db:5432/nexus?sslmode=verify-full",
+                Budget::Requests,
+            )
             .unwrap();
         assert_eq!(pools(), 3);
         backends
-            .pool("postgres://nexus@db:5432/nexus?sslmode=verify-full")
+            .pool(
+                "postgres://nexus@db:5432/nexus?sslmode=verify-full",
+                Budget::Requests,
+            )
             .unwrap();
         assert_eq!(pools(), 3);
+        // The host's own work has pools of its own.
+        backends
+            .pool(
+                "postgres://nexus@db:5432/nexus?sslmode=verify-full",
+                Budget::Host,
+            )
+            .unwrap();
+        assert_eq!(pools(), 4);
     }
 
     #[tokio::test]
     async fn a_pool_whose_root_file_cannot_be_read_is_not_kept() {
         let backends = PgBackends::new(None);
         let refused = backends
-            .pool("postgres://nexus:s3cret@db/nexus?sslmode=verify-ca&sslrootcert=/nonexistent.pem")
+            .pool(
+                "postgres://nexus:s3cret@db/nexus?sslmode=verify-ca&sslrootcert=/nonexistent.pem",
+                Budget::Requests,
+            )
             .err()
             .unwrap()
             .to_string();

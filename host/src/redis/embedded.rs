@@ -63,11 +63,17 @@ impl Keyspace {
     }
 }
 
+/// A message as a prefix subscription receives it: (channel, payload).
+pub type Published = (Vec<u8>, Vec<u8>);
+
 /// The store; cheap to share.
 #[derive(Debug, Default)]
 pub struct EmbeddedRedis {
     keyspace: Mutex<Keyspace>,
     channels: Mutex<HashMap<Vec<u8>, broadcast::Sender<Vec<u8>>>>,
+    /// Subscriptions to every channel that starts with a prefix (Redis's `PSUBSCRIBE prefix*`):
+    /// the prefix, and where its messages go.
+    prefixed: Mutex<Vec<(Vec<u8>, broadcast::Sender<Published>)>>,
 }
 
 /// A session on the embedded store.
@@ -141,12 +147,36 @@ impl EmbeddedRedis {
             .subscribe()
     }
 
+    /// Receives what is published on every channel that starts with `prefix`, as (channel,
+    /// payload).
+    pub fn subscribe_prefix(&self, prefix: &[u8]) -> broadcast::Receiver<Published> {
+        let mut prefixed = lock(&self.prefixed);
+        if let Some((_, sender)) = prefixed.iter().find(|(known, _)| known == prefix) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(SUBSCRIBER_BACKLOG);
+        prefixed.push((prefix.to_vec(), sender));
+        receiver
+    }
+
     fn publish(&self, channel: &[u8], payload: Vec<u8>) -> usize {
+        let mut delivered = 0;
+        {
+            let mut prefixed = lock(&self.prefixed);
+            prefixed.retain(|(_, sender)| sender.receiver_count() > 0);
+            for (prefix, sender) in prefixed.iter() {
+                if channel.starts_with(prefix) {
+                    delivered += sender
+                        .send((channel.to_vec(), payload.clone()))
+                        .unwrap_or(0);
+                }
+            }
+        }
         let mut channels = lock(&self.channels);
         let Some(sender) = channels.get(channel) else {
-            return 0;
+            return delivered;
         };
-        let delivered = sender.send(payload).unwrap_or(0);
+        delivered += sender.send(payload).unwrap_or(0);
         if sender.receiver_count() == 0 {
             channels.remove(channel);
         }
@@ -1009,5 +1039,39 @@ mod tests {
         let mut rx = store.subscribe(b"c");
         assert_eq!(run(&store, &["PUBLISH", "c", "hi"]).unwrap(), Value::Int(1));
         assert_eq!(rx.recv().await.unwrap(), b"hi".to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_prefix_subscription_receives_every_channel_under_it() {
+        let store = EmbeddedRedis::default();
+        let mut under = store.subscribe_prefix(b"p:topic:");
+        let mut exact = store.subscribe(b"p:topic:a");
+        assert_eq!(
+            run(&store, &["PUBLISH", "p:topic:a", "1"]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            run(&store, &["PUBLISH", "p:other", "2"]).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(
+            run(&store, &["PUBLISH", "p:topic:b", "3"]).unwrap(),
+            Value::Int(1)
+        );
+        assert_eq!(
+            under.recv().await.unwrap(),
+            (b"p:topic:a".to_vec(), b"1".to_vec())
+        );
+        assert_eq!(
+            under.recv().await.unwrap(),
+            (b"p:topic:b".to_vec(), b"3".to_vec())
+        );
+        assert_eq!(exact.recv().await.unwrap(), b"1".to_vec());
+        drop(under);
+        assert_eq!(
+            run(&store, &["PUBLISH", "p:topic:b", "4"]).unwrap(),
+            Value::Int(0),
+            "a dropped subscription receives nothing"
+        );
     }
 }

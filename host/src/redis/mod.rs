@@ -2,7 +2,8 @@
 //!
 //! A guest opens a connection by address, as under Spin; the address must be allowed by the
 //! component's `allowed_outbound_hosts`. The host then hands it a session from a backend:
-//! a pooled connection to a real Redis server ([`pooled::PooledRedis`]), or, for the embedded
+//! a session on a real Redis server that holds a connection only while a command or a
+//! transaction needs one ([`pooled::PooledRedis`]), or, for the embedded
 //! address `redis://nexus.embedded` when no Redis is configured, the in-process store
 //! ([`embedded::EmbeddedRedis`]). Backends sit behind [`RedisBackend`] so that tests can swap
 //! them.
@@ -21,6 +22,7 @@ use crate::allowed_hosts::{AllowedHosts, OutboundAddress};
 use crate::bindings::fermyon::spin::redis::{
     self as wit, Error as WitError, RedisParameter, RedisResult,
 };
+pub use crate::budget::Budget;
 
 /// The host name under which the embedded backends are reachable.
 pub const EMBEDDED_HOST: &str = "nexus.embedded";
@@ -57,6 +59,7 @@ pub trait RedisBackend: Send + Sync {
     fn connect<'a>(
         &'a self,
         address: &'a str,
+        budget: Budget,
     ) -> BoxFuture<'a, Result<Box<dyn RedisSession>, RedisBackendError>>;
 }
 
@@ -78,12 +81,18 @@ impl RedisBackends {
     pub fn embedded(&self) -> Option<&Arc<embedded::EmbeddedRedis>> {
         self.embedded.as_ref()
     }
+
+    /// Counts waits for a dedicated connection that ran out of time.
+    pub fn exhausted(&self) -> prometheus_client::metrics::counter::Counter {
+        self.pooled.exhausted.clone()
+    }
 }
 
 impl RedisBackend for RedisBackends {
     fn connect<'a>(
         &'a self,
         address: &'a str,
+        budget: Budget,
     ) -> BoxFuture<'a, Result<Box<dyn RedisSession>, RedisBackendError>> {
         Box::pin(async move {
             let parsed = OutboundAddress::parse(address)
@@ -96,7 +105,7 @@ impl RedisBackend for RedisBackends {
                     ))),
                 };
             }
-            self.pooled.connect(address).await
+            self.pooled.connect(address, budget)
         })
     }
 }
@@ -110,14 +119,16 @@ pub struct RedisConnection {
 pub struct RedisCtx {
     backend: Arc<dyn RedisBackend>,
     allowed: Arc<AllowedHosts>,
+    budget: Budget,
     open: usize,
 }
 
 impl RedisCtx {
-    pub fn new(backend: Arc<dyn RedisBackend>, allowed: Arc<AllowedHosts>) -> Self {
+    pub fn new(backend: Arc<dyn RedisBackend>, allowed: Arc<AllowedHosts>, budget: Budget) -> Self {
         Self {
             backend,
             allowed,
+            budget,
             open: 0,
         }
     }
@@ -235,7 +246,7 @@ impl wit::HostConnection for RedisCtxView<'_> {
         if self.ctx.open >= MAX_CONNECTIONS_PER_INSTANCE {
             return Ok(Err(WitError::TooManyConnections));
         }
-        let session = match self.ctx.backend.connect(&address).await {
+        let session = match self.ctx.backend.connect(&address, self.ctx.budget).await {
             Ok(session) => session,
             Err(err) => return Ok(Err(to_wit_error(err))),
         };
@@ -380,7 +391,10 @@ mod tests {
         let store = Arc::new(embedded::EmbeddedRedis::default());
         let backend: Arc<dyn RedisBackend> = Arc::new(RedisBackends::new(Some(store)));
         let allowed = Arc::new(AllowedHosts::parse(allowed).unwrap());
-        (RedisCtx::new(backend, allowed), ResourceTable::new())
+        (
+            RedisCtx::new(backend, allowed, Budget::Requests),
+            ResourceTable::new(),
+        )
     }
 
     #[tokio::test]

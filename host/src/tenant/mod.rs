@@ -381,7 +381,7 @@ impl TenantComponents {
 
     async fn client(&self) -> Result<PgClient, CallFailure> {
         self.postgres
-            .connect(&self.settings.database)
+            .connect(&self.settings.database, crate::budget::Budget::Host)
             .await
             .map_err(CallFailure::unavailable)
     }

@@ -66,7 +66,7 @@ impl KeyValueCtx {
         if self.session.is_none() {
             let session = self
                 .backend
-                .connect(&self.address)
+                .connect(&self.address, crate::budget::Budget::Requests)
                 .await
                 .map_err(|err| key_value::Error::Unavailable(err.to_string()))?;
             self.session = Some(session);

@@ -39,6 +39,8 @@ pub enum Event {
     Lagged { channel: String },
     /// The subscription connection dropped: anything published meanwhile was missed.
     Interrupted,
+    /// The subscription connection is up, with every channel and prefix subscribed again.
+    Connected,
 }
 
 type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
@@ -54,6 +56,7 @@ pub struct Fanout {
 enum Subscriber {
     Embedded {
         store: Arc<EmbeddedRedis>,
+        /// A task per subscribed channel, and per subscribed prefix (keyed `prefix*`).
         tasks: Mutex<HashMap<String, AbortHandle>>,
     },
     Redis(Arc<RedisSubscriber>),
@@ -66,6 +69,8 @@ struct RedisSubscriber {
     connected: tokio::sync::watch::Sender<bool>,
     /// Every channel this node wants, so that a new connection subscribes them all again.
     wanted: Mutex<HashSet<String>>,
+    /// Every pattern (`PSUBSCRIBE`) this node wants, likewise.
+    wanted_patterns: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +113,7 @@ impl Fanout {
                 sink: Mutex::new(None),
                 connected: tokio::sync::watch::channel(false).0,
                 wanted: Mutex::new(HashSet::new()),
+                wanted_patterns: Mutex::new(HashSet::new()),
             })),
             events: OnceLock::new(),
         })
@@ -204,6 +210,61 @@ impl Fanout {
         }
     }
 
+    /// Subscribes this node, for good, to every channel whose name starts with `prefix` (one
+    /// `PSUBSCRIBE` however many channels there are); each message arrives as
+    /// [`Event::Message`] with the channel it was published on. If Redis is not reachable now,
+    /// the prefix is subscribed as soon as it is.
+    pub async fn subscribe_prefix_always(&self, prefix: &str) {
+        match &self.subscriber {
+            Subscriber::Embedded { store, tasks } => {
+                let Some(events) = self.events.get().cloned() else {
+                    tracing::warn!(prefix, "the fan-out is not started");
+                    return;
+                };
+                let key = format!("{prefix}*");
+                let mut tasks = lock(tasks);
+                if tasks.contains_key(&key) {
+                    return;
+                }
+                let mut receiver = store.subscribe_prefix(prefix.as_bytes());
+                let task = tokio::spawn(async move {
+                    loop {
+                        match receiver.recv().await {
+                            Ok((channel, payload)) => events(Event::Message {
+                                channel: String::from_utf8_lossy(&channel).into_owned(),
+                                payload,
+                            }),
+                            // Which channels lost messages is not known: as if interrupted.
+                            Err(RecvError::Lagged(_)) => events(Event::Interrupted),
+                            Err(RecvError::Closed) => break,
+                        }
+                    }
+                });
+                tasks.insert(key, task.abort_handle());
+            }
+            Subscriber::Redis(subscriber) => {
+                let pattern = glob_escape(prefix) + "*";
+                lock(&subscriber.wanted_patterns).insert(pattern.clone());
+                let sink = lock(&subscriber.sink).clone();
+                if let Some(mut sink) = sink
+                    && let Err(err) = sink.psubscribe(&pattern).await
+                {
+                    // The supervisor subscribes it again on its next connection.
+                    tracing::warn!(error = %err, prefix, "pattern subscription deferred until Redis is reachable");
+                }
+            }
+        }
+    }
+
+    /// Whether messages published now reach this node's subscriptions (the pub/sub connection
+    /// is up; always, on the embedded store).
+    pub fn is_connected(&self) -> bool {
+        match &self.subscriber {
+            Subscriber::Embedded { .. } => true,
+            Subscriber::Redis(subscriber) => *subscriber.connected.borrow(),
+        }
+    }
+
     /// Unsubscribes this node from `channel`.
     pub async fn unsubscribe(&self, channel: &str) {
         match &self.subscriber {
@@ -228,7 +289,7 @@ impl Fanout {
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), String> {
         let mut session = self
             .publisher
-            .connect(&self.publish_address)
+            .connect(&self.publish_address, crate::budget::Budget::Host)
             .await
             .map_err(|err| err.to_string())?;
         session
@@ -237,6 +298,18 @@ impl Fanout {
             .map(|_| ())
             .map_err(|err| err.to_string())
     }
+}
+
+/// `text` with Redis's glob characters escaped, so that it matches only itself in a pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl RedisSubscriber {
@@ -251,6 +324,8 @@ impl RedisSubscriber {
                     // meanwhile is not lost between the snapshot and the sink.
                     *lock(&self.sink) = Some(sink.clone());
                     let channels: Vec<String> = lock(&self.wanted).iter().cloned().collect();
+                    let patterns: Vec<String> =
+                        lock(&self.wanted_patterns).iter().cloned().collect();
                     let mut resubscribed = true;
                     for channel in channels {
                         if let Err(err) = sink.clone().subscribe(&channel).await {
@@ -259,9 +334,19 @@ impl RedisSubscriber {
                             break;
                         }
                     }
+                    for pattern in &patterns {
+                        if !resubscribed {
+                            break;
+                        }
+                        if let Err(err) = sink.clone().psubscribe(pattern).await {
+                            tracing::warn!(error = %err, "cannot subscribe a pattern again after reconnecting");
+                            resubscribed = false;
+                        }
+                    }
                     if resubscribed {
                         tracing::info!("Redis pub/sub connection up");
                         self.connected.send_replace(true);
+                        events(Event::Connected);
                         delay = Duration::from_millis(100);
                         while let Some(message) = stream.next().await {
                             events(Event::Message {

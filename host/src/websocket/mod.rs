@@ -448,6 +448,7 @@ impl Hub {
                 1012,
                 "the event stream was interrupted: reconnect and catch up",
             ),
+            fanout::Event::Connected => {}
         }
     }
 

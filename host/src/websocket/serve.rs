@@ -362,11 +362,11 @@ async fn handle_event(
     let Some(pre) = component.socket_handler() else {
         return Err(EventFailure::Trapped("trap"));
     };
-    let Some(_permit) = app.instance_slot().await else {
+    let Some(_permit) = app.instance_slot(crate::budget::Budget::Requests).await else {
         return Err(EventFailure::Overloaded);
     };
     let limits = component.limits();
-    let mut store = app.new_store(component, id);
+    let mut store = app.new_store(component, id, crate::budget::Budget::Requests);
     let id = id.to_owned();
     let call = async {
         let handler = pre.instantiate_async(&mut store).await?;
