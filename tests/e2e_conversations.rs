@@ -1434,25 +1434,6 @@ async fn tenants_are_isolated(backends: Backends) {
     assert_eq!(interactions["data"]["items"].as_array().unwrap().len(), 2);
 }
 
-/// Deletes every key of the host's prefix from the real Redis.
-async fn flush_live_state(nexus: &Nexus) -> usize {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", nexus.redis_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    keys.len()
-}
-
 /// Redis loses the live state mid-chat (flushed, or the embedded one restarted with the host):
 /// the next requests rebuild it from PostgreSQL and the chat goes on, nothing lost, positions
 /// continuing.
@@ -1465,10 +1446,7 @@ async fn live_state_is_rebuilt_after_redis_loses_it(backends: Backends) {
 
     match backends {
         Backends::Real => {
-            assert!(
-                flush_live_state(&nexus).await >= 2,
-                "the chat had live state"
-            );
+            assert!(nexus.flush_redis().await >= 2, "the chat had live state");
         }
         // The embedded Redis lives in the host's process; PGlite keeps its data directory.
         Backends::Embedded => nexus.restart().await,
@@ -1498,7 +1476,7 @@ async fn live_state_is_rebuilt_after_redis_loses_it(backends: Backends) {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     if backends == Backends::Real {
-        flush_live_state(&nexus).await;
+        nexus.flush_redis().await;
     }
     api.say(&session, "after the flush").await;
     let (status, woke) = waiting.await.unwrap();

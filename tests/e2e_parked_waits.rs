@@ -289,7 +289,7 @@ async fn parked_reads_catch_up_after_redis_loses_the_live_state() {
         customers.push(customer);
     }
     parked(&nexus, customers.len()).await;
-    let flushed = flush(&nexus).await;
+    let flushed = nexus.flush_redis().await;
     assert!(flushed > 0, "the live state was there to lose");
     for customer in &customers {
         customer.say("after 1").await;
@@ -415,23 +415,4 @@ bearer = "{{ admin_token }}"
     for reader in readers {
         reader.abort();
     }
-}
-
-/// Deletes every key of the host's Redis prefix: what the live state is.
-async fn flush(nexus: &Nexus) -> usize {
-    let client = redis::Client::open(support::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", nexus.redis_prefix))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    keys.len()
 }

@@ -360,6 +360,29 @@ impl Nexus {
     }
 
     /// What the host has logged so far (one JSON object per line).
+    /// Deletes every key under the host's Redis prefix (all of its live state, on the real
+    /// Redis): how many there were.
+    pub async fn flush_redis(&self) -> usize {
+        let client = redis::Client::open(redis_url()).expect("the Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a Redis connection");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.redis_prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
+        keys.len()
+    }
+
     /// The host's `/metrics` page.
     pub async fn metrics(&self) -> String {
         client()
