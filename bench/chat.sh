@@ -34,6 +34,7 @@ psql -q "$PGADMIN" -c "CREATE DATABASE $database"
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 REDIS_URL="$REDIS_URL" DATABASE_URL="$database_url" RUST_LOG=warn \
   SPIN_VARIABLE_ADMIN_TOKEN="$admin" SPIN_VARIABLE_REDIS_KEY_PREFIX="$database:" \
+  SPIN_VARIABLE_CREDENTIALS_KEY="$(head -c 32 /dev/urandom | base64)" \
   "$target/release/nexus" up -f spin.toml --listen 127.0.0.1:0 --data-dir "$work/nexus" \
   --log-format json >"$work/nexus.out" 2>"$work/nexus.err" &
 pids+=($!)

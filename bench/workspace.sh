@@ -37,12 +37,15 @@ cargo build --quiet --locked --release -p nexus-host -p nexus-bench-ws-load
 scripts/build-components.sh >/dev/null 2>&1
 psql -q "$PGADMIN" -c "CREATE DATABASE $database"
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+# Channel secrets are sealed under it: one key for every host of the run.
+credentials_key=$(head -c 32 /dev/urandom | base64)
 load="$target/release/nexus-bench-ws-load"
 
 # Starts a host on the run's Redis and database; sets host_pid and host_url.
 start_host() { # name
   REDIS_URL="$REDIS_URL" DATABASE_URL="$database_url" RUST_LOG=warn \
     SPIN_VARIABLE_ADMIN_TOKEN="$admin" SPIN_VARIABLE_REDIS_KEY_PREFIX="$database:" \
+    SPIN_VARIABLE_CREDENTIALS_KEY="$credentials_key" \
     "$target/release/nexus" up -f spin.toml --listen 127.0.0.1:0 --data-dir "$work/$1" \
     --max-websockets $((IDLE * 2)) --log-format json >"$work/$1.out" 2>"$work/$1.err" &
   host_pid=$!

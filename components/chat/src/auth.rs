@@ -4,7 +4,7 @@
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::secrets::hash_api_key;
-use nexus_guest::spin::{Db, header, text};
+use nexus_guest::spin::{Db, header, opt_text, text};
 use nexus_guest::token::{self, ClientClaims};
 use spin_sdk::http::Request;
 use spin_sdk::pg4::ParameterValue;
@@ -14,20 +14,33 @@ pub struct Tenant {
     pub id: i64,
     pub ccid: String,
     pub token_secret: String,
+    /// Whether the caller's channel has inbound transforms, read in the same statement so that
+    /// a send to a channel without any (the usual case) reads no chain; false when the request
+    /// names no channel.
+    pub inbound_transforms: bool,
 }
+
+/// Whether channel `$2` (as text, from a token not verified yet: it only ever selects this
+/// flag) has inbound transforms of tenant `t`.
+const INBOUND_TRANSFORMS: &str = "EXISTS (SELECT 1 FROM channel_transforms ct \
+     WHERE ct.tenant_id = t.id AND ct.channel_id::text = $2 AND ct.direction = 'inbound') \
+     AS inbound_transforms";
 
 fn invalid_contact_center(status: u16, message: &str) -> ApiError {
     ApiError::new(status, Code::InvalidContactCenter, message)
 }
 
-/// The tenant of a presented API key that may chat.
-pub fn api_key_tenant(db: &Db, key: &str) -> ApiResult<Tenant> {
+/// The tenant of a presented API key that may chat; `channel`, the channel the request is on.
+pub fn api_key_tenant(db: &Db, key: &str, channel: Option<&str>) -> ApiResult<Tenant> {
     let rows = db.rows(
         "check the API key",
-        "SELECT k.permission, k.enabled, coalesce(k.expires_at <= now(), false) AS expired, \
-         t.id AS tenant_id, t.ccid, t.enabled AS tenant_enabled, t.token_secret \
-         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = $1",
-        &[ParameterValue::Binary(hash_api_key(key))],
+        &format!(
+            "SELECT k.permission, k.enabled, coalesce(k.expires_at <= now(), false) AS expired, \
+             t.id AS tenant_id, t.ccid, t.enabled AS tenant_enabled, t.token_secret, \
+             {INBOUND_TRANSFORMS} \
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = $1"
+        ),
+        &[ParameterValue::Binary(hash_api_key(key)), opt_text(channel)],
     )?;
     let Some(row) = rows.rows().next() else {
         return Err(invalid_contact_center(401, "the API key is not valid"));
@@ -54,14 +67,18 @@ pub fn api_key_tenant(db: &Db, key: &str) -> ApiResult<Tenant> {
         id: row.get::<i64>("tenant_id").unwrap_or_default(),
         ccid: row.get::<String>("ccid").unwrap_or_default(),
         token_secret: row.get::<String>("token_secret").unwrap_or_default(),
+        inbound_transforms: row.get::<bool>("inbound_transforms").unwrap_or(true),
     })
 }
 
-fn tenant_by_ccid(db: &Db, ccid: &str) -> ApiResult<Tenant> {
+fn tenant_by_ccid(db: &Db, ccid: &str, channel: &str) -> ApiResult<Tenant> {
     let rows = db.rows(
         "find the tenant",
-        "SELECT id, enabled, token_secret FROM tenants WHERE ccid = $1",
-        &[text(ccid)],
+        &format!(
+            "SELECT t.id, t.enabled, t.token_secret, {INBOUND_TRANSFORMS} \
+             FROM tenants t WHERE t.ccid = $1"
+        ),
+        &[text(ccid), text(channel)],
     )?;
     let Some(row) = rows.rows().next() else {
         // The token names a tenant that does not exist: it cannot have been signed by us.
@@ -77,6 +94,7 @@ fn tenant_by_ccid(db: &Db, ccid: &str) -> ApiResult<Tenant> {
         id: row.get::<i64>("id").unwrap_or_default(),
         ccid: ccid.to_owned(),
         token_secret: row.get::<String>("token_secret").unwrap_or_default(),
+        inbound_transforms: row.get::<bool>("inbound_transforms").unwrap_or(true),
     })
 }
 
@@ -89,7 +107,7 @@ pub fn starting_tenant(req: &Request, db: &Db) -> ApiResult<Tenant> {
             "send the API key in the x-api-key header",
         )
     })?;
-    let tenant = api_key_tenant(db, &key)?;
+    let tenant = api_key_tenant(db, &key, None)?;
     check_ccid_header(req, &tenant)?;
     Ok(tenant)
 }
@@ -123,7 +141,7 @@ pub fn session_caller(
         token::parse(&presented).map_err(|err| invalid_client_token(&err.to_string()))?;
     let tenant = match header(req, "x-api-key") {
         Some(key) => {
-            let tenant = api_key_tenant(db, &key)?;
+            let tenant = api_key_tenant(db, &key, Some(&unverified.claims.transport_id))?;
             if tenant.ccid != unverified.claims.ccid {
                 return Err(invalid_contact_center(
                     403,
@@ -132,7 +150,7 @@ pub fn session_caller(
             }
             tenant
         }
-        None => tenant_by_ccid(db, &unverified.claims.ccid)?,
+        None => tenant_by_ccid(db, &unverified.claims.ccid, &unverified.claims.transport_id)?,
     };
     check_ccid_header(req, &tenant)?;
     let claims = unverified

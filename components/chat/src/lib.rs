@@ -433,20 +433,23 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             // The channel's inbound transforms see what the customer wrote before it is stored.
             let channel_id = session.live_session.channel_id.clone();
             let text = match text {
-                Some(text) if kind == "Text" => Some(tenant_components::apply(
-                    session.db()?,
-                    &Transformable {
-                        tenant_id,
-                        channel_id: Some(&channel_id),
-                        conversation_id: id,
-                        direction: Direction::Inbound,
-                        sender_kind: "Customer",
-                    },
-                    &text,
-                )?),
+                // The tenant read says whether the channel has inbound transforms at all.
+                Some(text) if kind == "Text" && session.tenant.inbound_transforms => {
+                    Some(tenant_components::apply(
+                        session.db()?,
+                        &Transformable {
+                            tenant_id,
+                            channel_id: Some(&channel_id),
+                            conversation_id: id,
+                            direction: Direction::Inbound,
+                            sender_kind: "Customer",
+                        },
+                        &text,
+                    )?)
+                }
                 other => other,
             };
-            let outcome = conversation::append_message(
+            let outcome = conversation::append(
                 session.db()?,
                 tenant_id,
                 id,
@@ -461,7 +464,12 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
                     client_message_id: client_message_id.as_deref(),
                 },
             )?;
-            let Some((message, duplicate)) = outcome else {
+            let Some(conversation::Appended {
+                message,
+                duplicate,
+                routing_state,
+            }) = outcome
+            else {
                 session.live_session.state = "ended".into();
                 return Err(ApiError::new(
                     409,
@@ -472,17 +480,28 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             // Committed: the connection goes back to the pool before the Redis round trips.
             session.release_db();
             if !duplicate {
-                // A chat kept open without agents goes back to routing when the customer writes.
+                // A chat kept open without agents goes back to routing when the customer writes
+                // (the append said whether it is kept open: no round trip otherwise).
                 if session.live_session.agents.is_empty()
+                    && routing_state.as_deref() == Some("idle")
                     && let Err(err) =
                         Db::open().and_then(|db| routing::wake(&db, &session.live, tenant_id, id))
                 {
                     nexus_guest::spin::log_error("route the woken session", &err);
                 }
-                session.publish(std::slice::from_ref(&message), "active");
                 let state = session.state();
-                let _ = state.set_typing(&participant, &nickname, "Customer", false);
-                let _ = state.touch(INACTIVITY_SECONDS);
+                if state
+                    .customer_wrote(&message, &participant, INACTIVITY_SECONDS)
+                    .is_err()
+                {
+                    state.forget();
+                }
+                conversation::tell_agents(
+                    &session.live,
+                    session.id,
+                    &session.live_session.agents,
+                    std::slice::from_ref(&message),
+                );
             }
             Reply::ok(json!({ "message": message, "duplicate": duplicate }))
         }

@@ -29,6 +29,27 @@ pub fn append_message(
     session_id: &str,
     message: &NewMessage<'_>,
 ) -> ApiResult<Option<(Value, bool)>> {
+    Ok(append(db, tenant_id, session_id, message)?
+        .map(|appended| (appended.message, appended.duplicate)))
+}
+
+/// A message appended (see [`append`]).
+pub struct Appended {
+    pub message: Value,
+    /// The same `messageId` was sent before: `message` is the one stored then.
+    pub duplicate: bool,
+    /// The interaction's routing state as the append left it (`None` for a duplicate): what a
+    /// sender checks before it asks routing for anything, in the same round trip.
+    pub routing_state: Option<String>,
+}
+
+/// [`append_message`], with the interaction's routing state.
+pub fn append(
+    db: &Db,
+    tenant_id: i64,
+    session_id: &str,
+    message: &NewMessage<'_>,
+) -> ApiResult<Option<Appended>> {
     // Taking the position and inserting is one statement: the row lock on the interaction orders
     // concurrent senders, so positions are gapless and committed in order.
     let rows = db.rows(
@@ -39,13 +60,13 @@ pub fn append_message(
          slot AS ( \
            UPDATE interactions SET next_position = next_position + 1, last_activity_at = now(), updated_at = now() \
            WHERE id = $1 AND tenant_id = $2 AND state = 'active' AND NOT EXISTS (SELECT 1 FROM existing) \
-           RETURNING id, tenant_id, next_position - 1 AS position), \
+           RETURNING id, tenant_id, next_position - 1 AS position, routing_state), \
          inserted AS ( \
            INSERT INTO messages AS m (interaction_id, position, tenant_id, type, participant_id, sender_kind, nickname, text, data, visibility, client_message_id) \
            SELECT id, position, tenant_id, $3, $4, $5, $6, $7, $8, $10, $9 FROM slot \
            RETURNING nexus_message_json(m) AS message) \
-         SELECT message, false AS duplicate FROM inserted \
-         UNION ALL SELECT message, true AS duplicate FROM existing",
+         SELECT message, false AS duplicate, (SELECT routing_state FROM slot) AS routing_state FROM inserted \
+         UNION ALL SELECT message, true AS duplicate, NULL FROM existing",
         &[
             uuid(session_id),
             ParameterValue::Int64(tenant_id),
@@ -68,7 +89,15 @@ pub fn append_message(
         other => return Err(ApiError::internal("read the message", format!("{other:?}"))),
     };
     let duplicate = matches!(row.get(1), Some(spin_sdk::pg4::DbValue::Boolean(true)));
-    Ok(Some((message, duplicate)))
+    let routing_state = match row.get(2) {
+        Some(spin_sdk::pg4::DbValue::Str(state)) => Some(state.clone()),
+        _ => None,
+    };
+    Ok(Some(Appended {
+        message,
+        duplicate,
+        routing_state,
+    }))
 }
 
 /// Up to `limit` messages after position `after`, from PostgreSQL.

@@ -26,6 +26,23 @@ pub const TAIL_LEN: i64 = 200;
 const HOUSEKEEPING_EVERY: i64 = 20;
 /// How long live state outlives the last activity on an open session (it is rebuilt after).
 const OPEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// [`LiveState::customer_wrote`] as one script. KEYS: the tail, the session, its agents, its
+/// typing, its inactivity timer. ARGV: the position, the message, whether it is time for
+/// housekeeping (1), the tail's length, the live state's TTL, the channel to publish on, the
+/// participant, the inactivity timeout in seconds. The same commands, in the same order, as
+/// `append`, `set_typing(false)` and `touch` send one by one.
+const CUSTOMER_WROTE: &str = "\
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2]) \
+if ARGV[3] == '1' then \
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[4]) - 1) \
+  redis.call('EXPIRE', KEYS[2], ARGV[5]) \
+  redis.call('EXPIRE', KEYS[1], ARGV[5]) \
+  redis.call('EXPIRE', KEYS[3], ARGV[5]) \
+end \
+redis.call('PUBLISH', ARGV[6], ARGV[2]) \
+redis.call('HDEL', KEYS[4], ARGV[7]) \
+redis.call('SET', KEYS[5], '1', 'EX', ARGV[8]) \
+return 1";
 /// How long it outlives the end of a session, for the last polls.
 const ENDED_TTL_SECONDS: i64 = 3600;
 /// How long a "typing" lasts without a refresh.
@@ -207,6 +224,49 @@ impl<'a> LiveState<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// What a customer's committed message changes, in one round trip: the message appended to
+    /// the tail (with the housekeeping every [`HOUSEKEEPING_EVERY`] positions), published, the
+    /// customer no longer typing, and the inactivity timer restarted. A Redis without scripting
+    /// (the embedded one) gets the same commands one by one.
+    pub fn customer_wrote(
+        &self,
+        message: &Value,
+        participant_id: &str,
+        inactivity_seconds: i64,
+    ) -> ApiResult<()> {
+        let position = message["position"].as_i64().unwrap_or_default();
+        let text = message.to_string();
+        let channel = self
+            .live
+            .key(&format!("ws:topic:{}", session_topic(self.session_id)));
+        let args = [
+            arg(CUSTOMER_WROTE),
+            int_arg(5),
+            arg(self.key(":tail")),
+            arg(self.key("")),
+            arg(self.key(":agents")),
+            arg(self.key(":typing")),
+            arg(self.key(":active")),
+            int_arg(position),
+            arg(&text),
+            int_arg(i64::from(position % HOUSEKEEPING_EVERY == 0)),
+            int_arg(TAIL_LEN),
+            int_arg(OPEN_TTL_SECONDS),
+            arg(&channel),
+            arg(participant_id),
+            int_arg(inactivity_seconds.max(1)),
+        ];
+        match self.live.raw_cmd("EVAL", &args) {
+            Ok(_) => Ok(()),
+            Err(spin_sdk::redis::Error::Other(reason)) if reason.contains("unknown command") => {
+                self.append(std::slice::from_ref(message), "active")?;
+                self.set_typing(participant_id, "", "Customer", false)?;
+                self.touch(inactivity_seconds)
+            }
+            Err(err) => Err(crate::api::ApiError::internal("live state (EVAL)", err)),
+        }
     }
 
     pub fn set_state(&self, state: &str) -> ApiResult<()> {

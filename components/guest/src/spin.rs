@@ -303,6 +303,15 @@ impl Live {
             .map_err(|err| ApiError::internal(&format!("live state ({command})"), err))
     }
 
+    /// One command, with Redis's own error: for a caller that tells errors apart.
+    pub fn raw_cmd(
+        &self,
+        command: &str,
+        args: &[RedisParameter],
+    ) -> Result<Vec<RedisResult>, spin_sdk::redis::Error> {
+        self.conn.execute(command, args)
+    }
+
     pub fn publish(&self, channel: &str, payload: &[u8]) -> ApiResult<()> {
         self.conn
             .publish(channel, payload)
