@@ -181,6 +181,12 @@ async fn waiting_customers_hold_no_instance_and_miss_nothing(backends: Backends)
         }
         parked(&nexus, readers.len()).await;
     }
+    // All waiting, and none of them in an instance.
+    assert_eq!(
+        metric(&nexus.metrics().await, "nexus_http_requests_in_flight"),
+        Some(0.0),
+        "a parked read is served by no instance"
+    );
 
     eprintln!("{customers} reads parked after {:?}", clock.elapsed());
     // Another tab of each customer writes; every write must be accepted, none refused for load.

@@ -666,7 +666,11 @@ impl App {
                 },
             };
             let until = instant_of_unix_ms(park.deadline_ms).min(deadline);
+            // Parked, the request is not being served by a component: it counts in
+            // `nexus_parked_requests`, not in the requests in flight.
+            self.metrics.in_flight.dec();
             let woken = self.parking.wait(mark, &park.topics, until).await;
+            self.metrics.in_flight.inc();
             if tokio::time::Instant::now() >= deadline {
                 record_trap(&self.metrics, &component.name, "timeout");
                 tracing::warn!("a parked request reached the request timeout");
