@@ -339,8 +339,8 @@ impl App {
         }
     }
 
-    /// Starts what runs beside the requests: the WebSocket fan-out, and the announcements of
-    /// tenant components.
+    /// Starts what runs beside the requests: the WebSocket fan-out, the subscription that wakes
+    /// parked requests, and the announcements of tenant components.
     pub async fn start(&self) -> anyhow::Result<()> {
         self.hub.start().await?;
         self.parking.start().await?;

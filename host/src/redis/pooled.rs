@@ -201,9 +201,11 @@ impl RedisSession for PooledSession {
             if let Some(pinned) = self.pinned.as_mut() {
                 let reply = command.query_async::<redis::Value>(pinned).await;
                 // The transaction is over once it is ended, and so is it when the connection
-                // failed: a pooled connection in an unknown state goes back to be recycled
-                // (`UNWATCH` and a `PING`), and the guest sees the error.
-                if reply.is_err() || is_one_of(name, TRANSACTION_ENDING) {
+                // was lost (it goes back to the pool, whose recycling check discards it). An
+                // error reply (a queued command refused) leaves the transaction open, as in Redis:
+                // its `EXEC` then fails with `EXECABORT`.
+                if reply.as_ref().is_err_and(lost_connection) || is_one_of(name, TRANSACTION_ENDING)
+                {
                     self.pinned = None;
                 }
                 return reply.map_err(command_error);
