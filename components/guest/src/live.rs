@@ -26,6 +26,16 @@ pub const TAIL_LEN: i64 = 200;
 const HOUSEKEEPING_EVERY: i64 = 20;
 /// How long live state outlives the last activity on an open session (it is rebuilt after).
 const OPEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// [`LiveState::load`] as one script. KEYS: the session, its agents. The reply: how many items
+/// the session's `HGETALL` has, those items, then the agents' `HGETALL`.
+const LOAD_SESSION: &str = "\
+local session = redis.call('HGETALL', KEYS[1]) \
+local agents = redis.call('HGETALL', KEYS[2]) \
+local out = {#session} \
+for i = 1, #session do out[#out + 1] = session[i] end \
+for i = 1, #agents do out[#out + 1] = agents[i] end \
+return out";
+
 /// [`LiveState::customer_wrote`] as one script. KEYS: the tail, the session, its agents, its
 /// typing, its inactivity timer. ARGV: the position, the message, whether it is time for
 /// housekeeping (1), the tail's length, the live state's TTL, the channel to publish on, the
@@ -107,9 +117,36 @@ impl<'a> LiveState<'a> {
         self.live.key(&format!("chat:{}{suffix}", self.session_id))
     }
 
+    /// The session and its agents, in one round trip (two on a Redis without `EVAL_RO`: before
+    /// 7.0, or the embedded one).
     pub fn load(&self) -> ApiResult<Option<LiveSession>> {
-        let reply = self.live.cmd("HGETALL", &[arg(self.key(""))])?;
-        let fields = pairs(&reply);
+        // `EVAL_RO` (Redis 7): a script that only reads, which a client may send again after a
+        // lost connection; an older Redis, or the embedded one, does not know it.
+        let both = self.live.raw_cmd(
+            "EVAL_RO",
+            &[
+                arg(LOAD_SESSION),
+                int_arg(2),
+                arg(self.key("")),
+                arg(self.key(":agents")),
+            ],
+        );
+        let (fields, agents) = match both {
+            Ok(reply) => {
+                let (count, rest) = match reply.split_first() {
+                    Some((RedisResult::Int64(count), rest)) => {
+                        (usize::try_from(*count).unwrap_or(0).min(rest.len()), rest)
+                    }
+                    _ => (0, &reply[..0]),
+                };
+                (pairs(&rest[..count]), Some(pairs(&rest[count..])))
+            }
+            Err(spin_sdk::redis::Error::Other(reason)) if reason.contains("unknown command") => (
+                pairs(&self.live.cmd("HGETALL", &[arg(self.key(""))])?),
+                None,
+            ),
+            Err(err) => return Err(crate::api::ApiError::internal("live state (EVAL_RO)", err)),
+        };
         let field = |name: &str| {
             fields
                 .iter()
@@ -130,7 +167,10 @@ impl<'a> LiveState<'a> {
             participant_id: participant,
             nickname: field("nickname").unwrap_or_default(),
             state,
-            agents: pairs(&self.live.cmd("HGETALL", &[arg(self.key(":agents"))])?),
+            agents: match agents {
+                Some(agents) => agents,
+                None => pairs(&self.live.cmd("HGETALL", &[arg(self.key(":agents"))])?),
+            },
         }))
     }
 

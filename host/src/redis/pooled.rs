@@ -70,7 +70,7 @@ const BLOCKING: &[&str] = &[
 ];
 
 /// Commands that change nothing, and so may be sent again when the connection was lost before
-/// their reply came.
+/// their reply came (`EVAL_RO`: Redis refuses a write in the script).
 const READS: &[&str] = &[
     "GET",
     "MGET",
@@ -102,6 +102,8 @@ const READS: &[&str] = &[
     "LLEN",
     "LINDEX",
     "PING",
+    "EVAL_RO",
+    "EVALSHA_RO",
 ];
 
 /// Whether `err` says the connection was lost, rather than that Redis answered with an error.
