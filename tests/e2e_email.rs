@@ -308,12 +308,7 @@ async fn a_customer_and_an_agent_converse_by_email(backends: Backends) {
     .await;
     let sent = provider.wait_for(3).await;
     assert_eq!(sent[1].body, sent[2].body, "the same send, again");
-    let key = |request: &support::Received| {
-        request.headers["idempotency-key"]
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    let key = |request: &support::Received| request.header("idempotency-key");
     assert_eq!(key(&sent[1]), key(&sent[2]));
     assert_ne!(key(&sent[0]), key(&sent[1]), "another message, another key");
     assert!(

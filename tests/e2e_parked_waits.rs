@@ -381,9 +381,10 @@ bearer = "{{ admin_token }}"
             1,
         )));
     }
-    // Both slots are held: a third client waits its 2 s and is refused.
+    // Once both reads hold their slots, a third client waits its 2 s and is refused; until
+    // then it is answered at once (404), and asks again.
     let mut refused = false;
-    for _ in 0..20 {
+    for _ in 0..200 {
         let response = http
             .get(nexus.url("/nexus/v3/chat/sessions/none"))
             .send()
@@ -393,6 +394,7 @@ bearer = "{{ admin_token }}"
             refused = true;
             break;
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refused, "the clients held every slot");
     let sweeps = |page: &str| {

@@ -385,12 +385,7 @@ async fn converse(backends: Backends, spin: bool) {
     let sent = aggregator.wait_for(3).await;
     assert_eq!(sent[1].body, sent[2].body, "the same send, again");
     // ... under the same idempotency key, which an API that takes one sends once.
-    let key = |request: &support::Received| {
-        request.headers["idempotency-key"]
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    let key = |request: &support::Received| request.header("idempotency-key");
     assert_eq!(key(&sent[1]), key(&sent[2]));
     assert_ne!(key(&sent[0]), key(&sent[1]), "another message, another key");
 

@@ -517,6 +517,16 @@ pub struct Received {
     pub body: Bytes,
 }
 
+impl Received {
+    /// The value of header `name`, which the request must carry, as text.
+    pub fn header(&self, name: &str) -> String {
+        self.headers[name]
+            .to_str()
+            .expect("a header in text")
+            .to_owned()
+    }
+}
+
 /// A local HTTP server standing in for the far side of an outbound call: it records every
 /// request and answers with the statuses it was told ([`Receiver::answer_next`]), then 200,
 /// with the body `received` (or the one set with [`Receiver::reply_with`]).
