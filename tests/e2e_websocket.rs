@@ -194,9 +194,50 @@ async fn topics_reach_their_subscribers_only(backends: Backends) {
     }
 }
 
+/// `subscribe-in-sequence` and `send-in-sequence`: each number once, rising; what is published
+/// while the connect handler replays its log comes after the replay, with no repeat.
+async fn topics_in_sequence_deliver_each_number_once(backends: Backends) {
+    let nexus = start(backends).await;
+    // The handler subscribes in sequence, publishes 1, 2 and 3 live, then replays 1 and 2: the
+    // client gets the replay, then only 3 of the live ones.
+    let (mut resumed, _) = open(&nexus, "/sockets?seq=log&publish=1,2,3&replay=1,2").await;
+    assert_eq!(resumed.next_text().await, r#"{"n":1,"from":"replay"}"#);
+    assert_eq!(resumed.next_text().await, r#"{"n":2,"from":"replay"}"#);
+    assert_eq!(resumed.next_text().await, r#"{"n":3,"from":"live"}"#);
+    assert!(resumed.stays_quiet(Duration::from_millis(300)).await);
+
+    let (mut reader, _) = open(&nexus, "/sockets").await;
+    let (mut publisher, _) = open(&nexus, "/sockets").await;
+    assert_eq!(ask(&mut reader, "seqsub feed n 5").await, "ok");
+    for body in [
+        r#"{"n":4}"#,
+        r#"{"n":6}"#,
+        r#"{"n":6}"#,
+        r#"{"kind":"typing"}"#,
+        r#"{"n":7}"#,
+    ] {
+        assert_eq!(
+            ask(&mut publisher, &format!("publish feed {body}")).await,
+            "ok"
+        );
+    }
+    assert_eq!(reader.next_text().await, r#"{"n":6}"#);
+    assert_eq!(reader.next_text().await, r#"{"kind":"typing"}"#);
+    assert_eq!(reader.next_text().await, r#"{"n":7}"#);
+    // A numbered send at or below the mark is skipped; above it, sent, and it raises the mark.
+    reader.send("seqsend feed 7 skipped").await;
+    reader.send("seqsend feed 9 nine").await;
+    assert_eq!(reader.next_text().await, "nine");
+    assert_eq!(ask(&mut publisher, r#"publish feed {"n":8}"#).await, "ok");
+    assert_eq!(ask(&mut publisher, r#"publish feed {"n":10}"#).await, "ok");
+    assert_eq!(reader.next_text().await, r#"{"n":10}"#);
+    assert!(reader.stays_quiet(Duration::from_millis(300)).await);
+}
+
 both_backends!(
     the_handler_sees_connect_messages_and_context,
-    topics_reach_their_subscribers_only
+    topics_reach_their_subscribers_only,
+    topics_in_sequence_deliver_each_number_once
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

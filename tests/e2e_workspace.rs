@@ -15,7 +15,7 @@ use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, client};
 
 fn manifest() -> String {
-    use support::manifest::{application, component, provisioning, workspace_socket};
+    use support::manifest::{application, chat_socket, component, provisioning, workspace_socket};
     [
         application("workspace"),
         provisioning(),
@@ -35,6 +35,7 @@ bearer = "{{ admin_token }}"
 "#
         .to_owned(),
         workspace_socket(),
+        chat_socket(),
     ]
     .concat()
 }
@@ -689,7 +690,8 @@ async fn capacity_transfer_conference_and_after_actions(backends: Backends) {
 
 both_backends!(
     an_agent_works_a_routed_chat_to_done,
-    capacity_transfer_conference_and_after_actions
+    capacity_transfer_conference_and_after_actions,
+    a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -892,4 +894,268 @@ async fn redis_restarting_empty_loses_no_agent_and_no_customer() {
     let _bob = customer(&nexus, &tenant, "Bob", "bob@example.com").await;
     let (offer, _) = until(&mut again, invited).await;
     assert_ne!(offer["interaction"]["id"], id.as_str());
+}
+
+impl Customer {
+    /// The customer's WebSocket from `after` (the token in the query, as a browser sends it),
+    /// past its `Connected`, which is returned too.
+    async fn socket_on(&self, nexus: &Nexus, after: i64) -> (Socket, Value) {
+        let path = self.uri.split_once("/nexus/").unwrap().1;
+        let url = nexus.ws_url(&format!(
+            "/nexus/{path}/socket?after={after}&clientToken={}",
+            self.token
+        ));
+        let mut socket = Socket::open(&url, &[]).await;
+        let connected = socket.next_json().await;
+        assert_eq!(connected["type"], "Connected", "{connected}");
+        documents().chat.check_schema("SocketEvent", &connected);
+        (socket, connected)
+    }
+
+    /// The positions of the transcript messages the customer may see, in order.
+    async fn visible_positions(&self) -> Vec<i64> {
+        let mut positions = Vec::new();
+        let mut after = 0;
+        loop {
+            let read = self.read(after, 0).await;
+            positions.extend(
+                read["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["position"].as_i64().unwrap()),
+            );
+            after = read["nextPosition"].as_i64().unwrap();
+            if read["more"] != true {
+                return positions;
+            }
+        }
+    }
+}
+
+/// Reads a customer socket's events until one matches; every `Message` seen (the match
+/// included) is added to `messages`, which must rise in position, with no repeat.
+async fn customer_until(
+    socket: &mut Socket,
+    messages: &mut Vec<Value>,
+    what: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let event = socket.next_json().await;
+        documents().chat.check_schema("SocketEvent", &event);
+        if event["type"] == "Message" {
+            let position = event["position"].as_i64().unwrap();
+            assert_eq!(event["message"]["position"], position, "{event}");
+            assert_eq!(event["message"]["visibility"], "All", "{event}");
+            if let Some(last) = messages.last() {
+                assert!(
+                    position > last["position"].as_i64().unwrap(),
+                    "position {position} after {last}: a repeat or out of order"
+                );
+            }
+            messages.push(event.clone());
+        }
+        if what(&event) {
+            return event;
+        }
+    }
+}
+
+fn message_text(event: &Value, text: &str) -> bool {
+    event["type"] == "Message" && event["message"]["text"] == text
+}
+
+/// The customer's WebSocket: agent joins, typing, messages, routing and the end pushed as they
+/// happen; whispers never; dropped and resumed from a position, many times while the agent
+/// writes, with no gap and no repeat against the transcript.
+async fn a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let tenant = provision(&nexus, "acme").await;
+    let agent = add_agent(
+        &nexus,
+        "acme",
+        "ann",
+        json!({"nickname": "Ann", "skills": ["english"], "capacity": {"chat": 1}}),
+    )
+    .await;
+    let mut desk = desktop(&nexus, &agent, 0).await;
+    let alice = customer(&nexus, &tenant, "Alice", "alice@example.com").await;
+    let mut seen = Vec::new();
+    let (mut socket, connected) = alice.socket_on(&nexus, 0).await;
+    assert_eq!(connected["state"], "active");
+    assert_eq!(connected["routing"]["queue"], "support");
+    // No agent is ready: Alice waits first in the queue.
+    assert_eq!(connected["routing"]["state"], "queued", "{connected}");
+    assert_eq!(connected["routing"]["position"], 1, "{connected}");
+
+    ok(&nexus, &agent, "POST", "media/chat/ready", None).await;
+    let routing = customer_until(&mut socket, &mut seen, |e| e["type"] == "Routing").await;
+    assert_eq!(routing["routing"]["state"], "invited", "{routing}");
+    let (invitation, _) = until(&mut desk, invited).await;
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    let interaction = |op: &str| format!("media/chat/interactions/{id}/{op}");
+    ok(&nexus, &agent, "POST", &interaction("accept"), None).await;
+    let joined = customer_until(&mut socket, &mut seen, |e| {
+        e["type"] == "Message" && e["message"]["type"] == "ParticipantJoined"
+    })
+    .await;
+    assert_eq!(joined["message"]["from"]["nickname"], "Ann");
+    let routing = customer_until(&mut socket, &mut seen, |e| e["type"] == "Routing").await;
+    assert_eq!(routing["routing"]["state"], "assigned", "{routing}");
+
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &interaction("send-typing-started"),
+        None,
+    )
+    .await;
+    let typing = customer_until(&mut socket, &mut seen, |e| e["type"] == "Typing").await;
+    assert_eq!(typing["typing"], true);
+    assert_eq!(typing["participantType"], "Agent");
+    assert_eq!(typing["nickname"], "Ann");
+    // A whisper among agents, then a message Alice may see: only the second reaches her.
+    let send = |text: &str, visibility: &str| json!({"message": text, "visibility": visibility});
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &interaction("send-message"),
+        Some(send("VIP", "Agent")),
+    )
+    .await;
+    ok(
+        &nexus,
+        &agent,
+        "POST",
+        &interaction("send-message"),
+        Some(send("hello", "All")),
+    )
+    .await;
+    customer_until(&mut socket, &mut seen, |e| message_text(e, "hello")).await;
+    assert!(!seen.iter().any(|e| e["message"]["text"] == "VIP"));
+    alice.say("my parcel is late").await;
+    customer_until(&mut socket, &mut seen, |e| {
+        message_text(e, "my parcel is late")
+    })
+    .await;
+
+    // Dropped while the agent writes, resumed from the last position seen, over and over.
+    let writer = {
+        let nexus_base = nexus.base.clone();
+        let token = agent.token.clone();
+        let url = format!(
+            "{nexus_base}/nexus/v3/workspace/{}",
+            interaction("send-message")
+        );
+        tokio::spawn(async move {
+            for n in 0..40 {
+                let response = client()
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"message": format!("update {n}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            }
+        })
+    };
+    for _ in 0..6 {
+        socket.close().await;
+        let after = seen.last().unwrap()["position"].as_i64().unwrap();
+        let (resumed, connected) = alice.socket_on(&nexus, after).await;
+        assert_eq!(connected["after"], after);
+        socket = resumed;
+        // Whatever comes next continues the sequence (checked by `customer_until`).
+        customer_until(&mut socket, &mut seen, |e| e["type"] == "Message").await;
+    }
+    writer.await.unwrap();
+    customer_until(&mut socket, &mut seen, |e| message_text(e, "update 39")).await;
+    let positions: Vec<i64> = seen
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        positions,
+        alice.visible_positions().await,
+        "a gap or a repeat"
+    );
+
+    // The end: her own leaving, and the state.
+    let response = client()
+        .post(format!("{}/end", alice.uri))
+        .header("x-nexus-client-key", &alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let state = customer_until(&mut socket, &mut seen, |e| e["type"] == "State").await;
+    assert_eq!(state["state"], "ended");
+    socket.send(r#"{"type":"ping"}"#).await;
+    customer_until(&mut socket, &mut seen, |e| e["type"] == "Pong").await;
+
+    // Refused without the session's own token.
+    let path = alice.uri.split_once("/nexus/").unwrap().1;
+    let bob = customer(&nexus, &tenant, "Bob", "bob@example.com").await;
+    for (query, status) in [
+        (String::new(), 401),
+        (format!("?clientToken={}", bob.token), 401),
+        ("?clientToken=nonsense".to_owned(), 401),
+        (format!("?clientToken={}&after=-1", alice.token), 400),
+    ] {
+        let url = nexus.ws_url(&format!("/nexus/{path}/socket{query}"));
+        match Socket::try_open(&url, &[]).await {
+            support::ws::Opened::Refused(got, body) => assert_eq!(got, status, "{query}: {body}"),
+            support::ws::Opened::Open(_) => panic!("{query}: the socket opened"),
+        }
+    }
+}
+
+/// Two hosts on one Redis and PostgreSQL: the customer's socket on one, the agent on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_socket_on_one_host_hears_an_agent_on_another() {
+    let first = Nexus::start(&manifest(), Backends::Real).await;
+    let second = first.peer().await;
+    let tenant = provision(&first, "acme").await;
+    let agent = add_agent(
+        &second,
+        "acme",
+        "ann",
+        json!({"nickname": "Ann", "skills": ["english"], "capacity": {"chat": 1}}),
+    )
+    .await;
+    let mut desk = desktop(&second, &agent, 0).await;
+    ok(&second, &agent, "POST", "media/chat/ready", None).await;
+    let alice = customer(&first, &tenant, "Alice", "alice@example.com").await;
+    let (mut socket, _) = alice.socket_on(&first, 0).await;
+    let (invitation, _) = until(&mut desk, invited).await;
+    let id = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    ok(
+        &second,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/accept"),
+        None,
+    )
+    .await;
+    ok(
+        &second,
+        &agent,
+        "POST",
+        &format!("media/chat/interactions/{id}/send-message"),
+        Some(json!({"message": "from the other host"})),
+    )
+    .await;
+    let mut seen = Vec::new();
+    customer_until(&mut socket, &mut seen, |e| {
+        message_text(e, "from the other host")
+    })
+    .await;
+    let positions: Vec<i64> = seen
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, alice.visible_positions().await);
 }

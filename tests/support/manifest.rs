@@ -100,16 +100,29 @@ lease_ms = {lease_ms}
 
 /// The agent desktop's WebSocket (`/nexus/v3/workspace/socket`).
 pub fn workspace_socket() -> String {
-    r#"
-[component.workspace-socket]
-source = "{workspace_socket}"
-allowed_outbound_hosts = ["redis://{{ redis_host }}", "postgres://{{ postgres_host }}"]
-[component.workspace-socket.variables]
-redis_address = "{{ redis_address }}"
-redis_key_prefix = "{{ redis_key_prefix }}"
-postgres_address = "{{ postgres_address }}"
-[component.workspace-socket.tool.nexus.websocket]
-route = "/nexus/v3/workspace/socket"
+    socket_component("workspace-socket", "/nexus/v3/workspace/socket")
+}
+
+/// The web chat customer's WebSocket (`/nexus/v3/chat/sessions/:id/socket`).
+pub fn chat_socket() -> String {
+    socket_component("chat-socket", "/nexus/v3/chat/sessions/:id/socket")
+}
+
+/// A socket-handler component `name` (built from the placeholder `{name}` with `_` for `-`)
+/// on `route`, with the platform's Redis and PostgreSQL.
+fn socket_component(name: &str, route: &str) -> String {
+    let placeholder = name.replace('-', "_");
+    format!(
+        r#"
+[component.{name}]
+source = "{{{placeholder}}}"
+allowed_outbound_hosts = ["redis://{{{{ redis_host }}}}", "postgres://{{{{ postgres_host }}}}"]
+[component.{name}.variables]
+redis_address = "{{{{ redis_address }}}}"
+redis_key_prefix = "{{{{ redis_key_prefix }}}}"
+postgres_address = "{{{{ postgres_address }}}}"
+[component.{name}.tool.nexus.websocket]
+route = "{route}"
 "#
-    .to_owned()
+    )
 }

@@ -220,6 +220,7 @@ impl Nexus {
             ("{sockets}", "nexus-fixture-sockets"),
             ("{workspace}", "nexus-workspace"),
             ("{workspace_socket}", "nexus-workspace-socket"),
+            ("{chat_socket}", "nexus-chat-socket"),
             ("{webhooks}", "nexus-webhooks"),
             ("{messaging}", "nexus-messaging"),
             ("{sms}", "nexus-sms"),

@@ -20,7 +20,6 @@
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
-mod auth;
 mod store;
 
 use std::time::Duration;
@@ -32,7 +31,7 @@ use serde_json::{Map, Value, json};
 use spin_sdk::http::{Method, Request, ResponseOutparam};
 use spin_sdk::http_component;
 
-use crate::auth::Tenant;
+use nexus_guest::chat_auth::{self as auth, INACTIVITY_SECONDS, Tenant};
 use nexus_guest::conversation;
 use nexus_guest::live::{LiveSession, LiveState, TailRead};
 use nexus_guest::parking;
@@ -53,8 +52,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const QUEUED_RECHECK_MS: u64 = 2000;
 /// The most messages one read returns.
 const MAX_READ: i64 = 100;
-/// After this long without activity a session is idle (its timer in Redis runs out).
-const INACTIVITY_SECONDS: i64 = 30 * 60;
 
 nexus_guest::export_parking!();
 
@@ -121,7 +118,7 @@ const START_FIELDS: &[&str] = &[
 
 fn start_session(req: &Request) -> ApiResult<Reply> {
     let db = Db::open()?;
-    let tenant = auth::starting_tenant(req, &db)?;
+    let tenant = auth::starting_tenant(&|name| header(req, name), &db)?;
     let fields = fields(req)?;
     let first_name = fields.bounded_text("firstName", MAX_NICKNAME_CHARS)?;
     let last_name = fields.bounded_text("lastName", MAX_NICKNAME_CHARS)?;
@@ -232,25 +229,18 @@ fn route_new_session(tenant: &Tenant, channel_id: &str, session_id: &str) -> Api
 
 /// Where the session stands in routing: its queue and place while it waits.
 fn routing_status(session: &mut Session<'_>) -> ApiResult<Value> {
-    let (tenant_id, id) = (session.tenant.id, session.id);
-    let rows = session.db()?.rows(
-        "read the routing state",
-        "SELECT routing_state, queue FROM interactions WHERE id = $1 AND tenant_id = $2",
-        &[
-            nexus_guest::spin::uuid(id),
-            spin_sdk::pg4::ParameterValue::Int64(tenant_id),
-        ],
-    )?;
-    let Some(row) = rows.rows().next() else {
+    session.db()?;
+    let Session {
+        db: Some(db),
+        live,
+        tenant,
+        id,
+        ..
+    } = &*session
+    else {
         return Ok(Value::Null);
     };
-    let state = row.get::<String>("routing_state").unwrap_or_default();
-    let queue = row.get::<String>("queue");
-    let position = match (&queue, state.as_str()) {
-        (Some(queue), "queued") => routing::position(&session.live, tenant_id, queue, id)?,
-        _ => None,
-    };
-    Ok(json!({ "state": state, "queue": queue, "position": position }))
+    routing::status(db, live, tenant.id, id)
 }
 
 /// A verified request on a live session.
@@ -338,39 +328,9 @@ fn on_session(
         return Err(unknown_session());
     }
     let db = Db::open()?;
-    let (tenant, claims) = auth::session_caller(req, &db, id)?;
+    let (tenant, claims) = auth::session_caller(&|name| header(req, name), &db, id)?;
     let live = Live::open()?;
-    let loaded = LiveState::new(&live, id).load()?;
-    let live_session = match loaded {
-        Some(session) => session,
-        None => {
-            let (session, tail) =
-                conversation::load_session(&db, tenant.id, id)?.ok_or_else(unknown_session)?;
-            let state = LiveState::new(&live, id);
-            state.store(&session, &tail)?;
-            if session.state == "active" {
-                state.touch(INACTIVITY_SECONDS)?;
-            }
-            session
-        }
-    };
-    if live_session.tenant_id != tenant.id {
-        return Err(unknown_session());
-    }
-    if live_session.participant_id != claims.participant_id {
-        return Err(ApiError::new(
-            403,
-            Code::InvalidParticipant,
-            "the client token's participant is not in this session",
-        ));
-    }
-    if live_session.channel_id != claims.transport_id {
-        return Err(ApiError::new(
-            403,
-            Code::InvalidTransport,
-            "the client token's transport is not this session's",
-        ));
-    }
+    let live_session = auth::live_session(&db, &live, &tenant, &claims, id)?;
     let mut session = Session {
         id,
         tenant,

@@ -9,7 +9,7 @@ use spin_sdk::pg4::ParameterValue;
 
 use nexus_guest::conversation::{NewMessage, append_message};
 
-use crate::auth::Tenant;
+use nexus_guest::chat_auth::Tenant;
 
 /// The chat channel a session starts on: the one named `endpoint`, or the tenant's only one.
 pub fn chat_channel(db: &Db, tenant: &Tenant, endpoint: Option<&str>) -> ApiResult<String> {

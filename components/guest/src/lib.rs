@@ -26,6 +26,8 @@ pub mod at_rest;
 #[cfg(target_arch = "wasm32")]
 pub mod bot_leg;
 #[cfg(target_arch = "wasm32")]
+pub mod chat_auth;
+#[cfg(target_arch = "wasm32")]
 pub mod conversation;
 #[cfg(target_arch = "wasm32")]
 pub mod events;

@@ -49,7 +49,7 @@ if ARGV[3] == '1' then \
   redis.call('EXPIRE', KEYS[1], ARGV[5]) \
   redis.call('EXPIRE', KEYS[3], ARGV[5]) \
 end \
-redis.call('PUBLISH', ARGV[6], ARGV[2]) \
+redis.call('PUBLISH', ARGV[6], ARGV[9]) \
 redis.call('HDEL', KEYS[4], ARGV[7]) \
 redis.call('SET', KEYS[5], '1', 'EX', ARGV[8]) \
 return 1";
@@ -103,9 +103,49 @@ pub fn pairs(reply: &[RedisResult]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The fan-out topic of a chat session: every appended message is published to it.
+/// The fan-out topic of a chat session: what the customer may see of it is published there, as
+/// the events of [`session_event`], which the customer's WebSocket sends as they are.
 pub fn session_topic(session_id: &str) -> String {
     format!("chat:{session_id}")
+}
+
+/// The events of a session's topic, as its customer's WebSocket sends them (`asyncapi/
+/// chat-socket.yaml`): a JSON object with a `type`. A transcript message carries its
+/// `position` at the top, which the socket delivers in sequence.
+pub mod session_event {
+    use serde_json::{Value, json};
+
+    /// A transcript message: `{"type":"Message","position":N,"message":{...}}`.
+    pub fn message(message: &Value) -> Value {
+        json!({"type": "Message", "position": message["position"], "message": message})
+    }
+
+    /// Someone started or stopped typing.
+    pub fn typing(participant_id: &str, nickname: &str, kind: &str, typing: bool) -> Value {
+        json!({
+            "type": "Typing",
+            "participantId": participant_id,
+            "nickname": nickname,
+            "participantType": kind,
+            "typing": typing,
+        })
+    }
+
+    /// The session's state changed (`ended`).
+    pub fn state(state: &str) -> Value {
+        json!({"type": "State", "state": state})
+    }
+
+    /// Where routing has the session: `{"state","queue","position"}` as the transcript read
+    /// answers it.
+    pub fn routing(routing: &Value) -> Value {
+        json!({"type": "Routing", "routing": routing})
+    }
+
+    /// Whether the customer may see a transcript message (whispers among agents stay theirs).
+    pub fn customer_sees(message: &Value) -> bool {
+        message["visibility"] == "All"
+    }
 }
 
 impl<'a> LiveState<'a> {
@@ -250,20 +290,32 @@ impl<'a> LiveState<'a> {
         Ok(housekeeping)
     }
 
-    /// Appends committed messages and tells every node about them.
+    /// Appends committed messages and tells every node about those the customer may see (and
+    /// about the end of the session).
     pub fn append(&self, messages: &[Value], state: &str) -> ApiResult<()> {
         if self.add_to_tail(messages)? || state == "ended" {
             self.expire(state)?;
         }
-        for message in messages {
-            self.live.publish(
-                &self
-                    .live
-                    .key(&format!("ws:topic:{}", session_topic(self.session_id))),
-                message.to_string().as_bytes(),
-            )?;
+        for message in messages
+            .iter()
+            .filter(|message| session_event::customer_sees(message))
+        {
+            self.publish(&session_event::message(message))?;
+        }
+        if state == "ended" {
+            self.publish(&session_event::state(state))?;
         }
         Ok(())
+    }
+
+    /// Publishes an event on the session's topic.
+    pub fn publish(&self, event: &Value) -> ApiResult<()> {
+        self.live.publish(
+            &self
+                .live
+                .key(&format!("ws:topic:{}", session_topic(self.session_id))),
+            event.to_string().as_bytes(),
+        )
     }
 
     /// What a customer's committed message changes, in one round trip: the message appended to
@@ -297,6 +349,7 @@ impl<'a> LiveState<'a> {
             arg(&channel),
             arg(participant_id),
             int_arg(inactivity_seconds.max(1)),
+            arg(session_event::message(message).to_string()),
         ];
         match self.live.raw_cmd("EVAL", &args) {
             Ok(_) => Ok(()),
@@ -385,7 +438,12 @@ impl<'a> LiveState<'a> {
         } else {
             self.live.cmd("HDEL", &[arg(&key), arg(participant_id)])?;
         }
-        Ok(())
+        self.publish(&session_event::typing(
+            participant_id,
+            nickname,
+            kind,
+            typing,
+        ))
     }
 
     /// Who else is typing now.

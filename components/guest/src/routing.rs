@@ -28,12 +28,31 @@ use spin_sdk::redis::RedisResult;
 use crate::api::{ApiError, ApiResult, Code};
 use crate::conversation::{self, NewMessage};
 use crate::events;
-use crate::live::{LiveState, now_ms, pairs};
+use crate::live::{LiveState, now_ms, pairs, session_event};
 use crate::secrets::new_id;
 use crate::spin::{Db, Live, arg, int_arg, opt_text, reply_text, text, uuid};
 
 /// How many waiting conversations one routing pass looks at, per queue.
 const ROUTE_BATCH: i64 = 50;
+/// How many of a queue's first places are told their place as it changes (customers further
+/// back are told when they reach these places, or when their routing state changes): one
+/// publish per place told per change of the queue.
+const PLACES_TOLD: i64 = 100;
+/// Tells the sessions at ranks `ARGV[1]` to `ARGV[2]` of queue `KEYS[1]` their places, on
+/// their topics (`ARGV[3]` .. id); with `ARGV[5]`, a session just put in the queue, from its
+/// own rank on (none, if it is no longer there). `ARGV[4]` is the queue's name as JSON.
+const TELL_PLACES: &str = "\
+local from = tonumber(ARGV[1]) \
+if ARGV[5] ~= '' then \
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[5]) \
+  if not rank then return 0 end \
+  from = rank \
+end \
+local ids = redis.call('ZRANGE', KEYS[1], from, tonumber(ARGV[2])) \
+for i, id in ipairs(ids) do \
+  redis.call('PUBLISH', ARGV[3] .. id, '{\"type\":\"Routing\",\"routing\":{\"state\":\"queued\",\"queue\":' .. ARGV[4] .. ',\"position\":' .. (from + i) .. '}}') \
+end \
+return #ids";
 
 /// A queue as the designer configured it.
 #[derive(Debug, Clone)]
@@ -106,6 +125,57 @@ fn wait_in_queue(
         ],
     )?;
     Ok(())
+}
+
+/// Tells the first [`PLACES_TOLD`] sessions waiting in a queue their places, on their topics;
+/// with `newcomer`, only from its place on (the places before it did not change). On a Redis
+/// without scripting (the embedded one), one command at a time.
+fn tell_places(live: &Live, tenant_id: i64, queue: &str, newcomer: Option<&str>) -> ApiResult<()> {
+    let key = queue_key(live, tenant_id, queue);
+    let channel_prefix = live.key(&format!("ws:topic:{}", crate::live::session_topic("")));
+    let queue_json = Value::from(queue).to_string();
+    let scripted = live.raw_cmd(
+        "EVAL",
+        &[
+            arg(TELL_PLACES),
+            int_arg(1),
+            arg(&key),
+            int_arg(0),
+            int_arg(PLACES_TOLD - 1),
+            arg(&channel_prefix),
+            arg(&queue_json),
+            arg(newcomer.unwrap_or_default()),
+        ],
+    );
+    match scripted {
+        Ok(_) => Ok(()),
+        Err(spin_sdk::redis::Error::Other(reason)) if reason.contains("unknown command") => {
+            let from = match newcomer {
+                Some(id) => match live.cmd("ZRANK", &[arg(&key), arg(id)])?.first() {
+                    Some(RedisResult::Int64(rank)) => *rank,
+                    _ => return Ok(()),
+                },
+                None => 0,
+            };
+            let waiting = live.cmd(
+                "ZRANGE",
+                &[arg(&key), int_arg(from), int_arg(PLACES_TOLD - 1)],
+            )?;
+            for (rank, id) in (from + 1..).zip(waiting.iter().filter_map(reply_text)) {
+                let routing = json!({"state": "queued", "queue": queue, "position": rank});
+                LiveState::new(live, &id).publish(&session_event::routing(&routing))?;
+            }
+            Ok(())
+        }
+        Err(err) => Err(ApiError::internal("tell the queue's places (EVAL)", err)),
+    }
+}
+
+/// Tells a session where routing has it now, when that is not a place in a queue.
+fn tell_routing(live: &Live, interaction_id: &str, state: &str, queue: Option<&str>) {
+    let routing = json!({"state": state, "queue": queue, "position": null});
+    // Only the session's socket and waiting reads hear it; they read it again when they start.
+    let _ = LiveState::new(live, interaction_id).publish(&session_event::routing(&routing));
 }
 
 fn int_reply(reply: &[RedisResult]) -> i64 {
@@ -266,6 +336,7 @@ pub fn enqueue(
         )?;
     }
     route(db, live, tenant_id, &queue.name)?;
+    tell_places(live, tenant_id, &queue.name, Some(interaction_id))?;
     Ok(())
 }
 
@@ -433,6 +504,7 @@ pub fn route(db: &Db, live: &Live, tenant_id: i64, queue_name: &str) -> ApiResul
             }
             offered += 1;
             placed = true;
+            tell_routing(live, &interaction_id, "invited", Some(queue_name));
             let full = int_reply(&live.cmd("SCARD", &[arg(load_key(live, &agent_id))])?)
                 >= candidate.capacity;
             if full {
@@ -447,6 +519,9 @@ pub fn route(db: &Db, live: &Live, tenant_id: i64, queue_name: &str) -> ApiResul
         if !placed {
             live.cmd("ZADD", &[arg(&key), arg(&score), arg(&interaction_id)])?;
         }
+    }
+    if offered > 0 {
+        tell_places(live, tenant_id, queue_name, None)?;
     }
     Ok(offered)
 }
@@ -644,6 +719,7 @@ fn requeue(
         json!({"messageType": "InteractionStateChanged", "notificationType": "Revoked", "interaction": {"id": interaction_id}}),
     )?;
     route(db, live, tenant_id, &queue)?;
+    tell_places(live, tenant_id, &queue, Some(interaction_id))?;
     Ok(true)
 }
 
@@ -753,6 +829,12 @@ pub fn accept(
     })?;
     announce_join(db, live, agent, interaction_id, "primary", message)?;
     let interaction = work_json(db, agent.tenant_id, interaction_id)?.unwrap_or(Value::Null);
+    tell_routing(
+        live,
+        interaction_id,
+        "assigned",
+        interaction["queue"].as_str(),
+    );
     events::push(
         live,
         &agent.id,
@@ -863,7 +945,7 @@ pub fn leave(
     interaction_id: &str,
     after: AfterAction,
 ) -> ApiResult<bool> {
-    let (messages, ended) = db.transaction(|db| {
+    let (messages, ended, idle_in) = db.transaction(|db| {
         let rows = db.rows(
             "leave the conversation",
             "UPDATE participants SET left_at = now() \
@@ -915,18 +997,28 @@ pub fn leave(
             AfterAction::CloseIfNoAgents => agents_left == 0,
             AfterAction::KeepAlive => false,
         };
+        // Kept open without agents: idle, in the queue it came from.
+        let mut idle_in = None;
         if close {
             messages.extend(end_chat(db, agent.tenant_id, interaction_id, "agent")?);
         } else if agents_left == 0 {
-            db.execute(
-                "keep the chat open without agents",
-                "UPDATE interactions SET routing_state = 'idle', updated_at = now() \
-                 WHERE id = $1 AND tenant_id = $2 AND state = 'active' AND routing_state = 'assigned'",
-                &[uuid(interaction_id), tenant(agent.tenant_id)],
-            )?;
+            idle_in = db
+                .rows(
+                    "keep the chat open without agents",
+                    "UPDATE interactions SET routing_state = 'idle', updated_at = now() \
+                     WHERE id = $1 AND tenant_id = $2 AND state = 'active' AND routing_state = 'assigned' \
+                     RETURNING queue",
+                    &[uuid(interaction_id), tenant(agent.tenant_id)],
+                )?
+                .rows()
+                .next()
+                .map(|row| row.get::<String>("queue"));
         }
-        Ok((messages, close))
+        Ok((messages, close, idle_in))
     })?;
+    if let Some(queue) = idle_in {
+        tell_routing(live, interaction_id, "idle", queue.as_deref());
+    }
     let state = LiveState::new(live, interaction_id);
     let _ = state.set_agent(&agent.id, None);
     // The one who left is told too: they are no longer in the live list.
@@ -1125,7 +1217,28 @@ pub fn wake(db: &Db, live: &Live, tenant_id: i64, interaction_id: &str) -> ApiRe
         interaction_id,
     )?;
     route(db, live, tenant_id, &queue)?;
+    tell_places(live, tenant_id, &queue, Some(interaction_id))?;
     Ok(())
+}
+
+/// Where routing has a session, as the Chat API tells its customer: `{"state", "queue",
+/// "position"}` (the place in the queue while queued, 1 is next); null for an unknown one.
+pub fn status(db: &Db, live: &Live, tenant_id: i64, interaction_id: &str) -> ApiResult<Value> {
+    let rows = db.rows(
+        "read the routing state",
+        "SELECT routing_state, queue FROM interactions WHERE id = $1 AND tenant_id = $2",
+        &[uuid(interaction_id), tenant(tenant_id)],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Ok(Value::Null);
+    };
+    let state = row.get::<String>("routing_state").unwrap_or_default();
+    let queue = row.get::<String>("queue");
+    let position = match (&queue, state.as_str()) {
+        (Some(queue), "queued") => position(live, tenant_id, queue, interaction_id)?,
+        _ => None,
+    };
+    Ok(json!({ "state": state, "queue": queue, "position": position }))
 }
 
 /// The customer's place in their queue (1 is next), while they wait.
@@ -1256,6 +1369,7 @@ pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
             };
             live.cmd("ZREM", &[arg(queue_key(live, tenant_id, &old)), arg(&id)])?;
             wait_in_queue(live, tenant_id, &new, ms, &id)?;
+            tell_places(live, tenant_id, &new, Some(&id))?;
             summary["overflowed"] = Value::from(summary["overflowed"].as_i64().unwrap_or(0) + 1);
         }
         let offered = route_tenant(db, live, tenant_id)?;

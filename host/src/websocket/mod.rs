@@ -93,6 +93,64 @@ struct LocalSocket {
     close: watch::Sender<Option<CloseRequest>>,
     topics: HashSet<String>,
     max_message_bytes: usize,
+    /// The topics subscribed in sequence: each one's number field and the highest number the
+    /// socket was sent.
+    sequences: HashMap<String, Sequence>,
+    /// While the connect handler runs, what was published to the socket's topics (topic and
+    /// message), delivered after what the handler sent; `None` once it returned.
+    held: Option<Vec<(String, Outgoing)>>,
+}
+
+/// How a topic subscribed in sequence is delivered to one socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Sequence {
+    /// The top-level JSON field that numbers the topic's messages.
+    field: String,
+    /// The highest number the socket was sent (or was told it has).
+    mark: u64,
+}
+
+impl LocalSocket {
+    /// Whether `message`, published to `topic`, is to be sent: not if it carries a number its
+    /// sequence already passed.
+    fn admit(&mut self, topic: &str, message: &Outgoing) -> bool {
+        let Some(sequence) = self.sequences.get_mut(topic) else {
+            return true;
+        };
+        let Outgoing::Text(text) = message else {
+            return true;
+        };
+        match sequence_number(text, &sequence.field) {
+            Some(number) if number <= sequence.mark => false,
+            Some(number) => {
+                sequence.mark = number;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Whether message `seq` of `topic` is to be sent, raising the mark if so.
+    fn admit_numbered(&mut self, topic: &str, seq: u64) -> bool {
+        match self.sequences.get_mut(topic) {
+            Some(sequence) if seq <= sequence.mark => false,
+            Some(sequence) => {
+                sequence.mark = seq;
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+/// The number a published message carries in `field`, if it is a JSON object with one.
+fn sequence_number(text: &str, field: &str) -> Option<u64> {
+    // Only objects can carry the field; anything else passes without being parsed.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    value.get(field)?.as_u64()
 }
 
 #[derive(Default)]
@@ -112,6 +170,9 @@ enum Directive {
         text: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<Vec<u8>>,
+        /// For `send-in-sequence`: the topic and the message's number.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_sequence: Option<(String, u64)>,
     },
     Close {
         connection: String,
@@ -121,6 +182,9 @@ enum Directive {
     Subscribe {
         connection: String,
         topic: String,
+        /// For `subscribe-in-sequence`: the number field and where the socket is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<Sequence>,
     },
     Unsubscribe {
         connection: String,
@@ -233,6 +297,8 @@ impl Hub {
                 close,
                 topics: HashSet::new(),
                 max_message_bytes,
+                sequences: HashMap::new(),
+                held: Some(Vec::new()),
             },
         );
         self.metrics.websockets_open.inc();
@@ -285,47 +351,91 @@ impl Hub {
             .map_err(WitError::Unavailable)
     }
 
-    /// Queues `message` on socket `id`, wherever it is.
-    pub async fn send(&self, id: &str, message: Outgoing) -> Result<(), WitError> {
+    /// Queues `message` on socket `id`, wherever it is; with `in_sequence` (a topic and the
+    /// message's number), only if the socket's sequence of that topic has not passed it.
+    pub async fn send(
+        &self,
+        id: &str,
+        message: Outgoing,
+        in_sequence: Option<(String, u64)>,
+    ) -> Result<(), WitError> {
         if !self.is_local(id) {
-            let directive = match message {
-                Outgoing::Text(text) => Directive::Send {
-                    connection: id.into(),
-                    text: Some(text),
-                    binary: None,
-                },
-                Outgoing::Binary(bytes) => Directive::Send {
-                    connection: id.into(),
-                    text: None,
-                    binary: Some(bytes),
-                },
+            let (text, binary) = match message {
+                Outgoing::Text(text) => (Some(text), None),
+                Outgoing::Binary(bytes) => (None, Some(bytes)),
+            };
+            let directive = Directive::Send {
+                connection: id.into(),
+                text,
+                binary,
+                in_sequence,
             };
             return self.direct(id, directive).await;
         }
-        let registry = lock(&self.registry);
-        let socket = registry.sockets.get(id).ok_or(WitError::Closed)?;
+        let mut registry = lock(&self.registry);
+        let socket = registry.sockets.get_mut(id).ok_or(WitError::Closed)?;
         if message.len() > socket.max_message_bytes {
             return Err(WitError::TooLarge);
         }
-        self.offer(id, socket, message);
+        let admitted = match &in_sequence {
+            Some((topic, seq)) => socket.admit_numbered(topic, *seq),
+            None => true,
+        };
+        if admitted {
+            self.offer(id, socket, message);
+        }
         Ok(())
+    }
+
+    /// Ends the holding of socket `id`'s published messages (its connect handler returned):
+    /// what was held is delivered now, after what the handler sent.
+    pub fn release(&self, id: &str) {
+        let mut registry = lock(&self.registry);
+        let Some(socket) = registry.sockets.get_mut(id) else {
+            return;
+        };
+        for (topic, message) in socket.held.take().unwrap_or_default() {
+            if socket.admit(&topic, &message) {
+                self.offer(id, socket, message);
+            }
+        }
+    }
+
+    /// Delivers a message published to `topic` to one socket of this node: held while its
+    /// connect handler runs, then in sequence where the topic is subscribed so.
+    fn deliver(&self, id: &str, socket: &mut LocalSocket, topic: &str, message: Outgoing) {
+        if let Some(held) = &mut socket.held {
+            // A connect handler runs for at most the request timeout; a socket that has more
+            // published to it meanwhile than its queue holds is too slow to keep.
+            if held.len() < socket.outbox.max_capacity() {
+                held.push((topic.to_owned(), message));
+            } else {
+                self.too_slow(id, socket);
+            }
+            return;
+        }
+        if socket.admit(topic, &message) {
+            self.offer(id, socket, message);
+        }
     }
 
     /// Queues a message without waiting; a socket whose queue is full is closed as too slow.
     fn offer(&self, id: &str, socket: &LocalSocket, message: Outgoing) {
         match socket.outbox.try_send(message) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(socket = id, "closing a socket that fell behind");
-                self.metrics.websockets_too_slow.inc();
-                socket.close.send_replace(Some(CloseRequest {
-                    code: 1013,
-                    reason: "too slow: reconnect and catch up".into(),
-                }));
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.too_slow(id, socket),
             // The socket is closing; its task unregisters it.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    fn too_slow(&self, id: &str, socket: &LocalSocket) {
+        tracing::info!(socket = id, "closing a socket that fell behind");
+        self.metrics.websockets_too_slow.inc();
+        socket.close.send_replace(Some(CloseRequest {
+            code: 1013,
+            reason: "too slow: reconnect and catch up".into(),
+        }));
     }
 
     /// Closes socket `id`, wherever it is.
@@ -350,8 +460,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Subscribes socket `id`, wherever it is, to `topic`.
-    pub async fn subscribe(&self, id: &str, topic: String) -> Result<(), WitError> {
+    /// Subscribes socket `id`, wherever it is, to `topic`; with `sequence`, in sequence
+    /// (a subscription already there takes the new sequence).
+    async fn subscribe(
+        &self,
+        id: &str,
+        topic: String,
+        sequence: Option<Sequence>,
+    ) -> Result<(), WitError> {
         if !valid_topic(&topic) {
             return Err(WitError::InvalidTopic);
         }
@@ -362,6 +478,7 @@ impl Hub {
                     Directive::Subscribe {
                         connection: id.into(),
                         topic,
+                        sequence,
                     },
                 )
                 .await;
@@ -369,6 +486,9 @@ impl Hub {
         let first_here = {
             let mut registry = lock(&self.registry);
             let socket = registry.sockets.get_mut(id).ok_or(WitError::Closed)?;
+            if let Some(sequence) = sequence {
+                socket.sequences.insert(topic.clone(), sequence);
+            }
             if socket.topics.contains(&topic) {
                 return Ok(());
             }
@@ -386,6 +506,7 @@ impl Hub {
                 let mut registry = lock(&self.registry);
                 if let Some(socket) = registry.sockets.get_mut(id) {
                     socket.topics.remove(&topic);
+                    socket.sequences.remove(&topic);
                 }
                 remove_member(&mut registry.topics, &topic, id);
                 return Err(WitError::Unavailable(message));
@@ -413,6 +534,7 @@ impl Hub {
         let emptied = {
             let mut registry = lock(&self.registry);
             let socket = registry.sockets.get_mut(id).ok_or(WitError::Closed)?;
+            socket.sequences.remove(&topic);
             socket.topics.remove(&topic) && remove_member(&mut registry.topics, &topic, id)
         };
         if emptied {
@@ -462,14 +584,15 @@ impl Hub {
     fn dispatch(self: &Arc<Self>, channel: &str, payload: Vec<u8>) {
         self.metrics.websocket_fanout_messages.inc();
         if let Some(topic) = self.topic_of(channel) {
-            let registry = lock(&self.registry);
-            let Some(members) = registry.topics.get(topic) else {
+            let mut registry = lock(&self.registry);
+            let Registry { sockets, topics } = &mut *registry;
+            let Some(members) = topics.get(topic) else {
                 return;
             };
             let message = Outgoing::from_payload(payload);
             for id in members {
-                if let Some(socket) = registry.sockets.get(id) {
-                    self.offer(id, socket, message.clone());
+                if let Some(socket) = sockets.get_mut(id) {
+                    self.deliver(id, socket, topic, message.clone());
                 }
             }
             return;
@@ -494,16 +617,23 @@ impl Hub {
                 connection,
                 text,
                 binary,
+                in_sequence,
             } => {
                 let message = match (text, binary) {
                     (Some(text), _) => Outgoing::Text(text),
                     (None, Some(bytes)) => Outgoing::Binary(bytes),
                     (None, None) => return,
                 };
-                let registry = lock(&hub.registry);
-                match registry.sockets.get(&connection) {
+                let mut registry = lock(&hub.registry);
+                match registry.sockets.get_mut(&connection) {
                     Some(socket) => {
-                        hub.offer(&connection, socket, message);
+                        let admitted = match &in_sequence {
+                            Some((topic, seq)) => socket.admit_numbered(topic, *seq),
+                            None => true,
+                        };
+                        if admitted {
+                            hub.offer(&connection, socket, message);
+                        }
                         Ok(())
                     }
                     None => Err(WitError::Closed),
@@ -525,9 +655,13 @@ impl Hub {
                     None => Err(WitError::Closed),
                 }
             }
-            Directive::Subscribe { connection, topic } => {
+            Directive::Subscribe {
+                connection,
+                topic,
+                sequence,
+            } => {
                 self.spawn_operation(|hub| {
-                    Box::pin(async move { hub.subscribe(&connection, topic).await })
+                    Box::pin(async move { hub.subscribe(&connection, topic, sequence).await })
                 });
                 Ok(())
             }
@@ -615,7 +749,24 @@ impl connections::Host for WebSocketCtx {
     ) -> wasmtime::Result<Result<(), WitError>> {
         Ok(self
             .hub
-            .send(&connection, Outgoing::from_frame(message))
+            .send(&connection, Outgoing::from_frame(message), None)
+            .await)
+    }
+
+    async fn send_in_sequence(
+        &mut self,
+        connection: String,
+        topic: String,
+        seq: u64,
+        message: Frame,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        Ok(self
+            .hub
+            .send(
+                &connection,
+                Outgoing::from_frame(message),
+                Some((topic, seq)),
+            )
             .await)
     }
 
@@ -646,7 +797,18 @@ impl connections::Host for WebSocketCtx {
         connection: String,
         topic: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        Ok(self.hub.subscribe(&connection, topic).await)
+        Ok(self.hub.subscribe(&connection, topic, None).await)
+    }
+
+    async fn subscribe_in_sequence(
+        &mut self,
+        connection: String,
+        topic: String,
+        field: String,
+        after: u64,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        let sequence = Sequence { field, mark: after };
+        Ok(self.hub.subscribe(&connection, topic, Some(sequence)).await)
     }
 
     async fn unsubscribe(
@@ -670,3 +832,61 @@ impl connections::Host for WebSocketCtx {
 }
 
 impl crate::bindings::websocket::nexus::websocket::types::Host for WebSocketCtx {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket_in_sequence(topic: &str, after: u64) -> (LocalSocket, mpsc::Receiver<Outgoing>) {
+        let (outbox, received) = mpsc::channel(8);
+        let (close, _) = watch::channel(None);
+        let socket = LocalSocket {
+            outbox,
+            close,
+            topics: HashSet::from([topic.to_owned()]),
+            max_message_bytes: 1024,
+            sequences: HashMap::from([(
+                topic.to_owned(),
+                Sequence {
+                    field: "position".into(),
+                    mark: after,
+                },
+            )]),
+            held: None,
+        };
+        (socket, received)
+    }
+
+    #[test]
+    fn a_sequence_admits_each_number_once_in_rising_order() {
+        let (mut socket, _received) = socket_in_sequence("chat:1", 2);
+        let text = |t: &str| Outgoing::Text(t.to_owned());
+        assert!(!socket.admit("chat:1", &text(r#"{"position":2}"#)));
+        assert!(socket.admit("chat:1", &text(r#"{"type":"Message","position":3}"#)));
+        assert!(!socket.admit("chat:1", &text(r#"{"position":3}"#)));
+        // Without the number, or not an object, or on another topic: as it comes.
+        assert!(socket.admit("chat:1", &text(r#"{"type":"Typing"}"#)));
+        assert!(socket.admit("chat:1", &text("plain")));
+        assert!(socket.admit("chat:1", &text(r#"{"position":"7"}"#)));
+        assert!(socket.admit("other", &text(r#"{"position":1}"#)));
+        // A numbered send raises the mark that published messages meet, and the other way.
+        assert!(socket.admit_numbered("chat:1", 5));
+        assert!(!socket.admit("chat:1", &text(r#"{"position":4}"#)));
+        assert!(!socket.admit_numbered("chat:1", 5));
+        assert!(socket.admit("chat:1", &text(r#"{ "position" : 9 }"#)));
+        assert!(!socket.admit_numbered("chat:1", 8));
+        assert!(socket.admit_numbered("other", 1));
+    }
+
+    #[test]
+    fn sequence_numbers_are_read_from_the_top_level_only() {
+        assert_eq!(sequence_number(r#"{"position":12}"#, "position"), Some(12));
+        assert_eq!(
+            sequence_number(r#"{"m":{"position":12}}"#, "position"),
+            None
+        );
+        assert_eq!(sequence_number(r#"[{"position":12}]"#, "position"), None);
+        assert_eq!(sequence_number(r#"{"position":-1}"#, "position"), None);
+        assert_eq!(sequence_number("{broken", "position"), None);
+    }
+}

@@ -131,7 +131,11 @@ pub async fn upgrade(
     let connected =
         handle_event(&app, &component, &id, SocketEvent::Connect(upgrade_request)).await;
     let context = match connected {
-        Ok(Some(Ok(context))) => context,
+        Ok(Some(Ok(context))) => {
+            // What was published to the socket while the handler ran goes out after what it sent.
+            app.hub.release(&id);
+            context
+        }
         Ok(Some(Err(refusal))) => {
             app.hub.unregister(&id).await;
             return refusal_response(refusal);

@@ -3,8 +3,14 @@
 //! Connect with `?topic=a&topic=b` to be subscribed at once, `?ctx=v` to set the socket's
 //! context, `?refuse=403` to be refused with that status. Then send text commands:
 //! `echo X`, `whoami`, `context`, `subscribe T`, `unsubscribe T`, `publish T X`,
-//! `send ID X`, `close CODE`, `spin` (loops until the CPU deadline). Binary messages come back
+//! `send ID X`, `close CODE`, `spin` (loops until the CPU deadline), `seqsub T FIELD AFTER`
+//! (subscribe in sequence), `seqsend T SEQ X` (send in sequence). Binary messages come back
 //! as they are. Every disconnect is published to the topic `disconnects`.
+//!
+//! `?seq=T&publish=1,2&replay=1` replays a log while going live, as a resuming client's
+//! handler does: it subscribes to `T` in sequence (field `n`), publishes `{"n":k,"from":"live"}`
+//! for each `publish` number, gives those a moment to reach the host, then sends
+//! `{"n":k,"from":"replay"}` in sequence for each `replay` number.
 // The export macro of wit-bindgen generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
@@ -63,6 +69,9 @@ impl Guest for Sockets {
             }
         }
         say(&connection, format!("welcome {connection}"));
+        if let Some(topic) = query_values(&request, "seq").first() {
+            replay_while_live(&connection, topic, &request);
+        }
         Ok(query_values(&request, "ctx")
             .first()
             .map_or("anonymous", |v| v)
@@ -102,6 +111,36 @@ impl Guest for Sockets {
                 let code = rest.parse().unwrap_or(1000);
                 let _ = connections::close(&connection, code, "asked to close");
             }
+            "seqsub" => {
+                let parts: Vec<&str> = rest.split(' ').collect();
+                let [topic, field, after] = parts[..] else {
+                    return say(&connection, "usage: seqsub T FIELD AFTER".into());
+                };
+                outcome(
+                    &connection,
+                    connections::subscribe_in_sequence(
+                        &connection,
+                        topic,
+                        field,
+                        after.parse().unwrap_or(0),
+                    ),
+                );
+            }
+            "seqsend" => {
+                let parts: Vec<&str> = rest.splitn(3, ' ').collect();
+                let [topic, seq, body] = parts[..] else {
+                    return say(&connection, "usage: seqsend T SEQ X".into());
+                };
+                let sent = connections::send_in_sequence(
+                    &connection,
+                    topic,
+                    seq.parse().unwrap_or(0),
+                    &Frame::Text(body.into()),
+                );
+                if let Err(err) = sent {
+                    say(&connection, format!("error {err:?}"));
+                }
+            }
             "spin" =>
             {
                 #[allow(clippy::empty_loop)]
@@ -117,3 +156,27 @@ impl Guest for Sockets {
 }
 
 export!(Sockets);
+
+fn numbers(request: &UpgradeRequest, key: &str) -> Vec<u64> {
+    query_values(request, key)
+        .first()
+        .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn replay_while_live(connection: &str, topic: &str, request: &UpgradeRequest) {
+    if let Err(err) = connections::subscribe_in_sequence(connection, topic, "n", 0) {
+        return say(connection, format!("error {err:?}"));
+    }
+    for n in numbers(request, "publish") {
+        let live = format!(r#"{{"n":{n},"from":"live"}}"#);
+        let _ = connections::publish(topic, &Frame::Text(live));
+    }
+    // Long enough for the publishes to come back through Redis while this handler still runs,
+    // so that the host holds them (the order the client sees is the same either way).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for n in numbers(request, "replay") {
+        let replayed = format!(r#"{{"n":{n},"from":"replay"}}"#);
+        let _ = connections::send_in_sequence(connection, topic, n, &Frame::Text(replayed));
+    }
+}

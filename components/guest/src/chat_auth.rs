@@ -1,13 +1,21 @@
-//! Who is calling: an API key (`x-api-key`, with the `chat` permission) to start a session, and
-//! the session's client token (`x-nexus-client-key`) for everything on it. Keys are checked in
-//! PostgreSQL on every request, so disabling or deleting one takes effect at once.
+//! Who is calling the Chat API: an API key (`x-api-key`, with the `chat` permission) to start a
+//! session, and the session's client token (`x-nexus-client-key`) for everything on it, its
+//! WebSocket included. Keys are checked in PostgreSQL on every request, so disabling or
+//! deleting one takes effect at once.
+//!
+//! The caller's headers come as a lookup (a name in lower case to its trimmed, non-empty
+//! value), so that an HTTP request and a WebSocket upgrade are checked alike.
 
-use nexus_guest::api::{ApiError, ApiResult, Code};
-use nexus_guest::secrets::hash_api_key;
-use nexus_guest::spin::{Db, header, opt_text, text};
-use nexus_guest::token::{self, ClientClaims};
-use spin_sdk::http::Request;
+use crate::api::{ApiError, ApiResult, Code};
+use crate::conversation;
+use crate::live::{LiveSession, LiveState};
+use crate::secrets::hash_api_key;
+use crate::spin::{Db, Live, opt_text, text};
+use crate::token::{self, ClientClaims};
 use spin_sdk::pg4::ParameterValue;
+
+/// A request's headers: the value of a header by its lower-case name.
+pub type Headers<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The tenant a request acts for.
 pub struct Tenant {
@@ -99,8 +107,8 @@ fn tenant_by_ccid(db: &Db, ccid: &str, channel: &str) -> ApiResult<Tenant> {
 }
 
 /// The API key a session is started with: required.
-pub fn starting_tenant(req: &Request, db: &Db) -> ApiResult<Tenant> {
-    let key = header(req, "x-api-key").ok_or_else(|| {
+pub fn starting_tenant(header: Headers<'_>, db: &Db) -> ApiResult<Tenant> {
+    let key = header("x-api-key").ok_or_else(|| {
         ApiError::new(
             401,
             Code::AuthenticationRequired,
@@ -108,13 +116,13 @@ pub fn starting_tenant(req: &Request, db: &Db) -> ApiResult<Tenant> {
         )
     })?;
     let tenant = api_key_tenant(db, &key, None)?;
-    check_ccid_header(req, &tenant)?;
+    check_ccid_header(header, &tenant)?;
     Ok(tenant)
 }
 
 /// `x-ccid`, when sent, must name the key's own contact center.
-fn check_ccid_header(req: &Request, tenant: &Tenant) -> ApiResult<()> {
-    match header(req, "x-ccid") {
+fn check_ccid_header(header: Headers<'_>, tenant: &Tenant) -> ApiResult<()> {
+    match header("x-ccid") {
         Some(ccid) if ccid != tenant.ccid => Err(invalid_contact_center(
             403,
             "the API key belongs to another contact center",
@@ -130,16 +138,16 @@ pub fn invalid_client_token(message: &str) -> ApiError {
 /// A request on a session: the verified claims of its client token, and its tenant. The widgets
 /// also send `x-api-key`; when they do it must be a valid chat key of the same tenant.
 pub fn session_caller(
-    req: &Request,
+    header: Headers<'_>,
     db: &Db,
     session_id: &str,
 ) -> ApiResult<(Tenant, ClientClaims)> {
-    let presented = header(req, "x-nexus-client-key").ok_or_else(|| {
+    let presented = header("x-nexus-client-key").ok_or_else(|| {
         invalid_client_token("send the session's client token in the x-nexus-client-key header")
     })?;
     let unverified =
         token::parse(&presented).map_err(|err| invalid_client_token(&err.to_string()))?;
-    let tenant = match header(req, "x-api-key") {
+    let tenant = match header("x-api-key") {
         Some(key) => {
             let tenant = api_key_tenant(db, &key, Some(&unverified.claims.transport_id))?;
             if tenant.ccid != unverified.claims.ccid {
@@ -152,7 +160,7 @@ pub fn session_caller(
         }
         None => tenant_by_ccid(db, &unverified.claims.ccid, &unverified.claims.transport_id)?,
     };
-    check_ccid_header(req, &tenant)?;
+    check_ccid_header(header, &tenant)?;
     let claims = unverified
         .verify(tenant.token_secret.as_bytes())
         .map_err(|err| invalid_client_token(&err.to_string()))?;
@@ -162,4 +170,54 @@ pub fn session_caller(
         ));
     }
     Ok((tenant, claims))
+}
+
+/// After this long without activity a session is idle (its timer in Redis runs out).
+pub const INACTIVITY_SECONDS: i64 = 30 * 60;
+
+fn unknown_session() -> ApiError {
+    ApiError::new(404, Code::InvalidSession, "no such session")
+}
+
+/// The live state of the session a verified client token is for (rebuilt from PostgreSQL when
+/// Redis lost it), once it is sure that the token's participant and transport are the
+/// session's.
+pub fn live_session(
+    db: &Db,
+    live: &Live,
+    tenant: &Tenant,
+    claims: &ClientClaims,
+    session_id: &str,
+) -> ApiResult<LiveSession> {
+    let live_session = match LiveState::new(live, session_id).load()? {
+        Some(session) => session,
+        None => {
+            let (session, tail) = conversation::load_session(db, tenant.id, session_id)?
+                .ok_or_else(unknown_session)?;
+            let state = LiveState::new(live, session_id);
+            state.store(&session, &tail)?;
+            if session.state == "active" {
+                state.touch(INACTIVITY_SECONDS)?;
+            }
+            session
+        }
+    };
+    if live_session.tenant_id != tenant.id {
+        return Err(unknown_session());
+    }
+    if live_session.participant_id != claims.participant_id {
+        return Err(ApiError::new(
+            403,
+            Code::InvalidParticipant,
+            "the client token's participant is not in this session",
+        ));
+    }
+    if live_session.channel_id != claims.transport_id {
+        return Err(ApiError::new(
+            403,
+            Code::InvalidTransport,
+            "the client token's transport is not this session's",
+        ));
+    }
+    Ok(live_session)
 }
