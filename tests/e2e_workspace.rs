@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use support::openapi::Api;
 use support::ws::Socket;
 use support::{ADMIN_TOKEN, Backends, Nexus, client};
+use tokio_tungstenite::tungstenite::Message;
 
 fn manifest() -> String {
     use support::manifest::{application, chat_socket, component, provisioning, workspace_socket};
@@ -1158,4 +1159,48 @@ async fn a_customer_socket_on_one_host_hears_an_agent_on_another() {
         .map(|e| e["position"].as_i64().unwrap())
         .collect();
     assert_eq!(positions, alice.visible_positions().await);
+}
+
+/// A customer more than 200 messages behind gets 200, then a close (4001) that tells them to
+/// reconnect from the last position they got; then the rest, with no gap and no repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_transcript_is_replayed_in_batches() {
+    let nexus = Nexus::start(&manifest(), Backends::Embedded).await;
+    let tenant = provision(&nexus, "acme").await;
+    let alice = customer(&nexus, &tenant, "Alice", "alice@example.com").await;
+    for n in 0..230 {
+        alice.say(&format!("line {n}")).await;
+    }
+    let mut positions = Vec::new();
+    let mut after = 0;
+    let mut closes = Vec::new();
+    loop {
+        let (mut socket, _) = alice.socket_on(&nexus, after).await;
+        let close = loop {
+            match socket.next_or_close(Duration::from_secs(10)).await {
+                Ok(Message::Text(text)) => {
+                    let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                    documents().chat.check_schema("SocketEvent", &event);
+                    if event["type"] == "Message" {
+                        positions.push(event["position"].as_i64().unwrap());
+                        if event["message"]["text"] == "line 229" {
+                            break None;
+                        }
+                    }
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(close) => break close,
+            }
+        };
+        let Some(close) = close else { break };
+        assert_eq!(u16::from(close.code), 4001, "{close:?}");
+        closes.push(close);
+        after = *positions.last().unwrap();
+    }
+    assert_eq!(closes.len(), 1, "one batch of 200, then the rest live");
+    assert_eq!(
+        positions,
+        alice.visible_positions().await,
+        "a gap or a repeat"
+    );
 }

@@ -83,6 +83,22 @@ impl Socket {
         }
     }
 
+    /// The next data message (text or binary), skipping pings; or the server's close frame
+    /// (`None` inside if it sent none) once the socket closed.
+    pub async fn next_or_close(&mut self, wait: Duration) -> Result<Message, Option<CloseFrame>> {
+        loop {
+            let frame = tokio::time::timeout(wait, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no WebSocket frame within {wait:?}"));
+            match frame {
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Close(frame))) => return Err(frame),
+                None | Some(Err(_)) => return Err(None),
+                Some(Ok(message)) => return Ok(message),
+            }
+        }
+    }
+
     /// The next text message; panics on anything else.
     pub async fn next_text(&mut self) -> String {
         match self.next_message(FRAME_WAIT).await {

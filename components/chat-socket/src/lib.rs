@@ -11,7 +11,8 @@
 //! sequence before the transcript is read, and the host holds what is published meanwhile
 //! until the replay is sent (`nexus:websocket@0.1.1`). The client may send
 //! `{"type":"ping"}`; sending messages, typing and ending go through the REST API. The events
-//! are described in `asyncapi/chat-socket.yaml`.
+//! are the `SocketEvent` schema of `openapi/chat-v3.json`. A client more than 200 messages
+//! behind gets 200 and a close with 4001: it reconnects with the last position it got.
 // The export macros of spin-sdk and wit-bindgen generate the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
@@ -32,8 +33,13 @@ use nexus_guest::routing;
 use nexus_guest::spin::{Db, Live};
 use serde_json::{Value, json};
 
-/// Transcript messages read per query while replaying.
-const REPLAY_BATCH: i64 = 200;
+/// Transcript messages replayed per connect, at most: they wait in the socket's send queue
+/// (256 messages) until the handshake completes. A client further behind is closed with
+/// [`MORE_TO_REPLAY`] after them and reconnects from the last position it got, as it would
+/// after any close.
+const MAX_REPLAY: i64 = 200;
+/// The close code that says: reconnect at once with `after`, there is more to replay.
+const MORE_TO_REPLAY: u16 = 4001;
 
 struct ChatSocket;
 
@@ -129,27 +135,31 @@ fn connect(connection: &str, request: &UpgradeRequest) -> ApiResult<String> {
             "after": after,
         }),
     );
-    let mut cursor = i64::try_from(after).unwrap_or(i64::MAX);
-    loop {
-        let messages = conversation::messages_after(&db, tenant.id, &id, cursor, REPLAY_BATCH)?;
-        for message in &messages {
-            let Some(position) = message["position"].as_i64() else {
-                continue;
-            };
-            cursor = cursor.max(position);
-            if session_event::customer_sees(message) {
-                let event = session_event::message(message).to_string();
-                let _ = connections::send_in_sequence(
-                    connection,
-                    &topic,
-                    position.unsigned_abs(),
-                    &Frame::Text(event),
-                );
-            }
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let messages = conversation::messages_after(&db, tenant.id, &id, after, MAX_REPLAY)?;
+    let mut last = after;
+    for message in &messages {
+        let Some(position) = message["position"].as_i64() else {
+            continue;
+        };
+        last = position;
+        if session_event::customer_sees(message) {
+            let event = session_event::message(message).to_string();
+            let _ = connections::send_in_sequence(
+                connection,
+                &topic,
+                position.unsigned_abs(),
+                &Frame::Text(event),
+            );
         }
-        if (messages.len() as i64) < REPLAY_BATCH {
-            break;
-        }
+    }
+    if messages.len() as i64 == MAX_REPLAY {
+        // Going live now would skip what lies between this batch and the next message.
+        let _ = connections::close(
+            connection,
+            MORE_TO_REPLAY,
+            &format!("more to replay: reconnect with after={last}"),
+        );
     }
     Ok(json!({"tenantId": tenant.id, "sessionId": id}).to_string())
 }

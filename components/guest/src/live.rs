@@ -109,8 +109,8 @@ pub fn session_topic(session_id: &str) -> String {
     format!("chat:{session_id}")
 }
 
-/// The events of a session's topic, as its customer's WebSocket sends them (`asyncapi/
-/// chat-socket.yaml`): a JSON object with a `type`. A transcript message carries its
+/// The events of a session's topic, as its customer's WebSocket sends them (the `SocketEvent`
+/// schema of `openapi/chat-v3.json`): a JSON object with a `type`. A transcript message carries its
 /// `position` at the top, which the socket delivers in sequence.
 pub mod session_event {
     use serde_json::{Value, json};

@@ -42,6 +42,8 @@ pub const MAX_TOPICS_PER_SOCKET: usize = 64;
 pub enum Outgoing {
     Text(String),
     Binary(Vec<u8>),
+    /// The handler's close, after what it queued before.
+    Close(CloseRequest),
 }
 
 impl Outgoing {
@@ -64,6 +66,7 @@ impl Outgoing {
         match self {
             Outgoing::Text(text) => text.into_bytes(),
             Outgoing::Binary(bytes) => bytes,
+            Outgoing::Close(_) => Vec::new(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Outgoing {
         match self {
             Outgoing::Text(text) => text.len(),
             Outgoing::Binary(bytes) => bytes.len(),
+            Outgoing::Close(_) => 0,
         }
     }
 }
@@ -363,6 +367,7 @@ impl Hub {
             let (text, binary) = match message {
                 Outgoing::Text(text) => (Some(text), None),
                 Outgoing::Binary(bytes) => (None, Some(bytes)),
+                Outgoing::Close(_) => return Err(WitError::Closed),
             };
             let directive = Directive::Send {
                 connection: id.into(),
@@ -438,7 +443,19 @@ impl Hub {
         }));
     }
 
-    /// Closes socket `id`, wherever it is.
+    /// Closes socket `id` at once (the host's own closes: a broken rule, a failed handler),
+    /// dropping what is still queued for it.
+    pub fn close_now(&self, id: &str, code: u16, reason: String) -> Result<(), WitError> {
+        let registry = lock(&self.registry);
+        let socket = registry.sockets.get(id).ok_or(WitError::Closed)?;
+        socket
+            .close
+            .send_replace(Some(CloseRequest { code, reason }));
+        Ok(())
+    }
+
+    /// Closes socket `id`, wherever it is, as its handler asks: after what was queued for it
+    /// before (at once if its queue is full).
     pub async fn close(&self, id: &str, code: u16, reason: String) -> Result<(), WitError> {
         if !self.is_local(id) {
             return self
@@ -454,9 +471,7 @@ impl Hub {
         }
         let registry = lock(&self.registry);
         let socket = registry.sockets.get(id).ok_or(WitError::Closed)?;
-        socket
-            .close
-            .send_replace(Some(CloseRequest { code, reason }));
+        close_after_queued(socket, CloseRequest { code, reason });
         Ok(())
     }
 
@@ -647,9 +662,7 @@ impl Hub {
                 let registry = lock(&hub.registry);
                 match registry.sockets.get(&connection) {
                     Some(socket) => {
-                        socket
-                            .close
-                            .send_replace(Some(CloseRequest { code, reason }));
+                        close_after_queued(socket, CloseRequest { code, reason });
                         Ok(())
                     }
                     None => Err(WitError::Closed),
@@ -712,6 +725,15 @@ impl Hub {
                 }));
             }
         }
+    }
+}
+
+/// Queues a close behind what the socket has queued; at once if the queue is full.
+fn close_after_queued(socket: &LocalSocket, request: CloseRequest) {
+    if let Err(mpsc::error::TrySendError::Full(Outgoing::Close(request))) =
+        socket.outbox.try_send(Outgoing::Close(request))
+    {
+        socket.close.send_replace(Some(request));
     }
 }
 

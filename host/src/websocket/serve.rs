@@ -265,14 +265,11 @@ async fn run_socket(
                         socket = id,
                         "closing a socket that sent a message over the cap"
                     );
-                    let _ = app
-                        .hub
-                        .close(
-                            id,
-                            1009,
-                            format!("messages may be at most {} bytes", decl.max_message_bytes),
-                        )
-                        .await;
+                    let _ = app.hub.close_now(
+                        id,
+                        1009,
+                        format!("messages may be at most {} bytes", decl.max_message_bytes),
+                    );
                     let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
                 } else {
                     tracing::debug!(socket = id, error = %err, "the socket failed");
@@ -291,7 +288,7 @@ async fn run_socket(
                 EventFailure::Overloaded => (1013, "the host is overloaded; reconnect shortly"),
                 EventFailure::Trapped(_) => (1011, "the socket handler failed"),
             };
-            let _ = app.hub.close(id, code, reason.into()).await;
+            let _ = app.hub.close_now(id, code, reason.into());
         }
     }
     writer.abort();
@@ -333,6 +330,13 @@ async fn write_socket(
                 let message = match message {
                     Outgoing::Text(text) => Message::text(text),
                     Outgoing::Binary(bytes) => Message::binary(bytes),
+                    Outgoing::Close(CloseRequest { code, reason }) => {
+                        let _ = sink.send(Message::Close(Some(CloseFrame {
+                            code: code.into(),
+                            reason: reason.into(),
+                        }))).await;
+                        return;
+                    }
                 };
                 if sink.send(message).await.is_err() {
                     return;
