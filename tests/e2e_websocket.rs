@@ -210,28 +210,64 @@ async fn topics_in_sequence_deliver_each_number_once(backends: Backends) {
     let (mut publisher, _) = open(&nexus, "/sockets").await;
     assert_eq!(ask(&mut reader, "seqsub feed n 5").await, "ok");
     for body in [
-        r#"{"n":4}"#,
-        r#"{"n":6}"#,
-        r#"{"n":6}"#,
+        r#"{"n":4,"x":1}"#,
+        r#"{"n":6,"x":1}"#,
+        r#"{"n":6,"x":1}"#,
         r#"{"kind":"typing"}"#,
-        r#"{"n":7}"#,
+        r#"{"n":7,"x":1}"#,
     ] {
         assert_eq!(
             ask(&mut publisher, &format!("publish feed {body}")).await,
             "ok"
         );
     }
-    assert_eq!(reader.next_text().await, r#"{"n":6}"#);
+    assert_eq!(reader.next_text().await, r#"{"n":6,"x":1}"#);
     assert_eq!(reader.next_text().await, r#"{"kind":"typing"}"#);
-    assert_eq!(reader.next_text().await, r#"{"n":7}"#);
+    assert_eq!(reader.next_text().await, r#"{"n":7,"x":1}"#);
     // A numbered send at or below the mark is skipped; above it, sent, and it raises the mark.
     reader.send("seqsend feed 7 skipped").await;
     reader.send("seqsend feed 9 nine").await;
     assert_eq!(reader.next_text().await, "nine");
-    assert_eq!(ask(&mut publisher, r#"publish feed {"n":8}"#).await, "ok");
-    assert_eq!(ask(&mut publisher, r#"publish feed {"n":10}"#).await, "ok");
-    assert_eq!(reader.next_text().await, r#"{"n":10}"#);
-    assert!(reader.stays_quiet(Duration::from_millis(300)).await);
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":8,"x":1}"#).await,
+        "ok"
+    );
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":10,"x":1}"#).await,
+        "ok"
+    );
+    assert_eq!(reader.next_text().await, r#"{"n":10,"x":1}"#);
+    // Published out of order (each publisher commits, then publishes): put back in order.
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":12,"x":1}"#).await,
+        "ok"
+    );
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":11,"x":1}"#).await,
+        "ok"
+    );
+    assert_eq!(reader.next_text().await, r#"{"n":11,"x":1}"#);
+    assert_eq!(reader.next_text().await, r#"{"n":12,"x":1}"#);
+    // A message that is only its number takes its place and is not sent.
+    assert_eq!(ask(&mut publisher, r#"publish feed {"n":13}"#).await, "ok");
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":14,"x":1}"#).await,
+        "ok"
+    );
+    assert_eq!(reader.next_text().await, r#"{"n":14,"x":1}"#);
+    // 15 never comes: after a while the socket is closed, to catch up from its log.
+    assert_eq!(
+        ask(&mut publisher, r#"publish feed {"n":16,"x":1}"#).await,
+        "ok"
+    );
+    let close = reader.closed(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    assert!(
+        nexus
+            .metrics()
+            .await
+            .contains("nexus_websockets_closed_sequence_gap_total 1"),
+    );
 }
 
 both_backends!(

@@ -1042,27 +1042,41 @@ async fn a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat(ba
     })
     .await;
 
-    // Dropped while the agent writes, resumed from the last position seen, over and over.
-    let writer = {
-        let nexus_base = nexus.base.clone();
-        let token = agent.token.clone();
-        let url = format!(
-            "{nexus_base}/nexus/v3/workspace/{}",
-            interaction("send-message")
-        );
-        tokio::spawn(async move {
-            for n in 0..40 {
-                let response = client()
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"message": format!("update {n}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), 200);
-            }
+    // Dropped while the agent and the customer write at once (so that messages are published
+    // in another order than they were committed), resumed from the last position seen, over
+    // and over.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = format!(
+                "{}/nexus/v3/workspace/{}",
+                nexus.base,
+                interaction("send-message")
+            );
+            let (token, alice_uri, alice_token) =
+                (agent.token.clone(), alice.uri.clone(), alice.token.clone());
+            tokio::spawn(async move {
+                for n in 0..10 {
+                    let text = format!("update {w}-{n}");
+                    let response = if w % 2 == 0 {
+                        client()
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(&json!({"message": text}))
+                            .send()
+                            .await
+                    } else {
+                        client()
+                            .post(format!("{alice_uri}/messages"))
+                            .header("x-nexus-client-key", &alice_token)
+                            .json(&json!({"type": "Text", "text": text}))
+                            .send()
+                            .await
+                    };
+                    assert_eq!(response.unwrap().status(), 200);
+                }
+            })
         })
-    };
+        .collect();
     for _ in 0..6 {
         socket.close().await;
         let after = seen.last().unwrap()["position"].as_i64().unwrap();
@@ -1072,8 +1086,21 @@ async fn a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat(ba
         // Whatever comes next continues the sequence (checked by `customer_until`).
         customer_until(&mut socket, &mut seen, |e| e["type"] == "Message").await;
     }
-    writer.await.unwrap();
-    customer_until(&mut socket, &mut seen, |e| message_text(e, "update 39")).await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let updates = |seen: &[Value]| {
+        seen.iter()
+            .filter(|e| {
+                e["message"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("update "))
+            })
+            .count()
+    };
+    while updates(&seen) < 40 {
+        customer_until(&mut socket, &mut seen, |e| e["type"] == "Message").await;
+    }
     let positions: Vec<i64> = seen
         .iter()
         .map(|e| e["position"].as_i64().unwrap())

@@ -57,6 +57,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub websockets_open: Gauge,
     pub websockets_too_slow: Counter,
+    pub websockets_sequence_gaps: Counter,
     pub websocket_messages_received: Counter,
     pub websocket_fanout_messages: Counter,
     pub jobs: Family<JobLabels, Counter>,
@@ -114,6 +115,7 @@ impl Default for Metrics {
         );
         let websockets_open = Gauge::default();
         let websockets_too_slow = Counter::default();
+        let websockets_sequence_gaps = Counter::default();
         let websocket_messages_received = Counter::default();
         let websocket_fanout_messages = Counter::default();
         registry.register(
@@ -125,6 +127,11 @@ impl Default for Metrics {
             "websockets_closed_too_slow",
             "WebSockets closed because their send queue was full",
             websockets_too_slow.clone(),
+        );
+        registry.register(
+            "websockets_closed_sequence_gap",
+            "WebSockets closed because a message of a topic they take in sequence never came",
+            websockets_sequence_gaps.clone(),
         );
         registry.register(
             "websocket_messages_received",
@@ -175,6 +182,7 @@ impl Default for Metrics {
             tenant_components_disabled,
             websockets_open,
             websockets_too_slow,
+            websockets_sequence_gaps,
             websocket_messages_received,
             websocket_fanout_messages,
             requests,

@@ -7,9 +7,10 @@
 //! session's state, routing and who is typing), then sends what the transcript holds after
 //! `after`, then each event as it happens: `Message` (a transcript message the customer may
 //! see: text, notices, agents joining and leaving), `Typing`, `State` and `Routing`. Messages
-//! come in rising `position`, each once: the socket is subscribed to the session's topic in
-//! sequence before the transcript is read, and the host holds what is published meanwhile
-//! until the replay is sent (`nexus:websocket@0.1.1`). The client may send
+//! come in rising `position`, each once, none skipped: the socket is subscribed to the
+//! session's topic in sequence before the transcript is read, the host holds what is published
+//! meanwhile until the replay is sent, and puts messages published out of order back in order
+//! (`nexus:websocket@0.1.1`). The client may send
 //! `{"type":"ping"}`; sending messages, typing and ending go through the REST API. The events
 //! are the `SocketEvent` schema of `openapi/chat-v3.json`. A client more than 200 messages
 //! behind gets 200 and a close with 4001: it reconnects with the last position it got.
@@ -75,6 +76,17 @@ fn send(connection: &str, event: &Value) {
     let _ = connections::send(connection, &Frame::Text(event.to_string()));
 }
 
+/// Takes the session's topic in sequence, the socket having every position up to `after`.
+fn follow(connection: &str, topic: &str, after: u64) -> ApiResult<()> {
+    connections::subscribe_in_sequence(connection, topic, "position", after).map_err(|err| {
+        ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("cannot follow the session: {err:?}"),
+        )
+    })
+}
+
 fn connect(connection: &str, request: &UpgradeRequest) -> ApiResult<String> {
     let id = session_id(request)
         .ok_or_else(|| ApiError::new(404, Code::InvalidSession, "no such session"))?;
@@ -115,13 +127,7 @@ fn connect(connection: &str, request: &UpgradeRequest) -> ApiResult<String> {
     // Subscribed first, then read: what is published from here on is held by the host until
     // this handler returns, and then delivered past what the replay sent.
     let topic = session_topic(&id);
-    connections::subscribe_in_sequence(connection, &topic, "position", after).map_err(|err| {
-        ApiError::new(
-            503,
-            Code::Unavailable,
-            format!("cannot follow the session: {err:?}"),
-        )
-    })?;
+    follow(connection, &topic, after)?;
     let state = LiveState::new(&live, &id);
     send(
         connection,
@@ -153,6 +159,9 @@ fn connect(connection: &str, request: &UpgradeRequest) -> ApiResult<String> {
             );
         }
     }
+    // The socket has everything up to the last position read, the ones it may not see too:
+    // the next one published is the next it gets.
+    follow(connection, &topic, last.unsigned_abs())?;
     if messages.len() as i64 == MAX_REPLAY {
         // Going live now would skip what lies between this batch and the next message.
         let _ = connections::close(

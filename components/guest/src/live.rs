@@ -110,14 +110,21 @@ pub fn session_topic(session_id: &str) -> String {
 }
 
 /// The events of a session's topic, as its customer's WebSocket sends them (the `SocketEvent`
-/// schema of `openapi/chat-v3.json`): a JSON object with a `type`. A transcript message carries its
-/// `position` at the top, which the socket delivers in sequence.
+/// schema of `openapi/chat-v3.json`): a JSON object with a `type`. Every transcript message
+/// carries its `position` at the top, which the socket delivers in sequence (each once, in
+/// order, none skipped: `nexus:websocket`'s `subscribe-in-sequence`).
 pub mod session_event {
     use serde_json::{Value, json};
 
-    /// A transcript message: `{"type":"Message","position":N,"message":{...}}`.
+    /// A transcript message: `{"type":"Message","position":N,"message":{...}}`; one the customer
+    /// may not see (a whisper among agents) is only its place, `{"position":N}`, which keeps the
+    /// socket's sequence whole and is not sent (the positions a customer reads skip it anyway).
     pub fn message(message: &Value) -> Value {
-        json!({"type": "Message", "position": message["position"], "message": message})
+        if customer_sees(message) {
+            json!({"type": "Message", "position": message["position"], "message": message})
+        } else {
+            json!({"position": message["position"]})
+        }
     }
 
     /// Someone started or stopped typing.
@@ -296,10 +303,7 @@ impl<'a> LiveState<'a> {
         if self.add_to_tail(messages)? || state == "ended" {
             self.expire(state)?;
         }
-        for message in messages
-            .iter()
-            .filter(|message| session_event::customer_sees(message))
-        {
+        for message in messages {
             self.publish(&session_event::message(message))?;
         }
         if state == "ended" {

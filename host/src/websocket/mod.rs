@@ -17,6 +17,7 @@
 //! event log.
 
 pub mod fanout;
+pub mod sequence;
 pub mod serve;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +32,11 @@ use crate::bindings::websocket::nexus::websocket::connections;
 use crate::bindings::websocket::nexus::websocket::types::{Error as WitError, Frame};
 use crate::metrics::Metrics;
 use fanout::Fanout;
+use sequence::Sequence;
+
+/// How long a gap in a socket's sequence may stay open (a message published before the one
+/// due) before the socket is closed to catch up from its application's log.
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 200;
@@ -97,64 +103,11 @@ struct LocalSocket {
     close: watch::Sender<Option<CloseRequest>>,
     topics: HashSet<String>,
     max_message_bytes: usize,
-    /// The topics subscribed in sequence: each one's number field and the highest number the
-    /// socket was sent.
+    /// The topics subscribed in sequence, and where each stands.
     sequences: HashMap<String, Sequence>,
     /// While the connect handler runs, what was published to the socket's topics (topic and
     /// message), delivered after what the handler sent; `None` once it returned.
     held: Option<Vec<(String, Outgoing)>>,
-}
-
-/// How a topic subscribed in sequence is delivered to one socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Sequence {
-    /// The top-level JSON field that numbers the topic's messages.
-    field: String,
-    /// The highest number the socket was sent (or was told it has).
-    mark: u64,
-}
-
-impl LocalSocket {
-    /// Whether `message`, published to `topic`, is to be sent: not if it carries a number its
-    /// sequence already passed.
-    fn admit(&mut self, topic: &str, message: &Outgoing) -> bool {
-        let Some(sequence) = self.sequences.get_mut(topic) else {
-            return true;
-        };
-        let Outgoing::Text(text) = message else {
-            return true;
-        };
-        match sequence_number(text, &sequence.field) {
-            Some(number) if number <= sequence.mark => false,
-            Some(number) => {
-                sequence.mark = number;
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Whether message `seq` of `topic` is to be sent, raising the mark if so.
-    fn admit_numbered(&mut self, topic: &str, seq: u64) -> bool {
-        match self.sequences.get_mut(topic) {
-            Some(sequence) if seq <= sequence.mark => false,
-            Some(sequence) => {
-                sequence.mark = seq;
-                true
-            }
-            None => true,
-        }
-    }
-}
-
-/// The number a published message carries in `field`, if it is a JSON object with one.
-fn sequence_number(text: &str, field: &str) -> Option<u64> {
-    // Only objects can carry the field; anything else passes without being parsed.
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
-    value.get(field)?.as_u64()
 }
 
 #[derive(Default)]
@@ -186,9 +139,9 @@ enum Directive {
     Subscribe {
         connection: String,
         topic: String,
-        /// For `subscribe-in-sequence`: the number field and where the socket is.
+        /// For `subscribe-in-sequence`: the number field and the last number the socket has.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        sequence: Option<Sequence>,
+        sequence: Option<(String, u64)>,
     },
     Unsubscribe {
         connection: String,
@@ -382,33 +335,56 @@ impl Hub {
         if message.len() > socket.max_message_bytes {
             return Err(WitError::TooLarge);
         }
-        let admitted = match &in_sequence {
-            Some((topic, seq)) => socket.admit_numbered(topic, *seq),
-            None => true,
+        self.send_numbered(id, socket, message, in_sequence);
+        Ok(())
+    }
+
+    /// Queues a handler's message on a socket of this node; a numbered one only if the
+    /// socket's sequence has not passed it, followed by what it lets through.
+    fn send_numbered(
+        &self,
+        id: &str,
+        socket: &mut LocalSocket,
+        message: Outgoing,
+        in_sequence: Option<(String, u64)>,
+    ) {
+        let released = match in_sequence {
+            Some((topic, seq)) => match socket.sequences.get_mut(&topic) {
+                Some(sequence) => match sequence.numbered(seq) {
+                    Some(released) => released,
+                    None => return,
+                },
+                None => Vec::new(),
+            },
+            None => Vec::new(),
         };
-        if admitted {
+        self.offer(id, socket, message);
+        for message in released {
             self.offer(id, socket, message);
         }
-        Ok(())
     }
 
     /// Ends the holding of socket `id`'s published messages (its connect handler returned):
     /// what was held is delivered now, after what the handler sent.
-    pub fn release(&self, id: &str) {
+    pub fn release(self: &Arc<Self>, id: &str) {
         let mut registry = lock(&self.registry);
         let Some(socket) = registry.sockets.get_mut(id) else {
             return;
         };
         for (topic, message) in socket.held.take().unwrap_or_default() {
-            if socket.admit(&topic, &message) {
-                self.offer(id, socket, message);
-            }
+            self.admit(id, socket, &topic, message);
         }
     }
 
     /// Delivers a message published to `topic` to one socket of this node: held while its
     /// connect handler runs, then in sequence where the topic is subscribed so.
-    fn deliver(&self, id: &str, socket: &mut LocalSocket, topic: &str, message: Outgoing) {
+    fn deliver(
+        self: &Arc<Self>,
+        id: &str,
+        socket: &mut LocalSocket,
+        topic: &str,
+        message: Outgoing,
+    ) {
         if let Some(held) = &mut socket.held {
             // A connect handler runs for at most the request timeout; a socket that has more
             // published to it meanwhile than its queue holds is too slow to keep.
@@ -419,9 +395,70 @@ impl Hub {
             }
             return;
         }
-        if socket.admit(topic, &message) {
+        self.admit(id, socket, topic, message);
+    }
+
+    /// Queues a published message, through the topic's sequence if it has one.
+    fn admit(self: &Arc<Self>, id: &str, socket: &mut LocalSocket, topic: &str, message: Outgoing) {
+        let Some(sequence) = socket.sequences.get_mut(topic) else {
+            self.offer(id, socket, message);
+            return;
+        };
+        let admission = sequence.published(message);
+        if admission.overflow {
+            self.missed(id, socket);
+            return;
+        }
+        for message in admission.send {
             self.offer(id, socket, message);
         }
+        if admission.gap_opened {
+            self.watch_gap(id, topic);
+        }
+    }
+
+    /// Closes a socket whose sequence cannot be completed here (a message before the ones held
+    /// never came): its client reconnects from the last number it got.
+    fn missed(&self, id: &str, socket: &LocalSocket) {
+        tracing::info!(
+            socket = id,
+            "closing a socket that missed a message of its sequence"
+        );
+        self.metrics.websockets_sequence_gaps.inc();
+        socket.close.send_replace(Some(CloseRequest {
+            code: 1013,
+            reason: "missed an event: reconnect and catch up".into(),
+        }));
+    }
+
+    /// Waits for a gap in a socket's sequence to close; one that stays open, with nothing
+    /// coming in order, for [`GAP_WAIT`] closes the socket.
+    fn watch_gap(self: &Arc<Self>, id: &str, topic: &str) {
+        let hub = Arc::downgrade(self);
+        let (id, topic) = (id.to_owned(), topic.to_owned());
+        tokio::spawn(async move {
+            let mut mark = None;
+            loop {
+                tokio::time::sleep(GAP_WAIT).await;
+                let Some(hub) = hub.upgrade() else { return };
+                let registry = lock(&hub.registry);
+                let Some(socket) = registry.sockets.get(&id) else {
+                    return;
+                };
+                let Some(sequence) = socket.sequences.get(&topic) else {
+                    return;
+                };
+                if !sequence.has_gap() {
+                    return;
+                }
+                if mark == Some(sequence.mark()) {
+                    hub.missed(&id, socket);
+                    return;
+                }
+                // Things moved on (a gap filled, another opened): give the new one its time.
+                mark = Some(sequence.mark());
+            }
+        });
     }
 
     /// Queues a message without waiting; a socket whose queue is full is closed as too slow.
@@ -481,7 +518,7 @@ impl Hub {
         &self,
         id: &str,
         topic: String,
-        sequence: Option<Sequence>,
+        sequence: Option<(String, u64)>,
     ) -> Result<(), WitError> {
         if !valid_topic(&topic) {
             return Err(WitError::InvalidTopic);
@@ -501,8 +538,10 @@ impl Hub {
         let first_here = {
             let mut registry = lock(&self.registry);
             let socket = registry.sockets.get_mut(id).ok_or(WitError::Closed)?;
-            if let Some(sequence) = sequence {
-                socket.sequences.insert(topic.clone(), sequence);
+            if let Some((field, after)) = sequence {
+                socket
+                    .sequences
+                    .insert(topic.clone(), Sequence::new(field, after));
             }
             if socket.topics.contains(&topic) {
                 return Ok(());
@@ -642,13 +681,7 @@ impl Hub {
                 let mut registry = lock(&hub.registry);
                 match registry.sockets.get_mut(&connection) {
                     Some(socket) => {
-                        let admitted = match &in_sequence {
-                            Some((topic, seq)) => socket.admit_numbered(topic, *seq),
-                            None => true,
-                        };
-                        if admitted {
-                            hub.offer(&connection, socket, message);
-                        }
+                        hub.send_numbered(&connection, socket, message, in_sequence);
                         Ok(())
                     }
                     None => Err(WitError::Closed),
@@ -829,8 +862,10 @@ impl connections::Host for WebSocketCtx {
         field: String,
         after: u64,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let sequence = Sequence { field, mark: after };
-        Ok(self.hub.subscribe(&connection, topic, Some(sequence)).await)
+        Ok(self
+            .hub
+            .subscribe(&connection, topic, Some((field, after)))
+            .await)
     }
 
     async fn unsubscribe(
@@ -854,61 +889,3 @@ impl connections::Host for WebSocketCtx {
 }
 
 impl crate::bindings::websocket::nexus::websocket::types::Host for WebSocketCtx {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn socket_in_sequence(topic: &str, after: u64) -> (LocalSocket, mpsc::Receiver<Outgoing>) {
-        let (outbox, received) = mpsc::channel(8);
-        let (close, _) = watch::channel(None);
-        let socket = LocalSocket {
-            outbox,
-            close,
-            topics: HashSet::from([topic.to_owned()]),
-            max_message_bytes: 1024,
-            sequences: HashMap::from([(
-                topic.to_owned(),
-                Sequence {
-                    field: "position".into(),
-                    mark: after,
-                },
-            )]),
-            held: None,
-        };
-        (socket, received)
-    }
-
-    #[test]
-    fn a_sequence_admits_each_number_once_in_rising_order() {
-        let (mut socket, _received) = socket_in_sequence("chat:1", 2);
-        let text = |t: &str| Outgoing::Text(t.to_owned());
-        assert!(!socket.admit("chat:1", &text(r#"{"position":2}"#)));
-        assert!(socket.admit("chat:1", &text(r#"{"type":"Message","position":3}"#)));
-        assert!(!socket.admit("chat:1", &text(r#"{"position":3}"#)));
-        // Without the number, or not an object, or on another topic: as it comes.
-        assert!(socket.admit("chat:1", &text(r#"{"type":"Typing"}"#)));
-        assert!(socket.admit("chat:1", &text("plain")));
-        assert!(socket.admit("chat:1", &text(r#"{"position":"7"}"#)));
-        assert!(socket.admit("other", &text(r#"{"position":1}"#)));
-        // A numbered send raises the mark that published messages meet, and the other way.
-        assert!(socket.admit_numbered("chat:1", 5));
-        assert!(!socket.admit("chat:1", &text(r#"{"position":4}"#)));
-        assert!(!socket.admit_numbered("chat:1", 5));
-        assert!(socket.admit("chat:1", &text(r#"{ "position" : 9 }"#)));
-        assert!(!socket.admit_numbered("chat:1", 8));
-        assert!(socket.admit_numbered("other", 1));
-    }
-
-    #[test]
-    fn sequence_numbers_are_read_from_the_top_level_only() {
-        assert_eq!(sequence_number(r#"{"position":12}"#, "position"), Some(12));
-        assert_eq!(
-            sequence_number(r#"{"m":{"position":12}}"#, "position"),
-            None
-        );
-        assert_eq!(sequence_number(r#"[{"position":12}]"#, "position"), None);
-        assert_eq!(sequence_number(r#"{"position":-1}"#, "position"), None);
-        assert_eq!(sequence_number("{broken", "position"), None);
-    }
-}
