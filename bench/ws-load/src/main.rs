@@ -1,4 +1,5 @@
-//! The load generator of `bench/workspace.sh` (see BENCHMARKS.md). Three commands:
+//! The load generator of `bench/workspace.sh` and `bench/customers.sh` (see BENCHMARKS.md).
+//! Four commands:
 //!
 //! - `latency`: provisions tenant `bench` with a chat channel routed to one queue, connects
 //!   `--agents` agent desktops (the workspace socket) and makes them ready, starts `--sessions`
@@ -15,9 +16,24 @@
 //! - `idle`: opens idle connections to a host (workspace sockets, or HTTP/1.1 keep-alive
 //!   connections that made one request each) and reports the host's resident memory before and
 //!   after.
+//! - `customers` (`bench/customers.sh`): how many waiting web-chat customers one host holds and
+//!   what each costs. It provisions a tenant of its own, starts `--count` chat sessions through
+//!   the Chat API (retrying a 503 and counting it), then has every customer wait as a widget
+//!   does, `--kind` deciding how: `long-poll` keeps `GET {selfUri}/messages?after=N&timeout=25`
+//!   open and asks again as soon as it answers; `socket` holds the customer WebSocket
+//!   (`/nexus/v3/chat/sessions/{id}/socket`); `desktop` (the baseline) holds that many agent
+//!   desktops on the workspace socket instead. It reports the host's resident memory before and
+//!   after, the Redis commands per second while everyone waits idle (against the host alone
+//!   before), the waits that failed and why, and then, for each rate in `--rates`, open loop,
+//!   how long a customer's own message takes from its scheduled send to their waiting read or
+//!   socket. Client connections are bound to several loopback source addresses
+//!   (`--source`, `--per-source`): one address has too few ephemeral ports for 50,000.
+
+mod customers;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,10 +47,12 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const TENANT: &str = "bench";
@@ -101,6 +119,7 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         warmup: usize,
     },
+    Customers(customers::Args),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,7 +159,7 @@ async fn main() -> Result<()> {
             out,
         } => {
             let api = Arc::new(Api::new(url, admin_token)?);
-            let agents = add_agents(&api, "idle", count, 1).await?;
+            let agents = add_agents(&api, TENANT, "idle", count, 1).await?;
             let tokens: Vec<String> = agents.into_iter().map(|a| a.token).collect();
             std::fs::write(&out, tokens.join("\n") + "\n")
                 .with_context(|| format!("cannot write {}", out.display()))
@@ -153,6 +172,7 @@ async fn main() -> Result<()> {
             tokens,
             warmup,
         } => idle(&url, kind, count, pid, tokens, warmup).await,
+        Command::Customers(args) => customers::run(args).await,
     }
 }
 
@@ -220,13 +240,19 @@ struct Agent {
     token: String,
 }
 
-async fn add_agents(api: &Api, name: &str, count: usize, capacity: usize) -> Result<Vec<Agent>> {
+async fn add_agents(
+    api: &Api,
+    tenant: &str,
+    name: &str,
+    count: usize,
+    capacity: usize,
+) -> Result<Vec<Agent>> {
     let created = futures::stream::iter(0..count)
         .map(|n| async move {
             let agent = api
                 .admin(
                     Method::POST,
-                    &format!("/tenants/{TENANT}/agents"),
+                    &format!("/tenants/{tenant}/agents"),
                     json!({"username": format!("{name}{n}"), "capacity": {"chat": capacity}}),
                 )
                 .await?;
@@ -250,14 +276,59 @@ fn text(value: &Value) -> Result<String> {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens an agent desktop and reads its `Connected`.
-async fn open_desktop(ws_url: &str, token: &str) -> Result<Ws> {
+/// A TCP connection to `host` from the loopback address `source`. One source address has about
+/// 28,000 ephemeral ports for one destination; 50,000 connections need several.
+async fn connect_from(host: SocketAddr, source: IpAddr) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    // A port an earlier phase left in TIME_WAIT may be taken again.
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .with_context(|| format!("bind {source}"))?;
+    Ok(socket.connect(host).await?)
+}
+
+/// The address of an `http://` or `ws://` URL whose host is an IP address.
+fn socket_addr(url: &str) -> Result<SocketAddr> {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    authority
+        .parse()
+        .with_context(|| format!("expected an IP address and port in {url}"))
+}
+
+/// A WebSocket handshake, from the loopback address `source` if given.
+async fn ws_connect(request: Request, source: Option<IpAddr>) -> Result<Ws> {
+    let Some(source) = source else {
+        return Ok(tokio_tungstenite::connect_async(request).await?.0);
+    };
+    let host = socket_addr(&request.uri().to_string())?;
+    let stream = connect_from(host, source).await?;
+    // tungstenite keeps each socket's read buffer resident (128 KiB by default): 50,000 sockets
+    // would take 6 GiB of the load generator's memory for nothing.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await?;
+    Ok(socket)
+}
+
+/// Opens an agent desktop (from the loopback address `source`, if given) and reads its
+/// `Connected`.
+async fn open_desktop(ws_url: &str, token: &str, source: Option<IpAddr>) -> Result<Ws> {
     let mut request = format!("{ws_url}/nexus/v3/workspace/socket").into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     let opening = async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut socket = ws_connect(request, source).await?;
         while let Some(frame) = socket.next().await {
             if let Message::Text(text) = frame? {
                 let event: Value = serde_json::from_str(&text)?;
@@ -283,8 +354,14 @@ impl Arrivals {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record(&self, n: u64, at: Instant) {
-        self.lock().entry(n).or_insert(at);
+    /// Whether `n` is new (a second arrival keeps the first's time).
+    fn record(&self, n: u64, at: Instant) -> bool {
+        let mut arrivals = self.lock();
+        if arrivals.contains_key(&n) {
+            return false;
+        }
+        arrivals.insert(n, at);
+        true
     }
 
     fn get(&self, n: u64) -> Option<Instant> {
@@ -430,12 +507,12 @@ async fn set_up(api: &Arc<Api>, setup: &Setup) -> Result<Floor> {
     .await?;
 
     let capacity = setup.sessions.div_ceil(setup.agents.max(1));
-    let agents = add_agents(api, "agent", setup.agents, capacity).await?;
+    let agents = add_agents(api, TENANT, "agent", setup.agents, capacity).await?;
     let arrivals = Arc::new(Arrivals::default());
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut desktops = Vec::new();
     for agent in &agents {
-        let socket = open_desktop(&api.ws_url(), &agent.token).await?;
+        let socket = open_desktop(&api.ws_url(), &agent.token, None).await?;
         desktops.push(run_desktop(
             socket,
             api.clone(),
@@ -690,7 +767,7 @@ async fn open_idle(url: &str, kind: Kind, token: Option<&str>) -> Result<Held> {
     match kind {
         Kind::Ws => {
             let token = token.ok_or_else(|| anyhow!("--kind ws needs --tokens"))?;
-            let mut socket = open_desktop(&url.replacen("http", "ws", 1), token).await?;
+            let mut socket = open_desktop(&url.replacen("http", "ws", 1), token, None).await?;
             // Reading answers the host's pings, as an idle desktop does.
             let task = tokio::spawn(async move { while let Some(Ok(_)) = socket.next().await {} });
             Ok(Held {
@@ -736,14 +813,15 @@ async fn open_many(url: &str, kind: Kind, count: usize, tokens: &[String]) -> Re
     opened.into_iter().collect()
 }
 
-/// The host's `nexus_websockets_open` gauge.
-async fn websockets_open(url: &str) -> Result<u64> {
+/// A gauge of the host's (`nexus_websockets_open`, `nexus_parked_requests`).
+async fn gauge(url: &str, name: &str) -> Result<u64> {
     let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("nexus_websockets_open "))
-        .and_then(|value| value.trim().parse().ok())
-        .ok_or_else(|| anyhow!("no nexus_websockets_open in /metrics"))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .ok_or_else(|| anyhow!("no {name} in /metrics"))
 }
 
 async fn idle(
@@ -771,7 +849,7 @@ async fn idle(
     tokio::time::sleep(settle).await;
     let after = rss_kib(pid)?;
     if kind == Kind::Ws {
-        let open = websockets_open(url).await?;
+        let open = gauge(url, "nexus_websockets_open").await?;
         if open < count as u64 {
             bail!("the host holds {open} sockets, not {count}");
         }
