@@ -78,17 +78,36 @@ impl OutboundAddress {
     }
 }
 
-/// `address` with any password replaced by `***`, fit for logs and guest-visible errors.
+/// `address` with any password replaced by `***`, fit for logs and guest-visible errors: the
+/// URL's own, and a `password` parameter of its query (libpq takes `?password=` too).
 pub fn redact_credentials(address: &str) -> String {
-    match Url::parse(address) {
-        Ok(mut url) if url.password().is_some() => {
-            // Setting a password only fails on URLs that cannot have one, which this has.
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(_) => address.to_owned(),
-        Err(_) => "<unparsable address>".to_owned(),
+    let Ok(mut url) = Url::parse(address) else {
+        return "<unparsable address>".to_owned();
+    };
+    let is_password = |key: &str| key.eq_ignore_ascii_case("password");
+    let in_query = url.query_pairs().any(|(key, _)| is_password(&key));
+    if url.password().is_none() && !in_query {
+        return address.to_owned();
     }
+    if url.password().is_some() {
+        // Setting a password only fails on URLs that cannot have one, which this has.
+        let _ = url.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if is_password(&key) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// The port a scheme uses when an address names none.
@@ -427,6 +446,18 @@ mod tests {
         assert_eq!(
             redact_credentials("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_credentials("postgres://db/nexus?user=nexus&password=s3cret&sslmode=require"),
+            "postgres://db/nexus?user=nexus&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_credentials("postgres://u:p@db/nexus?PASSWORD=s3cret"),
+            "postgres://u:***@db/nexus?PASSWORD=***"
+        );
+        assert_eq!(
+            redact_credentials("postgres://db/n?password=a%20b"),
+            "postgres://db/n?password=***"
         );
     }
 
