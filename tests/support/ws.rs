@@ -71,16 +71,7 @@ impl Socket {
 
     /// The next data message (text or binary), skipping pings; `None` if the socket closed.
     pub async fn next_message(&mut self, wait: Duration) -> Option<Message> {
-        loop {
-            let frame = tokio::time::timeout(wait, self.stream.next())
-                .await
-                .unwrap_or_else(|_| panic!("no WebSocket frame within {wait:?}"));
-            match frame {
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(message)) => return Some(message),
-            }
-        }
+        self.next_or_close(wait).await.ok()
     }
 
     /// The next data message (text or binary), skipping pings; or the server's close frame

@@ -45,7 +45,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::{
     Api, Arrivals, OPEN_CONCURRENCY, Ws, add_agents, connect_from, figures, gauge, open_desktop,
-    open_loop, percentile, rss_kib, socket_addr, text, ws_connect,
+    open_loop, percentile, rss_kib, socket_addr, text, until_connected,
 };
 
 /// How long a waiting long-poll asks the host to wait, in seconds (as the widget does).
@@ -512,19 +512,7 @@ async fn open_customer_socket(url: &str, source: IpAddr, chat: &Chat) -> Result<
         chat.position
     )
     .into_client_request()?;
-    let opening = async {
-        let mut socket = ws_connect(request, Some(source)).await?;
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame? {
-                let event: Value = serde_json::from_str(&text)?;
-                if event["type"] == "Connected" {
-                    return Ok(socket);
-                }
-                bail!("the socket opened with {text}, not Connected");
-            }
-        }
-        bail!("the socket closed before Connected")
-    };
+    let opening = until_connected(request, Some(source), "type");
     tokio::time::timeout(Duration::from_secs(30), opening)
         .await
         .map_err(|_| Failure::Timeout("Connected"))?

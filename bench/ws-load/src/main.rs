@@ -327,19 +327,7 @@ async fn open_desktop(ws_url: &str, token: &str, source: Option<IpAddr>) -> Resu
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
-    let opening = async {
-        let mut socket = ws_connect(request, source).await?;
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame? {
-                let event: Value = serde_json::from_str(&text)?;
-                if event["messageType"] == "Connected" {
-                    return Ok(socket);
-                }
-                bail!("the socket opened with {text}, not Connected");
-            }
-        }
-        bail!("the socket closed before Connected")
-    };
+    let opening = until_connected(request, source, "messageType");
     tokio::time::timeout(Duration::from_secs(30), opening)
         .await
         .map_err(|_| anyhow!("no Connected within 30 s"))?
@@ -860,4 +848,24 @@ async fn idle(
     );
     drop(held);
     Ok(())
+}
+
+/// Opens a WebSocket (from `source`, if given) and reads it up to its first text message, which
+/// must be a JSON object whose `kind` field says `Connected`.
+pub(crate) async fn until_connected(
+    request: Request,
+    source: Option<IpAddr>,
+    kind: &str,
+) -> Result<Ws> {
+    let mut socket = ws_connect(request, source).await?;
+    while let Some(frame) = socket.next().await {
+        if let Message::Text(text) = frame? {
+            let event: Value = serde_json::from_str(&text)?;
+            if event[kind] == "Connected" {
+                return Ok(socket);
+            }
+            bail!("the socket opened with {text}, not Connected");
+        }
+    }
+    bail!("the socket closed before Connected")
 }
