@@ -10,6 +10,9 @@
 # on loopback; each is measured ROUNDS times, interleaved, and the median round is reported.
 # Afterwards every accepted message is counted in PostgreSQL.
 #
+# Each run also counts the CPU time of the host, PostgreSQL's backends and Redis per request,
+# to show where a request's cost lands (CPU_OF= to skip).
+#
 #   bench/chat.sh                       # DURATION=10s CONNECTIONS=32 SESSIONS=64 ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-64}
+# Whose CPU time is counted per request (process names): where a request's cost lands.
+CPU_OF=${CPU_OF:-nexus postgres redis-server}
 
 source bench/lib.sh
 start_run_on_services
@@ -29,6 +34,7 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --quiet --locked --release -p nexus-host
 scripts/build-components.sh >/dev/null 2>&1
+link_components
 psql -q "$PGADMIN" -c "CREATE DATABASE $database"
 
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
@@ -100,5 +106,15 @@ for name in hello insert send; do
   esac
   echo "| $label | ${rps[$name]} | ${p50[$name]} | ${p99[$name]} | $(ratio "${rps[$name]}" "${rps[hello]}") | $(ratio "${rps[$name]}" "${rps[insert]}") |"
 done
+if [ -n "$CPU_OF" ]; then
+  echo
+  echo "CPU µs per request (user + system, median of the rounds), by process:"
+  echo
+  echo "| request | $(echo "$CPU_OF" | sed 's/ / | /g') |"
+  echo "|---|$(for _ in $CPU_OF; do printf -- '---:|'; done)"
+  for name in hello insert send; do
+    echo "| $name | $(echo "${cpu[$name]}" | xargs | sed 's/ / | /g') |"
+  done
+fi
 echo
 echo "messages stored in PostgreSQL: $stored; host errors logged: $failed"

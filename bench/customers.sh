@@ -41,12 +41,7 @@ source bench/lib.sh
 start_run_on_services
 cargo build --quiet --locked --release -p nexus-host -p nexus-bench-ws-load
 scripts/build-components.sh >/dev/null 2>&1
-# spin.toml names the components under target/wasm32-wasip2/release: with a CARGO_TARGET_DIR
-# elsewhere, that is where they are.
-if [ ! -e target/wasm32-wasip2 ] && [ "$(realpath -m "$target")" != "$(realpath -m target)" ]; then
-  mkdir -p target
-  ln -s "$target/wasm32-wasip2" target/wasm32-wasip2
-fi
+link_components
 psql -q "$PGADMIN" -c "CREATE DATABASE $database"
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 # Channel secrets are sealed under it: one key for every host of the run.

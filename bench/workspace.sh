@@ -35,6 +35,7 @@ if [ "$(ulimit -n)" -lt $((IDLE + 1024)) ]; then
 fi
 cargo build --quiet --locked --release -p nexus-host -p nexus-bench-ws-load
 scripts/build-components.sh >/dev/null 2>&1
+link_components
 psql -q "$PGADMIN" -c "CREATE DATABASE $database"
 admin=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
 # Channel secrets are sealed under it: one key for every host of the run.
