@@ -15,7 +15,10 @@ packages=(
   -p nexus-webhooks -p nexus-messaging -p nexus-sms -p nexus-email -p nexus-bots -p nexus-securemail
   -p nexus-example -p nexus-hello -p nexus-fixture-limits -p nexus-fixture-sockets
   -p nexus-tenant -p faq-bot -p pii-redact -p nexus-fixture-tenant-misbehave
+  -p nexus-assets
 )
+# The assets component embeds the widget, the console and the demo page: built first.
+scripts/build-web.sh >/dev/null
 if [[ "${1:-}" == "--clippy" ]]; then
   cargo clippy --locked --release --target wasm32-wasip2 "${packages[@]}" -- -D warnings
 else

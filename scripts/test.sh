@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this): the servers the tests need, the
 # checks (vendored WIT unchanged, formatting, clippy on host, benchmarks and components), the components,
-# then every unit and end-to-end test, then the fuzzing of the APIs (scripts/fuzz.sh).
+# then every unit and end-to-end test, the browser tests (scripts/browser-test.sh), then the
+# fuzzing of the APIs (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
 scripts/vendor-wit.sh --check
 cargo fmt --all -- --check
+# The web sources (widget, console, demo page): type-checked, then built (the gzipped widget's
+# size limit is checked by the build).
+scripts/build-web.sh --check
 scripts/build-components.sh
 # The native crates: the host, the guest library's unit tests, the test harness, the example
 # tenant components' tests, and the benchmarks' programs.
@@ -19,6 +23,9 @@ scripts/build-components.sh --clippy
 # the example tenant components (their unit tests, and their built components under the harness,
 # as a tenant runs them).
 cargo test --locked
+# The widget and the console in a real browser (Playwright and Debian's Chromium, which it
+# installs where missing) against `nexus up --demo` (the binary the tests just built).
+scripts/browser-test.sh
 # Schema-driven fuzzing of every OpenAPI document against a real nexus (the binary the tests
 # just built) on the real Redis and PostgreSQL: no 5xx, every answer as documented. Bounded to a
 # few minutes; it closes with `N passed, N failed` over the documents.

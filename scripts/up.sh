@@ -2,6 +2,10 @@
 # Builds nexus and its components (release) and serves spin.toml: `scripts/up.sh [nexus up flags]`.
 # With no REDIS_URL / DATABASE_URL it runs on the embedded Redis and PostgreSQL.
 #
+# It is for trying nexus on one machine: it starts it with `--demo`, which makes a demo contact
+# center (tenant `demo`, a bot, an agent and a supervisor) and prints the URL of a demo page with
+# the widget and links to the agent console. NEXUS_DEMO=false leaves the demo out.
+#
 # The provisioning API needs an admin token (the application variable admin_token). Unless
 # SPIN_VARIABLE_ADMIN_TOKEN is set, one is made once, kept in .nexus/admin-token (mode 600), and
 # used on every start. The same goes for credentials_key (.nexus/credentials-key).
@@ -31,4 +35,6 @@ if [[ -z "${SPIN_VARIABLE_CREDENTIALS_KEY:-}" ]]; then
   SPIN_VARIABLE_CREDENTIALS_KEY="$(cat "$key_file")"
   export SPIN_VARIABLE_CREDENTIALS_KEY
 fi
-exec cargo run --locked --release -p nexus-host -- up --build "$@"
+demo=(--demo)
+[[ "${NEXUS_DEMO:-true}" != false ]] || demo=()
+exec cargo run --locked --release -p nexus-host -- up --build "${demo[@]}" "$@"

@@ -76,6 +76,7 @@ both_backends!(
     tenants_are_isolated,
     live_state_is_rebuilt_after_redis_loses_it,
     long_transcripts_read_in_full_from_redis_and_postgresql,
+    a_customer_sends_a_file_and_downloads_it,
 );
 
 /// A request body.
@@ -1543,5 +1544,144 @@ async fn long_transcripts_read_in_full_from_redis_and_postgresql(backends: Backe
             .collect();
         let in_order: Vec<String> = (0..EACH).map(|n| format!("{sender}-{n}")).collect();
         assert_eq!(own, in_order);
+    }
+}
+
+/// A web chat customer sends a file: it is stored with the message that carries it, comes once
+/// in the transcript, downloads as uploaded for that session only, and a resend with the same
+/// `messageId` stores nothing new. Bad files get their documented codes.
+async fn a_customer_sends_a_file_and_downloads_it(backends: Backends) {
+    let nexus = Nexus::start(MANIFEST, backends).await;
+    let api = Client::new(&nexus);
+    let tenant = api.provision("files").await;
+    let session = api.start_chat(&tenant, &[("data[nickname]", "Ada")]).await;
+    let other = api.start_chat(&tenant, &[("data[nickname]", "Bob")]).await;
+    let content: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+
+    let (content_type, body) = support::multipart_file(
+        &[("text", "my receipt"), ("messageId", "upload-1")],
+        "C:\\Users\\ada\\receipt.png",
+        "image/png",
+        &content,
+    );
+    let (status, sent) = api
+        .on_session(
+            &session,
+            "POST",
+            "/files",
+            Body::Raw(&content_type, body.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let message = &sent["data"]["message"];
+    assert_eq!(message["type"], "Text");
+    assert_eq!(message["text"], "my receipt");
+    assert_eq!(message["from"]["type"], "Customer");
+    let media = &message["data"]["media"][0];
+    assert_eq!(media["filename"], "receipt.png");
+    assert_eq!(media["mimetype"], "image/png");
+    assert_eq!(media["length"], 70_000);
+    let media_id = media["mediaId"].as_str().unwrap().to_owned();
+
+    // Sent again (a retry after a lost answer): the same message, nothing stored twice.
+    let (status, again) = api
+        .on_session(&session, "POST", "/files", Body::Raw(&content_type, body))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["message"], *message);
+    let transcript = api.read(&session, 0).await;
+    let with_files: Vec<&Value> = transcript["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["data"]["media"].is_array())
+        .collect();
+    assert_eq!(with_files.len(), 1, "{transcript}");
+
+    // Without a caption the message's text is the file's name.
+    let (content_type, body) = support::multipart_file(&[], "notes.txt", "text/plain", b"hello");
+    let (status, sent) = api
+        .on_session(&session, "POST", "/files", Body::Raw(&content_type, body))
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["data"]["message"]["text"], "notes.txt");
+
+    // The customer downloads the bytes; another session's token does not.
+    let download = |token: &str, id: &str| {
+        client()
+            .get(format!("{}/files/{id}", session.uri))
+            .header("x-nexus-client-key", token.to_owned())
+            .send()
+    };
+    let file = download(&session.token, &media_id).await.unwrap();
+    assert_eq!(file.status(), 200);
+    let headers = file.headers().clone();
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"receipt.png\""
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    assert_eq!(file.bytes().await.unwrap().as_ref(), content.as_slice());
+    let stranger = download(&other.token, &media_id).await.unwrap();
+    assert_eq!(stranger.status(), 401, "another session's token");
+    let missing = client()
+        .get(format!("{}/files/{}", other.uri, media_id))
+        .header("x-nexus-client-key", other.token.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404, "a file of another session");
+
+    // Refused: no file, a type not taken (SVG can hold script), too large, after the end.
+    let (content_type, body) = support::multipart_file(&[], "x.svg", "image/svg+xml", b"<svg/>");
+    let (status, refused) = api
+        .on_session(&session, "POST", "/files", Body::Raw(&content_type, body))
+        .await;
+    assert_eq!(
+        (status, refused["status"]["code"].as_str()),
+        (400, Some("INVALID_FILE_TYPE"))
+    );
+    let (status, refused) = api
+        .on_session(
+            &session,
+            "POST",
+            "/files",
+            Body::Raw("multipart/form-data; boundary=x", b"--x--\r\n".to_vec()),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["status"]["code"].as_str()),
+        (400, Some("INVALID_PARAMETER"))
+    );
+    let big = vec![0u8; 5 * 1024 * 1024 + 1];
+    let (content_type, body) = support::multipart_file(&[], "big.pdf", "application/pdf", &big);
+    let (status, refused) = api
+        .on_session(&session, "POST", "/files", Body::Raw(&content_type, body))
+        .await;
+    assert_eq!(
+        (status, refused["status"]["code"].as_str()),
+        (413, Some("LIMIT_FILE_SIZE"))
+    );
+    let (status, _) = api.on_session(&session, "POST", "/end", Body::None).await;
+    assert_eq!(status, 200);
+    let (content_type, body) = support::multipart_file(&[], "late.txt", "text/plain", b"late");
+    let (status, refused) = api
+        .on_session(&session, "POST", "/files", Body::Raw(&content_type, body))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    // Only the two files of the messages were kept: the refused and repeated ones were not.
+    let db = nexus.database.as_ref();
+    if let Some(db) = db {
+        let stored: i64 = db
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM media", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 2);
     }
 }

@@ -429,16 +429,12 @@ async fn a_client_and_an_agent_converse_both_ways(backends: Backends) {
 
 /// A multipart/form-data body with `timestamp` and `file`, as a client's HTTP library makes it.
 fn multipart(timestamp: u64, filename: &str, mimetype: &str, content: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "nexus-test-boundary-7d1f";
-    let mut body = format!(
-        "--{boundary}\r\ncontent-disposition: form-data; name=\"timestamp\"\r\n\r\n{timestamp}\r\n\
-         --{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-         content-type: {mimetype}\r\n\r\n"
+    support::multipart_file(
+        &[("timestamp", &timestamp.to_string())],
+        filename,
+        mimetype,
+        content,
     )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 impl Client {

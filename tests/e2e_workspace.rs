@@ -561,6 +561,69 @@ async fn capacity_transfer_conference_and_after_actions(backends: Backends) {
     )
     .await;
 
+    // A supervisor finds the tenant's open chats to supervise; an agent may not list them.
+    let open = ok(
+        &nexus,
+        &sue,
+        "GET",
+        "media/chat/interactions?scope=tenant",
+        None,
+    )
+    .await;
+    let open_ids: Vec<&str> = open["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|interaction| interaction["id"].as_str().unwrap())
+        .collect();
+    assert!(open_ids.contains(&bob_first.as_str()), "{open}");
+    let (status, _) = work(
+        &nexus,
+        &ann,
+        "GET",
+        "media/chat/interactions?scope=tenant",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = work(
+        &nexus,
+        &sue,
+        "GET",
+        "media/chat/interactions?scope=all",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Whom a chat can go to: the tenant's agents with their state, and its queues.
+    let targets = ok(&nexus, &ann, "GET", "targets", None).await;
+    let agents: Vec<(&str, &str)> = targets["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|agent| {
+            (
+                agent["id"].as_str().unwrap(),
+                agent["role"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for (id, role) in [
+        (&ann.id, "agent"),
+        (&bob.id, "agent"),
+        (&sue.id, "supervisor"),
+    ] {
+        assert!(agents.contains(&(id.as_str(), role)), "{targets}");
+    }
+    assert!(
+        targets["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|queue| queue["name"] == "support"),
+        "{targets}"
+    );
+
     // A supervisor monitors (says nothing), coaches (to agents only), barges in (to all).
     let (status, _) = work(
         &nexus,

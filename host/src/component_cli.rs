@@ -131,13 +131,40 @@ async fn post(
     body: Bytes,
     content_type: Option<&str>,
 ) -> anyhow::Result<Value> {
+    let (status, value) = call(http::Method::POST, url, token, body, content_type).await?;
+    if !status.is_success() {
+        bail!("nexus answered {status}: {}", api_message(&value));
+    }
+    Ok(value)
+}
+
+/// What an API's error answer says: its `status.message`, or the body itself.
+pub fn api_message(answer: &Value) -> String {
+    match (answer["status"]["message"].as_str(), answer) {
+        (Some(message), _) => message.to_owned(),
+        (None, Value::String(text)) => text.clone(),
+        (None, other) => other.to_string(),
+    }
+}
+
+/// One call of a nexus API at `url` with a bearer `token`: the status and the JSON answer (its
+/// text as a JSON string when it is not JSON).
+pub async fn call(
+    method: http::Method,
+    url: &url::Url,
+    token: &str,
+    body: Bytes,
+    content_type: Option<&str>,
+) -> anyhow::Result<(http::StatusCode, Value)> {
     let host = url.host_str().context("the URL has no host")?.to_owned();
     let port = url.port_or_known_default().context("the URL has no port")?;
     let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
         .with_context(|| format!("cannot reach nexus at {host}:{port}"))?;
     // Origin-form, as HTTP/1.1 clients send to a server (the host goes in `Host`).
-    let mut request = http::Request::post(&url[url::Position::BeforePath..])
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(&url[url::Position::BeforePath..])
         .header(
             http::header::HOST,
             url[url::Position::BeforeHost..url::Position::AfterPort].to_owned(),
@@ -170,15 +197,9 @@ async fn post(
     } else {
         exchange(tcp, request).await?
     };
-    let value: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let message = value["status"]["message"].as_str().map_or_else(
-            || String::from_utf8_lossy(&answer).trim().to_owned(),
-            str::to_owned,
-        );
-        bail!("nexus answered {status}: {message}");
-    }
-    Ok(value)
+    let value = serde_json::from_slice(&answer)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer).trim().to_owned()));
+    Ok((status, value))
 }
 
 /// One HTTP/1.1 exchange on `io`: the status and the whole body.

@@ -14,6 +14,7 @@ pub mod bindings;
 pub mod budget;
 pub mod build;
 pub mod component_cli;
+pub mod demo;
 pub mod engine;
 pub mod log;
 pub mod loopback;

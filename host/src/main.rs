@@ -95,6 +95,10 @@ struct UpArgs {
     /// Compile components afresh instead of using the on-disk cache.
     #[arg(long)]
     no_cache: bool,
+    /// Make (or find) a demo contact center once serving, and print its demo page's URL (for a
+    /// first try; never in production). Needs the admin token.
+    #[arg(long, env = "NEXUS_DEMO")]
+    demo: bool,
 }
 
 impl DataArgs {
@@ -239,6 +243,35 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!("  ws://{address}{} -> {component}", websocket.route);
     }
     tracing::info!(%address, app = %manifest.application.name, "serving");
+    if args.demo {
+        let admin_token = nexus_host::variables::AppVariables::resolve(
+            &manifest,
+            |name| std::env::var(name).ok(),
+            &platform.variables,
+        )?
+        .get("admin_token")
+        .unwrap_or_default()
+        .to_owned();
+        let manifest_dir = args
+            .data
+            .manifest
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        tokio::spawn(async move {
+            let base = format!("http://{address}");
+            match nexus_host::demo::provision(&base, &admin_token, &data_dir, &manifest_dir).await {
+                Ok(access) => {
+                    println!("demo: {}", access.page_url(&base));
+                    println!(
+                        "  the agent console: {base}/console/ (the demo page links to it with the tokens)"
+                    );
+                }
+                Err(err) => tracing::error!(error = format!("{err:#}"), "cannot set up the demo"),
+            }
+        });
+    }
     nexus_host::schedule::start(nexus_host::schedule::schedules(&manifest)?, address);
     let database = platform
         .variables

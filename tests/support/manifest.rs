@@ -126,3 +126,15 @@ route = "{route}"
 "#
     )
 }
+
+/// The web side (widget, console, demo page) on its routes, as in spin.toml.
+pub fn assets() -> String {
+    let mut manifest = String::new();
+    for route in ["/widget/...", "/console/...", "/demo/...", "/"] {
+        manifest.push_str(&format!(
+            "\n[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"assets\"\n"
+        ));
+    }
+    manifest.push_str("\n[component.assets]\nsource = \"{assets}\"\n");
+    manifest
+}

@@ -227,6 +227,7 @@ impl Nexus {
             ("{email}", "nexus-email"),
             ("{bots}", "nexus-bots"),
             ("{securemail}", "nexus-securemail"),
+            ("{assets}", "nexus-assets"),
         ] {
             if manifest.contains(placeholder) {
                 manifest = manifest.replace(placeholder, &wasm(component).display().to_string());
@@ -466,6 +467,35 @@ async fn spawn(command: &LaunchCommand, stderr: &Path) -> (Child, String) {
     // Keep draining stdout so that the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, base)
+}
+
+/// A multipart/form-data body as a client's HTTP library makes it: the text `fields`, then one
+/// `file`; its content type (with the boundary) and bytes.
+pub fn multipart_file(
+    fields: &[(&str, &str)],
+    filename: &str,
+    mimetype: &str,
+    content: &[u8],
+) -> (String, Vec<u8>) {
+    let boundary = "----nexus-test-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\ncontent-type: {mimetype}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 pub fn client() -> reqwest::Client {

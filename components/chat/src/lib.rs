@@ -9,6 +9,8 @@
 //!   - `GET {selfUri}/messages?after=N&timeout=S` reads the transcript after position N, waiting
 //!     up to S seconds for something new (a long-poll);
 //!   - `POST {selfUri}/user-data` updates the interaction's user data;
+//!   - `POST {selfUri}/files` sends a file (multipart `file`), and `GET {selfUri}/files/{mediaId}`
+//!     downloads one of the transcript's;
 //!   - `POST {selfUri}/end` (or `DELETE {selfUri}`) ends it.
 //!
 //! Every accepted message is committed to PostgreSQL before the answer; Redis holds the live
@@ -28,12 +30,14 @@ use nexus_guest::api::{ApiError, ApiResult, Code};
 use nexus_guest::body::Fields;
 use nexus_guest::spin::{Db, Live, Reply, header, path_segments, query, reference_id, respond};
 use serde_json::{Map, Value, json};
-use spin_sdk::http::{Method, Request, ResponseOutparam};
+use spin_sdk::http::{Method, Request, Response, ResponseOutparam};
 use spin_sdk::http_component;
+use spin_sdk::pg4::ParameterValue;
 
 use nexus_guest::chat_auth::{self as auth, INACTIVITY_SECONDS, Tenant};
 use nexus_guest::conversation;
 use nexus_guest::live::{LiveSession, LiveState, TailRead};
+use nexus_guest::media::{self, Upload};
 use nexus_guest::parking;
 use nexus_guest::routing;
 use nexus_guest::tenant_components::{self, Direction, Transformable};
@@ -59,8 +63,25 @@ nexus_guest::export_parking!();
 /// (see [`read_messages`]) and then answers nothing here.
 #[http_component]
 async fn chat(req: Request, out: ResponseOutparam) {
+    // Widgets call this API from the pages of any site (CORS).
+    if *req.method() == Method::Options {
+        parking::respond(out, nexus_guest::spin::preflight("GET, POST, DELETE")).await;
+        return;
+    }
     let reference = reference_id(&req);
-    parking::respond(out, respond(&reference, serve(&req))).await;
+    let path = path_segments(&req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    // Files: a multipart body read before the session's work, and bytes (not the JSON envelope)
+    // back.
+    let mut response = match (req.method(), segments.as_slice()) {
+        (Method::Post, ["sessions", id, "files"]) => respond(&reference, upload(&req, id).await),
+        (Method::Get, ["sessions", id, "files", media_id]) => {
+            download(&req, id, media_id).unwrap_or_else(|err| respond(&reference, Err(err)))
+        }
+        _ => respond(&reference, serve(&req)),
+    };
+    nexus_guest::spin::allow_any_origin(&mut response);
+    parking::respond(out, response).await;
 }
 
 fn serve(req: &Request) -> ApiResult<Reply> {
@@ -285,12 +306,14 @@ impl Session<'_> {
         if self.is_open() {
             Ok(())
         } else {
-            Err(ApiError::new(
-                409,
-                Code::InvalidSession,
-                "the session has ended",
-            ))
+            Err(ended_error())
         }
+    }
+
+    /// PostgreSQL found the session ended (by another request, or a sweep): it is so from now on.
+    fn ended(&mut self) -> ApiError {
+        self.live_session.state = "ended".into();
+        ended_error()
     }
 
     /// Puts committed messages into the live state; if that fails, drops the live state so the
@@ -322,7 +345,7 @@ fn unknown_session() -> ApiError {
 fn on_session(
     req: &Request,
     id: &str,
-    work: fn(&Request, &mut Session<'_>) -> ApiResult<Reply>,
+    work: impl FnOnce(&Request, &mut Session<'_>) -> ApiResult<Reply>,
 ) -> ApiResult<Reply> {
     if !nexus_guest::spin::is_uuid(id) {
         return Err(unknown_session());
@@ -360,6 +383,10 @@ fn read_session(_req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     Reply::ok(data)
 }
 
+fn ended_error() -> ApiError {
+    ApiError::new(409, Code::InvalidSession, "the session has ended")
+}
+
 fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
     let fields = fields(req)?;
     let kind = fields.text("type").unwrap_or_else(|| "Text".into());
@@ -372,6 +399,18 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             session
                 .state()
                 .set_typing(&participant, &nickname, "Customer", typing)?;
+            // The agents' consoles show it too; it passes, so it is not logged for them.
+            let event = json!({
+                "messageType": "Typing",
+                "interactionId": session.id,
+                "participantId": participant,
+                "nickname": nickname,
+                "participantType": "Customer",
+                "typing": typing,
+            });
+            for (agent, _) in &session.live_session.agents {
+                let _ = nexus_guest::events::signal(&session.live, agent, &event);
+            }
             Reply::ok(json!({ "typing": typing }))
         }
         "Text" | "CustomNotice" => {
@@ -390,23 +429,8 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             let client_message_id =
                 fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
             let (tenant_id, id) = (session.tenant.id, session.id);
-            // The channel's inbound transforms see what the customer wrote before it is stored.
-            let channel_id = session.live_session.channel_id.clone();
             let text = match text {
-                // The tenant read says whether the channel has inbound transforms at all.
-                Some(text) if kind == "Text" && session.tenant.inbound_transforms => {
-                    Some(tenant_components::apply(
-                        session.db()?,
-                        &Transformable {
-                            tenant_id,
-                            channel_id: Some(&channel_id),
-                            conversation_id: id,
-                            direction: Direction::Inbound,
-                            sender_kind: "Customer",
-                        },
-                        &text,
-                    )?)
-                }
+                Some(text) if kind == "Text" => Some(transform_inbound(session, text)?),
                 other => other,
             };
             let outcome = conversation::append(
@@ -430,38 +454,12 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
                 routing_state,
             }) = outcome
             else {
-                session.live_session.state = "ended".into();
-                return Err(ApiError::new(
-                    409,
-                    Code::InvalidSession,
-                    "the session has ended",
-                ));
+                return Err(session.ended());
             };
             // Committed: the connection goes back to the pool before the Redis round trips.
             session.release_db();
             if !duplicate {
-                // A chat kept open without agents goes back to routing when the customer writes
-                // (the append said whether it is kept open: no round trip otherwise).
-                if session.live_session.agents.is_empty()
-                    && routing_state.as_deref() == Some("idle")
-                    && let Err(err) =
-                        Db::open().and_then(|db| routing::wake(&db, &session.live, tenant_id, id))
-                {
-                    nexus_guest::spin::log_error("route the woken session", &err);
-                }
-                let state = session.state();
-                if state
-                    .customer_wrote(&message, &participant, INACTIVITY_SECONDS)
-                    .is_err()
-                {
-                    state.forget();
-                }
-                conversation::tell_agents(
-                    &session.live,
-                    session.id,
-                    &session.live_session.agents,
-                    std::slice::from_ref(&message),
-                );
+                deliver(session, &message, routing_state.as_deref());
             }
             Reply::ok(json!({ "message": message, "duplicate": duplicate }))
         }
@@ -469,6 +467,172 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             "`type` is Text, CustomNotice, TypingStarted or TypingStopped, not `{other}`"
         ))),
     }
+}
+
+/// What the customer wrote, through the channel's inbound transforms (before it is stored).
+fn transform_inbound(session: &mut Session<'_>, text: String) -> ApiResult<String> {
+    // The tenant read says whether the channel has inbound transforms at all.
+    if !session.tenant.inbound_transforms {
+        return Ok(text);
+    }
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let channel_id = session.live_session.channel_id.clone();
+    tenant_components::apply(
+        session.db()?,
+        &Transformable {
+            tenant_id,
+            channel_id: Some(&channel_id),
+            conversation_id: id,
+            direction: Direction::Inbound,
+            sender_kind: "Customer",
+        },
+        &text,
+    )
+}
+
+/// After a customer's message is committed: routing woken where the chat waits for nobody, the
+/// live state (tail, publish, typing, inactivity timer), and the agents told.
+fn deliver(session: &Session<'_>, message: &Value, routing_state: Option<&str>) {
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let participant = &session.live_session.participant_id;
+    // A chat kept open without agents goes back to routing when the customer writes (the append
+    // said whether it is kept open: no round trip otherwise).
+    if session.live_session.agents.is_empty()
+        && routing_state == Some("idle")
+        && let Err(err) = Db::open().and_then(|db| routing::wake(&db, &session.live, tenant_id, id))
+    {
+        nexus_guest::spin::log_error("route the woken session", &err);
+    }
+    let state = session.state();
+    if state
+        .customer_wrote(message, participant, INACTIVITY_SECONDS)
+        .is_err()
+    {
+        state.forget();
+    }
+    conversation::tell_agents(
+        &session.live,
+        session.id,
+        &session.live_session.agents,
+        std::slice::from_ref(message),
+    );
+}
+
+fn malformed_upload() -> ApiError {
+    ApiError::bad_parameter(
+        "the body is multipart/form-data with a `file`, and optionally a `text` and a `messageId`",
+    )
+}
+
+/// `POST {selfUri}/files`: a file the customer sends (multipart `file`, with an optional
+/// caption `text` and `messageId`), stored with the session's channel and posted as a `Text`
+/// whose `data.media` describes it. Its bytes are read before the session's connection is taken.
+async fn upload(req: &Request, id: &str) -> ApiResult<Reply> {
+    let (upload, fields) = media::multipart(req, malformed_upload).await?;
+    let upload = upload.ok_or_else(malformed_upload)?;
+    media::check(&upload)?;
+    let bounded = |name: &str, max: usize| -> ApiResult<Option<String>> {
+        match fields.get(name).map(|value| value.trim()) {
+            None | Some("") => Ok(None),
+            Some(value) if value.chars().count() > max || value.contains('\0') => Err(
+                ApiError::bad_parameter(format!("`{name}` is text of at most {max} characters")),
+            ),
+            Some(value) => Ok(Some(value.to_owned())),
+        }
+    };
+    let caption = bounded("text", MAX_TEXT_CHARS)?;
+    let client_message_id = bounded("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
+    on_session(req, id, move |_, session| {
+        send_file(session, upload, caption, client_message_id)
+    })
+}
+
+fn send_file(
+    session: &mut Session<'_>,
+    upload: Upload,
+    caption: Option<String>,
+    client_message_id: Option<String>,
+) -> ApiResult<Reply> {
+    session.require_open()?;
+    let text = match caption {
+        Some(caption) => transform_inbound(session, caption)?,
+        None => upload.filename.clone(),
+    };
+    let (tenant_id, id) = (session.tenant.id, session.id);
+    let channel_id = session.live_session.channel_id.clone();
+    let participant = session.live_session.participant_id.clone();
+    let nickname = session.live_session.nickname.clone();
+    let db = session.db()?;
+    // The file and its message commit together; a resend (the same `messageId`) or an ended
+    // session keeps neither.
+    db.execute("begin", "BEGIN", &[])?;
+    let appended = media::store(db, tenant_id, &channel_id, upload).and_then(|file| {
+        conversation::append(
+            db,
+            tenant_id,
+            id,
+            &conversation::NewMessage {
+                kind: "Text",
+                participant_id: Some(&participant),
+                sender_kind: "Customer",
+                nickname: &nickname,
+                text: Some(&text),
+                data: Some(&json!({ "media": [file] })),
+                visibility: "All",
+                client_message_id: client_message_id.as_deref(),
+            },
+        )
+    });
+    let keep = matches!(&appended, Ok(Some(appended)) if !appended.duplicate);
+    if keep {
+        db.execute("commit", "COMMIT", &[])?;
+    } else {
+        let _ = db.execute("rollback", "ROLLBACK", &[]);
+    }
+    let Some(conversation::Appended {
+        message,
+        duplicate,
+        routing_state,
+    }) = appended?
+    else {
+        return Err(session.ended());
+    };
+    session.release_db();
+    if duplicate {
+        return Reply::ok(json!({ "message": message, "duplicate": true }));
+    }
+    deliver(session, &message, routing_state.as_deref());
+    Reply::created(json!({ "message": message, "duplicate": false }))
+}
+
+/// `GET {selfUri}/files/{mediaId}`: a file of this session's transcript, for its customer: the
+/// bytes as uploaded.
+fn download(req: &Request, id: &str, media_id: &str) -> ApiResult<Response> {
+    if !nexus_guest::spin::is_uuid(id) {
+        return Err(unknown_session());
+    }
+    let db = Db::open()?;
+    let (tenant, _claims) = auth::session_caller(&|name| header(req, name), &db, id)?;
+    let missing =
+        || ApiError::not_found(format!("no file of this session has the id `{media_id}`"));
+    if !nexus_guest::spin::is_uuid(media_id) {
+        return Err(missing());
+    }
+    // Only a file a message the customer may see names: not an agents' whisper's.
+    media::download(
+        &db,
+        "SELECT m.filename, m.mimetype, m.sha256, m.content FROM media m \
+         WHERE m.id = $1 AND m.tenant_id = $2 AND EXISTS ( \
+           SELECT 1 FROM messages x WHERE x.interaction_id = $3 AND x.tenant_id = $2 \
+           AND x.visibility = 'All' \
+           AND x.data -> 'media' @> jsonb_build_array(jsonb_build_object('mediaId', $1::text)))",
+        &[
+            nexus_guest::spin::uuid(media_id),
+            ParameterValue::Int64(tenant.id),
+            nexus_guest::spin::uuid(id),
+        ],
+        missing,
+    )
 }
 
 fn bounded_number(
@@ -627,7 +791,7 @@ fn update_user_data(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply
         &participant,
         &nickname,
     )?
-    .ok_or_else(|| ApiError::new(409, Code::InvalidSession, "the session has ended"))?;
+    .ok_or_else(ended_error)?;
     session.publish(std::slice::from_ref(&message), "active");
     Reply::ok(json!({ "userData": user_data }))
 }

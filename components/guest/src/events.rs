@@ -94,6 +94,17 @@ pub fn push(live: &Live, agent_id: &str, mut event: Value) -> ApiResult<i64> {
     Ok(seq)
 }
 
+/// Publishes a passing signal to an agent's socket without logging it (no `seq`): what is only
+/// true for a few seconds, such as a customer typing, is not worth replaying after a reconnect,
+/// and the long-poll never sees it.
+pub fn signal(live: &Live, agent_id: &str, event: &Value) -> ApiResult<()> {
+    live.publish(
+        &live.key(&format!("ws:topic:{}", agent_topic(agent_id))),
+        event.to_string().as_bytes(),
+    )?;
+    Ok(())
+}
+
 /// What an agent's log holds after a sequence number.
 pub struct LogRead {
     /// Consecutive events after the number asked for.

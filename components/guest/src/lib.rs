@@ -11,6 +11,7 @@ pub mod bot_contract;
 pub mod hours;
 pub mod identity;
 pub mod jobs;
+pub mod media;
 pub mod private_address;
 pub mod sealed;
 pub mod secrets;

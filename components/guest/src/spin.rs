@@ -48,6 +48,32 @@ pub fn respond(reference_id: &str, result: ApiResult<Reply>) -> Response {
     response.body(body.to_string()).build()
 }
 
+/// The request headers a web page may send to an API that [`allow_any_origin`] opens.
+const CORS_ALLOWED_HEADERS: &str =
+    "content-type, x-api-key, x-nexus-client-key, x-ccid, x-request-id";
+
+/// Lets a script of any origin read `response` (CORS). For the APIs a web page calls with
+/// credentials of its own in headers, never cookies: the Chat API's widget key is public by
+/// design (it only starts chats), and a session's client token is the page's own.
+pub fn allow_any_origin(response: &mut Response) {
+    response.set_header("access-control-allow-origin", "*");
+    response.set_header("access-control-expose-headers", "retry-after, x-request-id");
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) on an API
+/// that [`allow_any_origin`] opens: any origin, `methods`, the headers of
+/// [`CORS_ALLOWED_HEADERS`], cached by the browser for ten minutes.
+pub fn preflight(methods: &str) -> Response {
+    let mut response = Response::builder()
+        .status(204)
+        .header("access-control-allow-methods", methods)
+        .header("access-control-allow-headers", CORS_ALLOWED_HEADERS)
+        .header("access-control-max-age", "600")
+        .build();
+    allow_any_origin(&mut response);
+    response
+}
+
 /// The far side's `Retry-After` (seconds, or an HTTP date) in seconds from now.
 pub fn retry_after(response: &Response) -> Option<u64> {
     let value = response.header("retry-after")?.as_str()?;

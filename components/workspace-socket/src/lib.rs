@@ -6,7 +6,8 @@
 //! nothing falls between the two; an event may come twice, and `seq` tells which. Every event
 //! is a JSON object with `seq` and `messageType` (`InteractionStateChanged`,
 //! `MessageLogUpdated`, `AgentStateChanged`); the socket opens with `{"messageType":
-//! "Connected"}`, and `EventsLost` says the log no longer reaches back to `after`.
+//! "Connected"}`, and `EventsLost` says the log no longer reaches back to `after`. A customer
+//! typing comes as `Typing`, without `seq`: it is published to the topic, never logged.
 //! The client may send `{"type":"ping"}` (answered with a pong); operations go through the
 //! REST API.
 // The export macros of spin-sdk and wit-bindgen generate the unsafe ABI glue of the component.

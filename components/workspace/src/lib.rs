@@ -3,7 +3,10 @@
 //! Workspace API v3 (`/media/{media}/...`):
 //!
 //! - agent state: `POST media/chat/ready`, `not-ready` (`reason`), `logout`; `GET me`;
-//! - `GET media/chat/interactions`: what the agent holds or is offered;
+//! - `GET media/chat/interactions`: what the agent holds or is offered (`?scope=tenant`, for a
+//!   supervisor: every open conversation of the tenant, to monitor, coach or barge in on);
+//! - `GET targets`: whom a conversation can go to: the tenant's agents (with their state) and
+//!   queues;
 //! - on `media/chat/interactions/{id}/`: `accept`, `reject`, `send-message` (`message`,
 //!   `visibility` All|Agent|Supervisor), `send-url`, `send-typing-started`,
 //!   `send-typing-stopped`, `send-custom-notification`, `messages` (GET: the transcript),
@@ -74,42 +77,12 @@ fn file(req: &Request, id: &str) -> ApiResult<Response> {
     if !nexus_guest::spin::is_uuid(id) {
         return Err(missing());
     }
-    let rows = db.rows(
-        "read the file",
+    nexus_guest::media::download(
+        &db,
         "SELECT filename, mimetype, sha256, content FROM media WHERE id = $1 AND tenant_id = $2",
         &[uuid(id), ParameterValue::Int64(agent.tenant_id)],
-    )?;
-    let row = rows.rows().next().ok_or_else(missing)?;
-    let filename = row.get::<String>("filename").unwrap_or_default();
-    // The name goes in a quoted header parameter: no quotes, backslashes or controls in it.
-    let safe_name: String = filename
-        .chars()
-        .map(|c| {
-            if c == '"' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    Ok(Response::builder()
-        .status(200)
-        .header(
-            "content-type",
-            row.get::<String>("mimetype")
-                .unwrap_or_else(|| "application/octet-stream".into()),
-        )
-        .header(
-            "content-disposition",
-            format!("attachment; filename=\"{safe_name}\""),
-        )
-        .header("x-content-type-options", "nosniff")
-        .header(
-            "x-nexus-sha256",
-            row.get::<String>("sha256").unwrap_or_default(),
-        )
-        .body(row.get::<Vec<u8>>("content").unwrap_or_default())
-        .build())
+        missing,
+    )
 }
 
 fn fields(req: &Request) -> ApiResult<Fields> {
@@ -137,7 +110,8 @@ fn serve(req: &Request) -> ApiResult<Reply> {
         (Method::Post, ["media", "chat", state @ ("ready" | "not-ready" | "logout")]) => {
             set_state(req, &ctx, state)
         }
-        (Method::Get, ["media", "chat", "interactions"]) => my_interactions(&ctx),
+        (Method::Get, ["targets"]) => targets(&ctx),
+        (Method::Get, ["media", "chat", "interactions"]) => interactions(req, &ctx),
         (Method::Get, ["media", "chat", "interactions", id]) => Reply::ok(visible(&ctx, id)?),
         (Method::Get, ["media", "chat", "interactions", id, "messages"]) => {
             transcript(req, &ctx, id)
@@ -207,6 +181,57 @@ fn set_state(req: &Request, ctx: &Ctx, state: &str) -> ApiResult<Reply> {
     };
     let agent = routing::set_agent_state(&ctx.db, &ctx.live, &ctx.agent, state, reason.as_deref())?;
     Reply::ok(agent)
+}
+
+/// The conversations the agent sees in a list: their own, or (a supervisor's `scope=tenant`)
+/// every open one of the tenant, newest first, at most [`MAX_TENANT_INTERACTIONS`].
+fn interactions(req: &Request, ctx: &Ctx) -> ApiResult<Reply> {
+    match query(req)?.get("scope").map(String::as_str) {
+        None | Some("mine") => my_interactions(ctx),
+        Some("tenant") if ctx.agent.role == "supervisor" => {
+            let interactions = ctx.db.json_rows(
+                "list the tenant's open interactions",
+                "SELECT nexus_work_json(i) FROM interactions i \
+                 WHERE tenant_id = $1 AND state = 'active' AND media = 'chat' \
+                 ORDER BY created_at DESC LIMIT $2",
+                &[
+                    ParameterValue::Int64(ctx.agent.tenant_id),
+                    ParameterValue::Int64(MAX_TENANT_INTERACTIONS),
+                ],
+            )?;
+            Reply::ok(json!({ "interactions": interactions }))
+        }
+        Some("tenant") => Err(ApiError::new(
+            403,
+            Code::AuthenticationRequired,
+            "the tenant's conversations are listed for supervisors",
+        )),
+        Some(other) => Err(ApiError::bad_parameter(format!(
+            "`scope` is mine or tenant, not `{other}`"
+        ))),
+    }
+}
+
+/// The most conversations a supervisor's list holds.
+const MAX_TENANT_INTERACTIONS: i64 = 200;
+
+/// Whom the agent can hand a conversation to (`transfer-agent`, `invite`, `consult`,
+/// `place-in-queue`): the tenant's enabled agents, with their state, and its queues.
+fn targets(ctx: &Ctx) -> ApiResult<Reply> {
+    let tenant = ParameterValue::Int64(ctx.agent.tenant_id);
+    let agents = ctx.db.json_rows(
+        "list the tenant's agents",
+        "SELECT jsonb_build_object('id', a.id, 'username', a.username, 'nickname', a.nickname, \
+           'role', a.role, 'state', a.state) \
+         FROM agents a WHERE a.tenant_id = $1 AND a.enabled ORDER BY a.nickname, a.username",
+        std::slice::from_ref(&tenant),
+    )?;
+    let queues = ctx.db.json_rows(
+        "list the tenant's queues",
+        "SELECT jsonb_build_object('name', q.name) FROM queues q WHERE q.tenant_id = $1 ORDER BY q.name",
+        &[tenant],
+    )?;
+    Reply::ok(json!({ "agents": agents, "queues": queues }))
 }
 
 fn my_interactions(ctx: &Ctx) -> ApiResult<Reply> {
