@@ -36,5 +36,10 @@ if [[ -z "${SPIN_VARIABLE_CREDENTIALS_KEY:-}" ]]; then
   export SPIN_VARIABLE_CREDENTIALS_KEY
 fi
 demo=(--demo)
-[[ "${NEXUS_DEMO:-true}" != false ]] || demo=()
+if [[ "${NEXUS_DEMO:-true}" == false ]]; then
+  demo=()
+else
+  # The demo's FAQ bot is a tenant component (examples/tenant/faq-bot), not one of spin.toml's.
+  cargo build --locked --quiet --target wasm32-wasip2 --release -p faq-bot
+fi
 exec cargo run --locked --release -p nexus-host -- up --build "${demo[@]}" "$@"
