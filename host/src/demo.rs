@@ -338,14 +338,14 @@ async fn demo_bot(api: &Provisioning<'_>, manifest_dir: &Path) -> anyhow::Result
     Ok(true)
 }
 
-/// The FAQ bot as the component build leaves it, beside the manifest's own components.
+/// The FAQ bot as the component build leaves it, where the manifest's own components are.
 fn built_faq_bot(manifest_dir: &Path) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| manifest_dir.join("target"), PathBuf::from);
-    [target, manifest_dir.join("target")]
-        .into_iter()
-        .map(|dir| dir.join("wasm32-wasip2/release/faq_bot.wasm"))
-        .find(|path| path.is_file())
+    let path = crate::manifest::cargo_output(
+        manifest_dir,
+        Path::new("target/wasm32-wasip2/release/faq_bot.wasm"),
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+    );
+    path.is_file().then_some(path)
 }
 
 /// Keeps `access` in `file`, readable by its owner only: it holds live credentials.

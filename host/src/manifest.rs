@@ -514,7 +514,11 @@ impl Manifest {
     /// The file a component's Wasm is read from.
     pub fn component_path(&self, name: &str) -> Option<PathBuf> {
         match &self.components.get(name)?.source {
-            ComponentSource::Local(path) => Some(self.dir.join(path)),
+            ComponentSource::Local(path) => Some(cargo_output(
+                &self.dir,
+                Path::new(path),
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+            )),
             ComponentSource::Remote(_) => None,
         }
     }
@@ -629,9 +633,46 @@ fn check_component_unsupported(name: &str, component: &ComponentDecl) -> Result<
     Ok(())
 }
 
+/// Where `source` (relative to the manifest's `dir`) is. Manifests name cargo's output as
+/// `target/...`, as Spin's templates do; cargo puts it under `CARGO_TARGET_DIR` when that is
+/// set (relative to the working directory, as cargo takes it), so a `target/` path missing
+/// beside the manifest is looked for there.
+pub fn cargo_output(dir: &Path, source: &Path, target_dir: Option<PathBuf>) -> PathBuf {
+    let beside = dir.join(source);
+    if let (Some(target_dir), Ok(inside)) = (target_dir, source.strip_prefix("target"))
+        && !beside.exists()
+    {
+        return target_dir.join(inside);
+    }
+    beside
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cargo_output_is_found_under_cargo_target_dir() {
+        let dir = std::env::temp_dir().join(format!("nexus-manifest-{}", std::process::id()));
+        let shared = dir.join("shared-target");
+        let source = Path::new("target/wasm32-wasip2/release/a.wasm");
+        // Nothing beside the manifest: the shared target directory.
+        assert_eq!(
+            cargo_output(&dir, source, Some(shared.clone())),
+            shared.join("wasm32-wasip2/release/a.wasm")
+        );
+        // No CARGO_TARGET_DIR, or a path outside target/: beside the manifest.
+        assert_eq!(cargo_output(&dir, source, None), dir.join(source));
+        assert_eq!(
+            cargo_output(&dir, Path::new("wasm/a.wasm"), Some(shared.clone())),
+            dir.join("wasm/a.wasm")
+        );
+        // Built beside the manifest: that one.
+        std::fs::create_dir_all(dir.join("target/wasm32-wasip2/release")).unwrap();
+        std::fs::write(dir.join(source), b"").unwrap();
+        assert_eq!(cargo_output(&dir, source, Some(shared)), dir.join(source));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     const MANIFEST: &str = r#"
 spin_manifest_version = 2
