@@ -714,9 +714,14 @@ cpu_timeout_ms = 50
         );
         assert_eq!(manifest.http_triggers[1].route, None);
         assert_eq!(manifest.served_components(), vec!["hello"]);
+        // Beside the manifest, or where cargo put it (cargo_output's own test).
         assert_eq!(
             manifest.component_path("hello"),
-            Some(PathBuf::from("/app/target/hello.wasm"))
+            Some(cargo_output(
+                Path::new("/app"),
+                Path::new("target/hello.wasm"),
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from)
+            ))
         );
         let limits = manifest.limits("hello");
         assert_eq!(limits.max_memory_bytes, 64 << 20, "the application's");
