@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Backends, Nexus, client};
@@ -190,28 +190,16 @@ fn demo_file(nexus: &Nexus) -> PathBuf {
     nexus.dir().join("data/demo.json")
 }
 
-/// Waits until the demo file is written after `since` (each start writes it once the demo is
-/// ready) and reads it.
-async fn demo_written_after(nexus: &Nexus, since: Option<SystemTime>) -> Value {
-    let file = demo_file(nexus);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let written = std::fs::metadata(&file)
-            .and_then(|meta| meta.modified())
-            .ok();
-        if let Some(written) = written
-            && since.is_none_or(|since| written > since)
-            && let Ok(access) = serde_json::from_slice::<Value>(&std::fs::read(&file).unwrap())
-        {
-            return access;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no demo within 60 s: {}",
-            nexus.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until nexus prints the demo page's URL (after it has kept the demo's credentials) and
+/// reads what it kept.
+async fn demo_ready(nexus: &mut Nexus) -> Value {
+    let line = nexus.printed("demo: ").await;
+    let access: Value = serde_json::from_slice(&std::fs::read(demo_file(nexus)).unwrap()).unwrap();
+    assert!(
+        line.contains(access["api_key"].as_str().unwrap()),
+        "the printed URL carries the kept key: {line}"
+    );
+    access
 }
 
 /// Whether the demo's key starts a chat on its channel and its agent's token is taken.
@@ -240,7 +228,7 @@ async fn demo_works(nexus: &Nexus, access: &Value) -> (u16, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_is_made_once_and_kept_across_restarts() {
     let mut nexus = Nexus::start_with(&manifest(), Backends::Real, &[("NEXUS_DEMO", "true")]).await;
-    let first = demo_written_after(&nexus, None).await;
+    let first = demo_ready(&mut nexus).await;
     assert_eq!(demo_works(&nexus, &first).await, (201, 200), "{first}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(demo_file(&nexus)).unwrap().permissions(),
@@ -262,19 +250,15 @@ async fn the_demo_is_made_once_and_kept_across_restarts() {
     assert!(people.contains(&("ann", "agent")) && people.contains(&("sam", "supervisor")));
 
     // A later start finds everything and keeps the credentials.
-    let written = std::fs::metadata(demo_file(&nexus))
-        .unwrap()
-        .modified()
-        .unwrap();
     nexus.restart().await;
-    let again = demo_written_after(&nexus, Some(written)).await;
+    let again = demo_ready(&mut nexus).await;
     assert_eq!(again, first);
     assert_eq!(demo_works(&nexus, &again).await, (201, 200));
 
     // Credentials lost: made anew, and the old key and agent token no longer open anything.
     std::fs::remove_file(demo_file(&nexus)).unwrap();
     nexus.restart().await;
-    let renewed = demo_written_after(&nexus, None).await;
+    let renewed = demo_ready(&mut nexus).await;
     assert_ne!(renewed["agent_token"], first["agent_token"]);
     assert_ne!(renewed["api_key"], first["api_key"]);
     assert_eq!(demo_works(&nexus, &renewed).await, (201, 200));

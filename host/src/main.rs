@@ -252,13 +252,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .get("admin_token")
         .unwrap_or_default()
         .to_owned();
-        let manifest_dir = args
-            .data
-            .manifest
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned();
+        let manifest_dir = manifest.dir.clone();
         tokio::spawn(async move {
             let base = format!("http://{address}");
             match nexus_host::demo::provision(&base, &admin_token, &data_dir, &manifest_dir).await {

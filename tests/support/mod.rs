@@ -169,6 +169,8 @@ pub struct Nexus {
     /// Every Redis key of this host starts with it (`redis_key_prefix`).
     pub redis_prefix: String,
     stderr: PathBuf,
+    /// What the host prints after its first line, a line at a time.
+    stdout: tokio::sync::mpsc::UnboundedReceiver<String>,
     dir: tempfile::TempDir,
     command: LaunchCommand,
 }
@@ -291,13 +293,14 @@ impl Nexus {
             current_dir,
         };
         let stderr = dir.path().join("nexus.log");
-        let (child, base) = spawn(&command, &stderr).await;
+        let (child, base, stdout) = spawn(&command, &stderr).await;
         Nexus {
             child,
             base,
             database,
             redis_prefix,
             stderr,
+            stdout,
             dir,
             command,
         }
@@ -307,9 +310,10 @@ impl Nexus {
     /// manifest, data directory, database and Redis prefix; the embedded Redis starts empty.
     pub async fn restart(&mut self) {
         let _ = self.child.kill().await;
-        let (child, base) = spawn(&self.command, &self.stderr).await;
+        let (child, base, stdout) = spawn(&self.command, &self.stderr).await;
         self.child = child;
         self.base = base;
+        self.stdout = stdout;
     }
 
     /// Stops the host (SIGKILL) and starts it again as [`Nexus::restart`] does, with `env` set
@@ -340,13 +344,14 @@ impl Nexus {
             env: self.command.env.clone(),
             current_dir: self.command.current_dir.clone(),
         };
-        let (child, base) = spawn(&command, &stderr).await;
+        let (child, base, stdout) = spawn(&command, &stderr).await;
         Nexus {
             child,
             base,
             database: None,
             redis_prefix: self.redis_prefix.clone(),
             stderr,
+            stdout,
             dir,
             command,
         }
@@ -397,6 +402,23 @@ impl Nexus {
             .expect("the metrics page")
     }
 
+    /// Waits (up to a minute) for the host to print a line starting with `prefix`: that line.
+    pub async fn printed(&mut self, prefix: &str) -> String {
+        let wait = async {
+            while let Some(line) = self.stdout.recv().await {
+                if line.starts_with(prefix) {
+                    return Some(line);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(Duration::from_secs(60), wait).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("nexus exited without printing `{prefix}`: {}", self.logs()),
+            Err(_) => panic!("nexus printed no `{prefix}` within 60 s: {}", self.logs()),
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -429,8 +451,12 @@ impl Nexus {
     }
 }
 
-/// Starts `nexus` as `command` says and waits for the line that says where it serves.
-async fn spawn(command: &LaunchCommand, stderr: &Path) -> (Child, String) {
+/// Starts `nexus` as `command` says and waits for the line that says where it serves; the
+/// process, that address, and the lines it prints after.
+async fn spawn(
+    command: &LaunchCommand,
+    stderr: &Path,
+) -> (Child, String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -464,9 +490,15 @@ async fn spawn(command: &LaunchCommand, stderr: &Path) -> (Child, String) {
         .strip_prefix("nexus is serving ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_owned();
-    // Keep draining stdout so that the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    // Keep draining stdout so that the process never blocks on a full pipe; the lines go to
+    // whoever waits for one (and are dropped when nobody holds the receiver any more).
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = sender.send(line);
+        }
+    });
+    (child, base, receiver)
 }
 
 /// A multipart/form-data body as a client's HTTP library makes it: the text `fields`, then one

@@ -531,17 +531,8 @@ async fn upload(req: &Request, id: &str) -> ApiResult<Reply> {
     let (upload, fields) = media::multipart(req, malformed_upload).await?;
     let upload = upload.ok_or_else(malformed_upload)?;
     media::check(&upload)?;
-    let bounded = |name: &str, max: usize| -> ApiResult<Option<String>> {
-        match fields.get(name).map(|value| value.trim()) {
-            None | Some("") => Ok(None),
-            Some(value) if value.chars().count() > max || value.contains('\0') => Err(
-                ApiError::bad_parameter(format!("`{name}` is text of at most {max} characters")),
-            ),
-            Some(value) => Ok(Some(value.to_owned())),
-        }
-    };
-    let caption = bounded("text", MAX_TEXT_CHARS)?;
-    let client_message_id = bounded("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
+    let caption = fields.bounded_text("text", MAX_TEXT_CHARS)?;
+    let client_message_id = fields.bounded_text("messageId", MAX_CLIENT_MESSAGE_ID_CHARS)?;
     on_session(req, id, move |_, session| {
         send_file(session, upload, caption, client_message_id)
     })

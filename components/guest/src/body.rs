@@ -128,6 +128,19 @@ impl Fields {
         }
     }
 
+    /// Text fields read by other means (a multipart body's), refused as [`Fields::parse`]
+    /// refuses them where one holds U+0000.
+    pub fn from_text(values: BTreeMap<String, String>) -> ApiResult<Fields> {
+        let values: BTreeMap<String, Value> = values
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect();
+        for (name, value) in &values {
+            refuse_nul(name, value)?;
+        }
+        Ok(Fields { values })
+    }
+
     /// A text field, trimmed; `None` when absent or blank. Numbers and booleans given in JSON
     /// count as their text.
     pub fn text(&self, name: &str) -> Option<String> {

@@ -64,6 +64,7 @@ mod component {
 
     use super::{MAX_FILE_BYTES, clean_filename, header_safe_filename, is_allowed};
     use crate::api::{ApiError, ApiResult, Code};
+    use crate::body::Fields;
     use crate::spin::{Db, header, text, uuid};
 
     /// A file as uploaded.
@@ -73,12 +74,12 @@ mod component {
         pub content: Vec<u8>,
     }
 
-    /// The `file` of a multipart body, and its other fields as text. `malformed` is the error
+    /// The `file` of a multipart body, and its other fields (text). `malformed` is the error
     /// for a body that is not what the caller documents.
     pub async fn multipart(
         req: &Request,
         malformed: fn() -> ApiError,
-    ) -> ApiResult<(Option<Upload>, BTreeMap<String, String>)> {
+    ) -> ApiResult<(Option<Upload>, Fields)> {
         let boundary = header(req, "content-type")
             .and_then(|content_type| multer::parse_boundary(content_type).ok())
             .ok_or_else(malformed)?;
@@ -109,7 +110,7 @@ mod component {
                 None => {}
             }
         }
-        Ok((upload, others))
+        Ok((upload, Fields::from_text(others)?))
     }
 
     /// Refuses a file too large or of a type not taken.

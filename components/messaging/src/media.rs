@@ -31,8 +31,8 @@ pub(crate) async fn upload(req: &Request, channel_id: &str) -> ApiResult<Reply> 
     let (upload, fields) = media::multipart(req, malformed).await?;
     within_window(
         fields
-            .get("timestamp")
-            .and_then(|value| value.trim().parse().ok()),
+            .text("timestamp")
+            .and_then(|value| value.parse().ok()),
     )?;
     let upload = upload.ok_or_else(malformed)?;
     media::check(&upload)?;
