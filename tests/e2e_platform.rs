@@ -401,6 +401,104 @@ async fn host_endpoints_answer(backends: Backends) {
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
+    // `nexus probe`, the container's health check, asks the same endpoints.
+    let probe = |path: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+            .args(["probe", path])
+            .env("NEXUS_LISTEN", nexus.base.trim_start_matches("http://"))
+            .output()
+            .unwrap()
+    };
+    let healthy = probe("/healthz");
+    assert!(healthy.status.success(), "{healthy:?}");
+    assert_eq!(String::from_utf8_lossy(&healthy.stdout), "ok\n");
+    assert!(probe("/readyz").status.success());
+    let missing = probe("/no/such/route");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("answered 404"),
+        "{missing:?}"
+    );
+}
+
+/// `nexus up --migrate=wait` (hosts whose migrations run as a Job of their own) applies nothing
+/// and serves only once `nexus migrate` has brought the schema up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_waits_for_the_migrations_of_another_process() {
+    use tokio::io::AsyncBufReadExt;
+    let database = support::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    let provisioning = support::manifest::provisioning().replace(
+        "{provisioning}",
+        &support::wasm("nexus-provisioning").display().to_string(),
+    );
+    std::fs::write(
+        &manifest,
+        support::manifest::application("waits") + &provisioning,
+    )
+    .unwrap();
+    let log = dir.path().join("nexus.log");
+    let mut host = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args([
+            "up",
+            "--migrate",
+            "wait",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("DATABASE_URL", &database.url)
+        .env("REDIS_URL", support::redis_url())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(host.stdout.take().unwrap()).lines();
+    // It says what it waits for, and does not serve.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("waiting for the migrations")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = database.client().await;
+    let tables: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'nexus_schema_migrations'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "the waiting host applied nothing");
+
+    let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .arg("migrate")
+        .env("DATABASE_URL", &database.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let first = tokio::time::timeout(Duration::from_secs(60), stdout.next_line())
+        .await
+        .expect("the host serves once the schema is current")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("nexus is serving "), "{first}");
 }
 
 /// An instance slot comes back when the instance ends, not when its response headers go out:

@@ -547,7 +547,7 @@ async fn misbehaving_components_fail_alone_and_are_disabled(backends: Backends) 
     // (A disabled component is not called at all: its bot's conversations go straight to routing.)
     for outcome in ["cpu_deadline", "memory", "forbidden_host"] {
         assert!(
-            metrics.contains(&format!("component=\"echo\",outcome=\"{outcome}\"")),
+            metrics.contains(&format!("kind=\"bot\",outcome=\"{outcome}\"")),
             "{outcome} is not counted: {metrics}"
         );
     }
@@ -726,8 +726,7 @@ async fn a_swap_under_steady_load_fails_no_request(backends: Backends) {
     let calls: Vec<&str> = metrics
         .lines()
         .filter(|line| {
-            line.starts_with("nexus_tenant_component_calls_total{")
-                && line.contains("component=\"faq\"")
+            line.starts_with("nexus_tenant_component_calls_total{") && line.contains("kind=\"bot\"")
         })
         .collect();
     assert!(

@@ -69,6 +69,42 @@ pub async fn post(
     request_id: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<Answer> {
+    send(
+        http::Method::POST,
+        address,
+        path,
+        token,
+        request_id,
+        body,
+        true,
+    )
+    .await
+}
+
+/// `GET`s `path` from a host at `address` as any client would (unmarked): `nexus probe`, the
+/// container's health check, which runs in a process of its own.
+pub async fn get(address: SocketAddr, path: &str, request_id: &str) -> anyhow::Result<Answer> {
+    send(
+        http::Method::GET,
+        address,
+        path,
+        None,
+        request_id,
+        None,
+        false,
+    )
+    .await
+}
+
+async fn send(
+    method: http::Method,
+    address: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    request_id: &str,
+    body: Option<Vec<u8>>,
+    marked: bool,
+) -> anyhow::Result<Answer> {
     let stream = TcpStream::connect(address)
         .await
         .with_context(|| format!("cannot reach the host at {address}"))?;
@@ -78,10 +114,14 @@ pub async fn post(
     let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
-    let mut request = hyper::Request::post(path)
+    let mut request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header(http::header::HOST, address.to_string())
-        .header("x-request-id", request_id)
-        .header(MARK_HEADER, MARK.as_str());
+        .header("x-request-id", request_id);
+    if marked {
+        request = request.header(MARK_HEADER, MARK.as_str());
+    }
     if let Some(token) = token {
         request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -112,7 +152,7 @@ pub async fn post(
                 retry_after,
             })
         }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("POST {path}"))),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("{method} {path}"))),
     };
     driver.abort();
     answer

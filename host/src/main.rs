@@ -49,6 +49,15 @@ enum Command {
     /// A tenant's components (bots, transforms) on a running nexus: push a version, roll back.
     #[command(subcommand)]
     Component(nexus_host::component_cli::ComponentCommand),
+    /// Asks a nexus on this machine for `path` and exits 0 on a 2xx answer: the container
+    /// image's health check, which has no curl.
+    Probe {
+        /// The address nexus serves on (a wildcard address is asked on loopback).
+        #[arg(long, default_value = "127.0.0.1:3000", env = "NEXUS_LISTEN")]
+        listen: SocketAddr,
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,10 +104,22 @@ struct UpArgs {
     /// Compile components afresh instead of using the on-disk cache.
     #[arg(long)]
     no_cache: bool,
+    /// `apply`: bring the database's schema up to date before serving (hosts take turns under
+    /// a lock). `wait`: apply nothing, and wait until the schema is up to date, as when a job
+    /// of its own (`nexus migrate`, the Kubernetes manifests' Job) migrates and the hosts'
+    /// database role may not change the schema.
+    #[arg(long, value_enum, default_value_t = Migrate::Apply, env = "NEXUS_MIGRATE")]
+    migrate: Migrate,
     /// Make (or find) a demo contact center once serving, and print its demo page's URL (for a
     /// first try; never in production). Needs the admin token.
     #[arg(long, env = "NEXUS_DEMO")]
     demo: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Migrate {
+    Apply,
+    Wait,
 }
 
 impl DataArgs {
@@ -149,6 +170,7 @@ async fn main() -> std::process::ExitCode {
             .map_err(Into::into)
             .and_then(|m| nexus_host::build::build_components(&m)),
         Command::Component(command) => nexus_host::component_cli::run(command).await,
+        Command::Probe { listen, path } => probe(listen, &path).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -179,6 +201,27 @@ async fn migrate_platform(platform: &Platform) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until another process (the migrations Job) has brought the schema up to date. Nothing
+/// announces that, so the database is asked again every 2 s; the startup probe bounds the wait.
+async fn wait_for_schema(database_url: &str) -> anyhow::Result<()> {
+    loop {
+        match nexus_host::migrate::pending_url(database_url).await {
+            Ok(pending) if pending.is_empty() => {
+                tracing::info!("database schema is up to date");
+                return Ok(());
+            }
+            Ok(pending) => {
+                tracing::info!(pending = ?pending, "waiting for the migrations to be applied (nexus migrate)");
+            }
+            Err(err) if format!("{err:#}").contains("cannot connect") => {
+                tracing::warn!(error = %format!("{err:#}"), "database not reachable yet; retrying");
+            }
+            Err(err) => return Err(err),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn migrate(args: DataArgs) -> anyhow::Result<()> {
     let platform = Platform::start(PlatformConfig::from_env(), &args.data_dir()).await?;
     let result = migrate_platform(&platform).await;
@@ -193,7 +236,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let data_dir = args.data.data_dir();
     let platform = Arc::new(Platform::start(PlatformConfig::from_env(), &data_dir).await?);
-    migrate_platform(&platform).await?;
+    match args.migrate {
+        Migrate::Apply => migrate_platform(&platform).await?,
+        Migrate::Wait => wait_for_schema(&platform.database_url).await?,
+    }
 
     let max_memory_bytes = App::max_memory_bytes(&manifest);
     let engine = build_engine(&EngineSettings {
@@ -266,13 +312,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         });
     }
-    nexus_host::schedule::start(nexus_host::schedule::schedules(&manifest)?, address);
+    let (stop_jobs, stopping) = tokio::sync::watch::channel(false);
+    nexus_host::schedule::start(
+        nexus_host::schedule::schedules(&manifest)?,
+        address,
+        stopping.clone(),
+    );
     let database = platform
         .variables
         .get("postgres_address")
         .cloned()
         .context("the platform names no database")?;
-    let (stop_jobs, stopping) = tokio::sync::watch::channel(false);
     nexus_host::queue::start(
         nexus_host::queue::workers(&manifest)?,
         nexus_host::queue::JobContext {
@@ -286,7 +336,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let shutdown = async move {
         shutdown_signal().await;
-        // No new job runs once the listener stops taking requests.
+        // No new job runs or timed requests once the listener stops taking requests.
         let _ = stop_jobs.send(true);
     };
     serve(app, listener, &settings, shutdown).await?;
@@ -297,6 +347,32 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+async fn probe(listen: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        nexus_host::loopback::get(address, path, "probe"),
+    )
+    .await
+    .with_context(|| format!("no answer from {address}{path} within 5 s"))??;
+    if (200..300).contains(&answer.status) {
+        println!("{}", answer.body.trim_end());
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{address}{path} answered {}: {}",
+            answer.status,
+            answer.body.trim_end()
+        )
+    }
 }
 
 async fn shutdown_signal() {

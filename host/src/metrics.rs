@@ -34,8 +34,8 @@ pub struct JobLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantCallLabels {
-    pub tenant: String,
-    pub component: String,
+    /// `bot` or `transform`.
+    pub kind: &'static str,
     /// `ok`, `declined` (the component answered with its own error), or why it failed
     /// (`trap`, `cpu_deadline`, `memory`, `timeout`, `forbidden_host`, `disabled`, ...).
     pub outcome: &'static str,
@@ -152,7 +152,7 @@ impl Default for Metrics {
         let tenant_calls = Family::<TenantCallLabels, Counter>::default();
         registry.register(
             "tenant_component_calls",
-            "Calls of tenant components (bots, transforms), by tenant, component and outcome",
+            "Calls of tenant components, by kind (bot, transform) and outcome",
             tenant_calls.clone(),
         );
         let tenant_components_disabled = Counter::default();

@@ -75,7 +75,9 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<
     Ok(applied)
 }
 
-async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
+/// The embedded migrations that `client`'s database has not applied yet; an error if one it
+/// applied has changed since.
+async fn pending(client: &tokio_postgres::Client) -> anyhow::Result<Vec<Migration>> {
     let recorded: Vec<(i64, String)> = client
         .query("SELECT version, checksum FROM nexus_schema_migrations", &[])
         .await
@@ -83,7 +85,7 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Ve
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let mut applied = Vec::new();
+    let mut pending = Vec::new();
     for migration in migrations()? {
         if let Some((_, checksum)) = recorded.iter().find(|(v, _)| *v == migration.version) {
             if *checksum != migration.checksum {
@@ -95,6 +97,14 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Ve
             }
             continue;
         }
+        pending.push(migration);
+    }
+    Ok(pending)
+}
+
+async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
+    let mut applied = Vec::new();
+    for migration in pending(client).await? {
         let tx = client.transaction().await?;
         tx.batch_execute(migration.sql).await.with_context(|| {
             format!(
@@ -118,24 +128,57 @@ async fn apply_pending(client: &mut tokio_postgres::Client) -> anyhow::Result<Ve
 /// says "cannot connect to" (worth retrying: the server may not be up yet), except a TLS failure,
 /// which says "TLS with ... failed" (a setting to fix).
 pub async fn migrate_url(url: &str) -> anyhow::Result<Vec<i64>> {
+    let (mut client, driver) = connect(url).await?;
+    let result = migrate(&mut client).await;
+    drop(client);
+    // The connection task ends once the client is gone; its error, if any, is already in `result`.
+    let _ = driver.await;
+    result
+}
+
+/// The versions of the embedded migrations that the database at `url` lacks (for hosts that
+/// leave migrating to a job of its own, `nexus up --migrate wait`): none once it is current.
+pub async fn pending_url(url: &str) -> anyhow::Result<Vec<i64>> {
+    let (client, driver) = connect(url).await?;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('nexus_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .context("cannot look for nexus_schema_migrations")?
+        .get(0);
+    let result = if exists {
+        pending(&client)
+            .await
+            .map(|pending| pending.iter().map(|m| m.version).collect())
+    } else {
+        migrations().map(|all| all.iter().map(|m| m.version).collect())
+    };
+    drop(client);
+    let _ = driver.await;
+    result
+}
+
+async fn connect(
+    url: &str,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+)> {
     let redacted = crate::allowed_hosts::redact_credentials(url);
     let target = PgTarget::parse(url).map_err(|err| anyhow!("{redacted}: {err}"))?;
     let tls = target
         .connector()
         .map_err(|err| anyhow!("{redacted}: {err}"))?;
-    let (mut client, connection) = match target.config.connect(tls).await {
+    let (client, connection) = match target.config.connect(tls).await {
         Ok(connected) => connected,
         Err(err) if is_tls_failure(&err) => {
             return Err(err).with_context(|| format!("TLS with {redacted} failed"));
         }
         Err(err) => return Err(err).with_context(|| format!("cannot connect to {redacted}")),
     };
-    let driver = tokio::spawn(connection);
-    let result = migrate(&mut client).await;
-    drop(client);
-    // The connection task ends once the client is gone; its error, if any, is already in `result`.
-    let _ = driver.await;
-    result
+    Ok((client, tokio::spawn(connection)))
 }
 
 #[cfg(test)]

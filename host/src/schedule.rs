@@ -41,13 +41,23 @@ pub fn schedules(manifest: &Manifest) -> anyhow::Result<Vec<Schedule>> {
 }
 
 /// Starts every schedule against the host listening at `address`.
-pub fn start(schedules: Vec<Schedule>, address: SocketAddr) {
+pub fn start(
+    schedules: Vec<Schedule>,
+    address: SocketAddr,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
     for schedule in schedules {
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(schedule.every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
+                // A draining host stops taking requests, its own included; other hosts keep
+                // the schedule.
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = stopping.wait_for(|stopping| *stopping) => return,
+                }
                 match tokio::time::timeout(REQUEST_TIMEOUT, post(address, &schedule)).await {
                     Ok(Ok(status)) if (200..300).contains(&status) => {}
                     Ok(Ok(status)) => {

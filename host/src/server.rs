@@ -117,6 +117,8 @@ pub struct App {
     host_slots: Arc<Semaphore>,
     /// Which non-public addresses the components' outbound HTTP may reach.
     private_destinations: PrivateDestinations,
+    /// Set on SIGTERM: `/readyz` answers 503 so that load balancers send nothing new here.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Host-wide serving settings.
@@ -319,7 +321,19 @@ impl App {
             instance_slots: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
             host_slots: Arc::new(Semaphore::new(manifest.host_request_slots())),
             private_destinations: PrivateDestinations::for_manifest(allow_private_outbound),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Starts draining this host (SIGTERM): `/readyz` fails, and every WebSocket is closed with
+    /// 1012 (service restart), which tells clients to connect again, to another host, and resume
+    /// from their last position. Parked long-polls are in-flight requests: they still answer
+    /// when their news comes or at their deadline (at most 30 s), within the grace.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.hub
+            .drain(1012, "nexus is shutting down; reconnect and resume");
     }
 
     /// The WebSocket fan-out over the platform's Redis, real or embedded.
@@ -490,10 +504,12 @@ impl App {
     }
 
     async fn readiness(&self) -> Response<HyperOutgoingBody> {
+        let draining = self.draining.load(std::sync::atomic::Ordering::SeqCst);
         let checks = self.platform.check_ready().await;
-        let ready = checks.values().all(Result::is_ok);
+        let ready = !draining && checks.values().all(Result::is_ok);
         let body = json!({
             "ready": ready,
+            "draining": draining,
             "checks": checks.iter().map(|(name, result)| {
                 (name.to_string(), match result {
                     Ok(()) => json!("ok"),
@@ -1181,9 +1197,17 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    tracing::info!(
+        sockets = app.hub.open_sockets(),
+        "shutting down: no new connections; closing WebSockets (1012) and waiting for in-flight requests"
+    );
+    app.drain();
+    let drained = async {
+        graceful.shutdown().await;
+        app.hub.all_ended().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = drained => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!(grace_s = settings.shutdown_grace.as_secs(), "shutdown grace period over; dropping the remaining connections");
         }

@@ -431,6 +431,19 @@ impl Nexus {
             .collect()
     }
 
+    /// SIGKILL: the host dies at once, as when its node does; nothing is flushed.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill nexus");
+    }
+
+    /// The address the host listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the host's address")
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().expect("the process is running");

@@ -458,7 +458,9 @@ fn send(req: &Request, session: &mut Session<'_>) -> ApiResult<Reply> {
             };
             // Committed: the connection goes back to the pool before the Redis round trips.
             session.release_db();
-            if !duplicate {
+            if duplicate {
+                conversation::announce_again(&session.live, session.id, &message);
+            } else {
                 deliver(session, &message, routing_state.as_deref());
             }
             Reply::ok(json!({ "message": message, "duplicate": duplicate }))
@@ -590,6 +592,7 @@ fn send_file(
     };
     session.release_db();
     if duplicate {
+        conversation::announce_again(&session.live, session.id, &message);
         return Reply::ok(json!({ "message": message, "duplicate": true }));
     }
     deliver(session, &message, routing_state.as_deref());

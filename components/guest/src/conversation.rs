@@ -215,3 +215,20 @@ pub fn publish(live: &Live, interaction_id: &str, messages: &[Value], state: &st
     }
     tell_agents(live, interaction_id, &agents, messages);
 }
+
+/// A message sent again with its `messageId` (stored once) is announced again: the client
+/// retries because it got no answer, which may be because its host died after the commit and
+/// before the announcement. Its session's sockets and the agents get it once more; each keeps a
+/// message once by its position. (The live tail is left alone: a read that finds the position
+/// missing there reads PostgreSQL.)
+pub fn announce_again(live: &Live, interaction_id: &str, message: &Value) {
+    let live_state = LiveState::new(live, interaction_id);
+    let agents = match live_state.load() {
+        Ok(Some(session)) => session.agents,
+        _ => Vec::new(),
+    };
+    if message["visibility"] == "All" {
+        let _ = live_state.publish(&crate::live::session_event::message(message));
+    }
+    tell_agents(live, interaction_id, &agents, std::slice::from_ref(message));
+}

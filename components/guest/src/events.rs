@@ -26,6 +26,10 @@ use crate::api::ApiResult;
 use crate::spin::{Live, arg, int_arg, reply_text};
 use spin_sdk::redis::RedisResult;
 
+/// How long a reader waits for a missing number (taken by a writer that has not logged its
+/// event yet, with later ones logged) before it gives up on it (the writer died).
+pub const HOLE_WAIT_MS: u64 = 1000;
+
 /// How many events an agent's log keeps (it may grow 50 past it between trims).
 pub const EVENT_LOG_LEN: i64 = 1000;
 
@@ -52,24 +56,51 @@ fn next_seq(live: &Live, agent_id: &str, log: &str) -> ApiResult<i64> {
             // Scores are doubles: whole numbers up to 2^53 are exact.
             return Ok(seq as i64);
         }
-        let start = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|elapsed| elapsed.as_micros())
-                .unwrap_or_default(),
-        )
-        .unwrap_or(i64::MAX);
-        let started = live.cmd(
-            "ZADD",
-            &[arg(&counter), arg("NX"), int_arg(start), arg("n")],
-        )?;
-        if matches!(started.first(), Some(RedisResult::Int64(1))) {
-            let marker = serde_json::json!({ "seq": start, "logStarted": true });
-            live.cmd("ZADD", &[arg(log), int_arg(start), arg(marker.to_string())])?;
-        }
+        start_counter(live, &counter, log)?;
     }
     Err(crate::api::ApiError::internal(
         "number an agent event",
+        "the counter vanished three times in a row",
+    ))
+}
+
+/// Starts a missing counter at the clock, and logs where the numbering starts; a counter that
+/// exists is left as it is (whoever gets there first starts it).
+fn start_counter(live: &Live, counter: &str, log: &str) -> ApiResult<()> {
+    let start = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_micros())
+            .unwrap_or_default(),
+    )
+    .unwrap_or(i64::MAX);
+    let started = live.cmd("ZADD", &[arg(counter), arg("NX"), int_arg(start), arg("n")])?;
+    if matches!(started.first(), Some(RedisResult::Int64(1))) {
+        let marker = serde_json::json!({ "seq": start, "logStarted": true });
+        live.cmd("ZADD", &[arg(log), int_arg(start), arg(marker.to_string())])?;
+    }
+    Ok(())
+}
+
+/// The last number an agent's log gave (starting the log if it has none yet): the next event
+/// is numbered one above it. A socket that takes the events in sequence starts from here.
+pub fn last_given(live: &Live, agent_id: &str) -> ApiResult<i64> {
+    let counter = live.key(&format!("agent:{agent_id}:counter"));
+    let log = live.key(&format!("agent:{agent_id}:events"));
+    for _ in 0..3 {
+        start_counter(live, &counter, &log)?;
+        let score = live.cmd("ZSCORE", &[arg(&counter), arg("n")])?;
+        if let Some(given) = score
+            .first()
+            .and_then(reply_text)
+            .and_then(|score| score.parse::<f64>().ok())
+        {
+            // Scores are doubles: whole numbers up to 2^53 are exact.
+            return Ok(given as i64);
+        }
+    }
+    Err(crate::api::ApiError::internal(
+        "read an agent's event counter",
         "the counter vanished three times in a row",
     ))
 }

@@ -45,8 +45,6 @@ const MAX_TEXT_CHARS: usize = 16 * 1024;
 const MAX_POLL_SECONDS: u64 = 30;
 /// How often a waiting events read looks again, where it cannot park (under Spin).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How long an events read waits for a missing number before giving it up (its writer died).
-const HOLE_WAIT_MS: u64 = 1000;
 const MAX_EVENTS: i64 = 200;
 
 nexus_guest::export_parking!();
@@ -514,7 +512,9 @@ fn send(ctx: &Ctx, id: &str, operation: &str, fields: &Fields) -> ApiResult<Repl
             "the chat has ended",
         ));
     };
-    if !duplicate {
+    if duplicate {
+        conversation::announce_again(&ctx.live, id, &message);
+    } else {
         conversation::publish(&ctx.live, id, std::slice::from_ref(&message), "active");
         let _ = LiveState::new(&ctx.live, id).set_typing(
             &participant,
@@ -621,7 +621,7 @@ fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
     loop {
         let now = parking::now_ms();
         // A number still missing after a second is given up on (its writer died).
-        let skip = now.saturating_sub(started_ms) >= HOLE_WAIT_MS;
+        let skip = now.saturating_sub(started_ms) >= nexus_guest::events::HOLE_WAIT_MS;
         let read = nexus_guest::events::after(&live, &agent.id, after, MAX_EVENTS, skip)?;
         if !read.events.is_empty() || read.lost || now >= deadline_ms {
             return Reply::ok(
@@ -634,7 +634,7 @@ fn events(req: &Request, ctx: Ctx) -> ApiResult<Reply> {
             let wake_at = if skip {
                 deadline_ms
             } else {
-                deadline_ms.min(started_ms.saturating_add(HOLE_WAIT_MS))
+                deadline_ms.min(started_ms.saturating_add(nexus_guest::events::HOLE_WAIT_MS))
             };
             let memo = json!({ "startedMs": started_ms, "deadlineMs": deadline_ms });
             parking::park(

@@ -154,6 +154,8 @@ enum Directive {
 pub enum RegisterError {
     #[error("this host holds as many WebSockets as it may ({0})")]
     Full(usize),
+    #[error("this host is shutting down")]
+    Draining,
 }
 
 /// This node's sockets and topics, and its way to the other nodes.
@@ -165,6 +167,11 @@ pub struct Hub {
     fanout: Fanout,
     next_socket: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Sockets registered and not yet [`Hub::ended`] (their disconnect handler done): what a
+    /// draining host waits for.
+    live: watch::Sender<usize>,
+    /// Set when the host drains: no new socket is registered.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
@@ -197,6 +204,8 @@ impl Hub {
             fanout,
             next_socket: AtomicU64::new(1),
             metrics,
+            live: watch::Sender::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -237,6 +246,11 @@ impl Hub {
         max_message_bytes: usize,
     ) -> Result<(String, SocketEnd), RegisterError> {
         let mut registry = lock(&self.registry);
+        // Read under the registry's lock, which `drain` takes too: a socket is either refused
+        // here or closed there.
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(RegisterError::Draining);
+        }
         if registry.sockets.len() >= self.max_sockets {
             return Err(RegisterError::Full(self.max_sockets));
         }
@@ -259,6 +273,7 @@ impl Hub {
             },
         );
         self.metrics.websockets_open.inc();
+        self.live.send_modify(|live| *live += 1);
         Ok((
             id,
             SocketEnd {
@@ -266,6 +281,31 @@ impl Hub {
                 close: close_rx,
             },
         ))
+    }
+
+    /// Marks a registered socket as done: unregistered, and its disconnect handler (if it had
+    /// one) returned. Called once per successful [`Hub::register`].
+    pub fn ended(&self) {
+        self.live.send_modify(|live| *live = live.saturating_sub(1));
+    }
+
+    /// Closes every socket of this node with `code` (1012, "service restart", tells clients to
+    /// reconnect, to another host) and refuses new ones; the host is shutting down.
+    pub fn drain(&self, code: u16, reason: &str) {
+        let registry = lock(&self.registry);
+        self.draining.store(true, Ordering::SeqCst);
+        for socket in registry.sockets.values() {
+            socket.close.send_replace(Some(CloseRequest {
+                code,
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+
+    /// Waits until every socket has ended (see [`Hub::ended`]).
+    pub async fn all_ended(&self) {
+        let mut live = self.live.subscribe();
+        let _ = live.wait_for(|live| *live == 0).await;
     }
 
     /// Forgets a socket that has closed, and the topics only it held here.

@@ -109,6 +109,14 @@ pub async fn upgrade(
                 request_id,
             );
         }
+        Err(RegisterError::Draining) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "this host is shutting down; connect again (to another host)",
+                request_id,
+            );
+        }
     };
     let upgrade_request = UpgradeRequest {
         path_with_query: req
@@ -138,10 +146,12 @@ pub async fn upgrade(
         }
         Ok(Some(Err(refusal))) => {
             app.hub.unregister(&id).await;
+            app.hub.ended();
             return refusal_response(refusal);
         }
         Ok(None) => {
             app.hub.unregister(&id).await;
+            app.hub.ended();
             return error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "component-error",
@@ -151,6 +161,7 @@ pub async fn upgrade(
         }
         Err(failure) => {
             app.hub.unregister(&id).await;
+            app.hub.ended();
             return failure_response(&failure, request_id);
         }
     };
@@ -211,6 +222,7 @@ async fn finish(app: &Arc<App>, component: &Arc<ServedComponent>, id: &str, cont
     {
         tracing::warn!(socket = id, failure = ?failure, "the disconnect handler failed");
     }
+    app.hub.ended();
     tracing::info!(socket = id, "WebSocket closed");
 }
 
