@@ -10,6 +10,8 @@
 //!     message reaches the webhook receiver;
 //!   - the drained host finishes what it took, closes its sockets with 1012 (service restart),
 //!     and exits 0 within its grace.
+//! (A desktop socket may also be closed with 1013 when the killed host took an event number and
+//! died before logging it: the sequence never completes; the desktop reconnects and goes on.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -848,9 +850,14 @@ async fn three_hosts_survive_a_kill_and_a_drain_without_losing_a_message() {
         sockets_at_drain >= 1 && restarts >= 1,
         "the drained host held {sockets_at_drain} sockets; 1012 closes seen: {drops:?}"
     );
+    // Besides the drain, a socket may be closed with 1013 when a number of its sequence never
+    // comes: the killed host took it and died before logging its event. The socket reconnects
+    // and the replay skips it (the desktops' events were compared with their logs above).
     assert!(
-        drops.iter().all(|(_, code)| *code == 1012),
-        "only the drain closes sockets: {drops:?}"
+        drops
+            .iter()
+            .all(|(who, code)| *code == 1012 || (*who == "agents" && *code == 1013)),
+        "only the drain, or a number lost with the killed host, closes sockets: {drops:?}"
     );
     println!(
         "cluster: {} messages; the killed host held {} deliveries; {broken} sockets broke with it; \
