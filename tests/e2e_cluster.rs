@@ -10,8 +10,9 @@
 //!     message reaches the webhook receiver;
 //!   - the drained host finishes what it took, closes its sockets with 1012 (service restart),
 //!     and exits 0 within its grace.
-//! (A desktop socket may also be closed with 1013 when the killed host took an event number and
-//! died before logging it: the sequence never completes; the desktop reconnects and goes on.)
+//!
+//! A desktop socket may also be closed with 1013 when the killed host took an event number and
+//! died before logging it: the sequence never completes; the desktop reconnects and goes on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
