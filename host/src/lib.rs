@@ -6,7 +6,8 @@
 //! `server` serves HTTP with a fresh instance per request, `tenant` runs tenants' own bots and
 //! transforms in a sandbox of their own, and `platform` provides the
 //! Redis and PostgreSQL the host runs on (real servers, or embedded stand-ins); `tls` is the one
-//! TLS client stack of the host's own connections.
+//! TLS client stack of the host's own connections; `telemetry` exports OpenTelemetry traces when
+//! configured.
 #![forbid(unsafe_code)]
 
 pub mod allowed_hosts;
@@ -30,6 +31,7 @@ pub mod redis;
 pub mod routes;
 pub mod schedule;
 pub mod server;
+pub mod telemetry;
 pub mod tenant;
 pub mod tls;
 pub mod variables;

@@ -128,7 +128,9 @@ async fn send(
     if body.is_some() {
         request = request.header(http::header::CONTENT_TYPE, "application/json");
     }
-    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    let mut request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    // A job's run: the request continues the job's trace.
+    crate::telemetry::pass_on(&tracing::Span::current(), request.headers_mut());
     let response = sender.send_request(request).await;
     let answer = match response {
         Ok(response) => {

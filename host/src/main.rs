@@ -136,33 +136,71 @@ impl DataArgs {
     }
 }
 
-fn init_logging(format: Option<LogFormat>) {
+/// The log on stderr (filtered by `RUST_LOG`), and for `nexus up` with an OTLP endpoint
+/// configured, the exporter of traces; the exporter, to be shut down at the end.
+fn init_logging(
+    format: Option<LogFormat>,
+    traces: bool,
+) -> anyhow::Result<Option<nexus_host::telemetry::Exporter>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
+    // The spans that exist for the trace alone stay out of the log, whatever `RUST_LOG` says:
+    // a log line's span is its request's.
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.target() != nexus_host::telemetry::TARGET
+    }));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = if json {
+        log.json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
+            .boxed()
     } else {
-        builder.init();
+        log.boxed()
     }
+    .with_filter(filter);
+    let (exporter, trace) = if traces {
+        let (exporter, layer) = nexus_host::telemetry::start(tokio::runtime::Handle::current())?;
+        (Some(exporter), Some(layer))
+    } else {
+        (None, None)
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(trace)
+        .try_init()
+        .context("cannot set up the log")?;
+    if let Some(exporter) = &exporter {
+        tracing::info!(
+            endpoint = exporter.endpoint(),
+            "exporting traces over OTLP/HTTP"
+        );
+    }
+    Ok(exporter)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let traces = matches!(cli.command, Command::Up(_)) && nexus_host::telemetry::configured();
+    let exporter = match init_logging(cli.log_format, traces) {
+        Ok(exporter) => exporter,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Up(args) => up(args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -172,6 +210,9 @@ async fn main() -> std::process::ExitCode {
         Command::Component(command) => nexus_host::component_cli::run(command).await,
         Command::Probe { listen, path } => probe(listen, &path).await,
     };
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nexus_guest::private_address::{self, NonPublic};
+use tracing::Instrument;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::allowed_hosts::{AllowedHosts, OutboundAddress};
@@ -212,7 +213,7 @@ type SendResult = Result<
 impl WasiHttpHooks for OutboundHttpHooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -229,6 +230,9 @@ impl WasiHttpHooks for OutboundHttpHooks {
                 ))
             });
         }
+        // The far side continues the trace from this request's own span.
+        let span = crate::telemetry::outbound_span(&self.component, &request);
+        crate::telemetry::pass_on(&span, request.headers_mut());
         let address = outbound_address(request.uri());
         let allowed = address
             .as_ref()
@@ -256,7 +260,7 @@ impl WasiHttpHooks for OutboundHttpHooks {
         let private = self.private;
         let component = Arc::clone(&self.component);
         let refusals = self.refusals.clone();
-        Box::new(async move {
+        let sending = async move {
             let Some(address) = address.filter(|_| allowed) else {
                 return Err(Error::HttpRequestDenied);
             };
@@ -288,6 +292,20 @@ impl WasiHttpHooks for OutboundHttpHooks {
             };
             let (response, io) = send::send(request, targets, address.host, tls, timeouts).await?;
             Ok((response, io))
+        };
+        Box::new(async move {
+            let sent = sending.instrument(span.clone()).await;
+            match &sent {
+                Ok((response, _)) => {
+                    let status = response.status().as_u16();
+                    crate::telemetry::set(&span, "http.response.status_code", i64::from(status));
+                    if status >= 400 {
+                        crate::telemetry::failed(&span, status.to_string());
+                    }
+                }
+                Err(err) => crate::telemetry::failed(&span, err.to_string()),
+            }
+            sent
         })
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::budget::Budget;
 use crate::loopback;
@@ -277,6 +278,12 @@ async fn run_job(
     let request_id = format!("job-{}-{}", job.id.simple(), job.attempt);
     // Answer within the lease, or another host may run the job meanwhile.
     let deadline = worker.lease.saturating_sub(Duration::from_secs(1));
+    let span = crate::telemetry::job_span(
+        &worker.component,
+        &job.kind,
+        &job.id.to_string(),
+        job.attempt,
+    );
     let answer = tokio::time::timeout(
         deadline,
         loopback::post(
@@ -287,6 +294,7 @@ async fn run_job(
             Some(body.to_string().into_bytes()),
         ),
     )
+    .instrument(span.clone())
     .await;
     let (status, detail, retry_after) = match answer {
         Ok(Ok(answer)) => (Some(answer.status), answer.body, answer.retry_after),
@@ -294,6 +302,10 @@ async fn run_job(
         Err(_) => (None, format!("no answer within {deadline:?}"), None),
     };
     let outcome = worker.outcome(job.attempt, status, retry_after);
+    crate::telemetry::set(&span, "nexus.job.outcome", outcome.name());
+    if outcome != Outcome::Succeeded {
+        crate::telemetry::failed(&span, outcome.name());
+    }
     context
         .metrics
         .jobs

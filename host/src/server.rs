@@ -415,19 +415,31 @@ impl App {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             req.headers_mut().insert(REQUEST_ID, value);
         }
+        let path = req.uri().path().to_owned();
+        let websocket_route = self.websocket_router.route(&path);
+        let component_route = self.router.route(&path);
         let span = tracing::info_span!(
             "request",
             request_id = %request_id,
             method = %req.method(),
-            path = %req.uri().path()
+            path = %path,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
         );
+        // The span's name is the route the request took (`POST /nexus/v3/chat/...`), not its
+        // path, and its parent the caller's `traceparent`: both before the span starts.
+        let route = match path.as_str() {
+            "/healthz" | "/readyz" | "/metrics" => Some(path.as_str()),
+            _ => websocket_route
+                .as_ref()
+                .or(component_route.as_ref())
+                .map(|route| route.raw_route.as_str()),
+        };
+        crate::telemetry::server_span(&span, req.method(), route, req.headers());
         async move {
             let started = Instant::now();
-            let path = req.uri().path().to_owned();
-            let websocket = self
-                .websocket_router
-                .route(&path)
-                .map(|route| self.websocket_targets[route.target].clone());
+            let websocket =
+                websocket_route.map(|route| self.websocket_targets[route.target].clone());
             let mut response = match path.as_str() {
                 "/healthz" => text_response(StatusCode::OK, "ok\n"),
                 _ if websocket.is_some() => match websocket {
@@ -458,7 +470,7 @@ impl App {
                 },
                 "/readyz" => self.readiness().await,
                 "/metrics" => text_response(StatusCode::OK, &self.metrics.render()),
-                _ => match self.router.route(&path) {
+                _ => match component_route {
                     None => error_response(
                         StatusCode::NOT_FOUND,
                         "no-route",
@@ -497,6 +509,7 @@ impl App {
                 elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "served"
             );
+            crate::telemetry::answered(&tracing::Span::current(), response.status().as_u16());
             response
         }
         .instrument(span)
@@ -787,7 +800,7 @@ impl App {
                     .await?;
                 exports.call_parked(&mut store).await
             }
-            .in_current_span(),
+            .instrument(crate::telemetry::component_span(&component.name, "handle")),
         );
         let mut deadline = Box::pin(tokio::time::sleep_until(deadline));
         let abort = guest.abort_handle();

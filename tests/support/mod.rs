@@ -617,6 +617,8 @@ pub struct Receiver {
     held: tokio::sync::watch::Sender<bool>,
     /// Headers every answer carries.
     headers: Arc<Mutex<Vec<(String, String)>>>,
+    /// How many requests have been recorded: what the waits wait on.
+    arrived: tokio::sync::watch::Sender<usize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -633,6 +635,8 @@ impl Receiver {
         let (held, hold) = tokio::sync::watch::channel(false);
         let headers: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let heading = Arc::clone(&headers);
+        let (arrived, _) = tokio::sync::watch::channel(0usize);
+        let counting = arrived.clone();
         let recorded = Arc::clone(&requests);
         let waiting = Arc::clone(&delay);
         let told = Arc::clone(&answers);
@@ -648,6 +652,7 @@ impl Receiver {
                 let waiting = Arc::clone(&waiting);
                 let hold = hold.clone();
                 let heading = Arc::clone(&heading);
+                let counting = counting.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
@@ -657,6 +662,7 @@ impl Receiver {
                             let delay = *waiting.lock().expect("the receiver's delay");
                             let mut hold = hold.clone();
                             let extra = heading.lock().expect("the receiver's headers").clone();
+                            let counting = counting.clone();
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let body = body
@@ -670,6 +676,7 @@ impl Receiver {
                                     headers: parts.headers,
                                     body,
                                 });
+                                counting.send_modify(|count| *count += 1);
                                 let mut status = told
                                     .lock()
                                     .expect("the receiver's answers")
@@ -709,6 +716,7 @@ impl Receiver {
             delay,
             held,
             headers,
+            arrived,
             task,
         }
     }
@@ -723,17 +731,45 @@ impl Receiver {
 
     /// Waits (up to 10 s) until `count` requests have arrived; all of them so far.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
-        for _ in 0..200 {
-            let got = self.received();
-            if got.len() >= count {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut arrived = self.arrived.subscribe();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(10), arrived.wait_for(|n| *n >= count)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            panic!(
+                "the receiver got {} requests, not {count}",
+                self.received().len()
+            );
         }
-        panic!(
-            "the receiver got {} requests, not {count}",
-            self.received().len()
-        );
+        self.received()
+    }
+
+    /// Waits (up to 30 s) until what has arrived satisfies `done`; all of it so far. `what`
+    /// names the wait in the failure.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let mut arrived = self.arrived.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                arrived.borrow_and_update();
+                let received = self.received();
+                if done(&received) {
+                    return received;
+                }
+                if arrived.changed().await.is_err() {
+                    panic!("the receiver stopped");
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            panic!(
+                "the receiver's {} requests never showed {what}",
+                self.received().len()
+            )
+        })
     }
 
     /// From now on, answers come `by` after their request (a slow far side).

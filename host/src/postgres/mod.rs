@@ -24,6 +24,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
 use futures::future::BoxFuture;
 use thiserror::Error;
+use tracing::Instrument;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
 use crate::allowed_hosts::{AllowedHosts, OutboundAddress, redact_credentials};
@@ -248,6 +249,49 @@ impl PgConnection {
         self.client.statement_cache.clear();
         query_failed(err)
     }
+
+    /// Runs a query; its statement is prepared once per connection (again if the server forgot
+    /// it).
+    async fn query(
+        &self,
+        sql: &str,
+        bound: &[convert::BoundParameter],
+    ) -> Result<RowSet, WitError> {
+        let statement = self.prepare(sql).await?;
+        let columns = statement.columns().iter().map(convert::column).collect();
+        let rows = match self.client.query(&statement, &as_refs(bound)).await {
+            Err(err) if statement_vanished(&err) => {
+                let statement = self.prepare_again(sql).await?;
+                self.client.query(&statement, &as_refs(bound)).await
+            }
+            other => other,
+        };
+        let rows = rows.map_err(|err| self.failed(err))?;
+        if rows.len() > MAX_ROWS {
+            return Err(WitError::Other(format!(
+                "the query returned {} rows; a guest may receive at most {MAX_ROWS}",
+                rows.len()
+            )));
+        }
+        let rows = rows
+            .iter()
+            .map(|row| (0..row.len()).map(|i| convert::value(row, i)).collect())
+            .collect::<Result<Vec<_>, WitError>>()?;
+        Ok(RowSet { columns, rows })
+    }
+
+    /// Runs a statement; the rows it touched.
+    async fn execute(&self, sql: &str, bound: &[convert::BoundParameter]) -> Result<u64, WitError> {
+        let statement = self.prepare(sql).await?;
+        let done = match self.client.execute(&statement, &as_refs(bound)).await {
+            Err(err) if statement_vanished(&err) => {
+                let statement = self.prepare_again(sql).await?;
+                self.client.execute(&statement, &as_refs(bound)).await
+            }
+            other => other,
+        };
+        done.map_err(|err| self.failed(err))
+    }
 }
 
 /// The capability's per-instance context.
@@ -369,37 +413,20 @@ impl wit::HostConnection for PgCtxView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let conn = self.table.get(&conn)?;
-        let sql = statement;
-        let statement = match conn.prepare(&sql).await {
-            Ok(statement) => statement,
-            Err(err) => return Ok(Err(err)),
-        };
-        let columns = statement.columns().iter().map(convert::column).collect();
-        let rows = match conn.client.query(&statement, &as_refs(&bound)).await {
-            Err(err) if statement_vanished(&err) => {
-                let statement = match conn.prepare_again(&sql).await {
-                    Ok(statement) => statement,
-                    Err(err) => return Ok(Err(err)),
-                };
-                conn.client.query(&statement, &as_refs(&bound)).await
-            }
-            other => other,
-        };
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(err) => return Ok(Err(conn.failed(err))),
-        };
-        if rows.len() > MAX_ROWS {
-            return Ok(Err(WitError::Other(format!(
-                "the query returned {} rows; a guest may receive at most {MAX_ROWS}",
-                rows.len()
-            ))));
+        let span = crate::telemetry::postgres_span(&statement);
+        let rows = conn
+            .query(&statement, &bound)
+            .instrument(span.clone())
+            .await;
+        match &rows {
+            Ok(rows) => crate::telemetry::set(
+                &span,
+                "db.response.returned_rows",
+                i64::try_from(rows.rows.len()).unwrap_or(i64::MAX),
+            ),
+            Err(err) => crate::telemetry::failed(&span, format!("{err:?}")),
         }
-        let rows = rows
-            .iter()
-            .map(|row| (0..row.len()).map(|i| convert::value(row, i)).collect())
-            .collect::<Result<Vec<_>, WitError>>();
-        Ok(rows.map(|rows| RowSet { columns, rows }))
+        Ok(rows)
     }
 
     async fn execute(
@@ -413,22 +440,20 @@ impl wit::HostConnection for PgCtxView<'_> {
             Err(err) => return Ok(Err(err)),
         };
         let conn = self.table.get(&conn)?;
-        let sql = statement;
-        let statement = match conn.prepare(&sql).await {
-            Ok(statement) => statement,
-            Err(err) => return Ok(Err(err)),
-        };
-        let done = match conn.client.execute(&statement, &as_refs(&bound)).await {
-            Err(err) if statement_vanished(&err) => {
-                let statement = match conn.prepare_again(&sql).await {
-                    Ok(statement) => statement,
-                    Err(err) => return Ok(Err(err)),
-                };
-                conn.client.execute(&statement, &as_refs(&bound)).await
-            }
-            other => other,
-        };
-        Ok(done.map_err(|err| conn.failed(err)))
+        let span = crate::telemetry::postgres_span(&statement);
+        let done = conn
+            .execute(&statement, &bound)
+            .instrument(span.clone())
+            .await;
+        match &done {
+            Ok(count) => crate::telemetry::set(
+                &span,
+                "db.response.affected_rows",
+                i64::try_from(*count).unwrap_or(i64::MAX),
+            ),
+            Err(err) => crate::telemetry::failed(&span, format!("{err:?}")),
+        }
+        Ok(done)
     }
 
     async fn drop(&mut self, conn: Resource<PgConnection>) -> wasmtime::Result<()> {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use thiserror::Error;
+use tracing::Instrument;
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
 use crate::allowed_hosts::{AllowedHosts, OutboundAddress};
@@ -223,7 +224,17 @@ impl RedisCtxView<'_> {
         args: Vec<Vec<u8>>,
     ) -> wasmtime::Result<Result<redis::Value, WitError>> {
         let conn = self.table.get_mut(conn)?;
-        Ok(conn.session.command(name, args).await.map_err(to_wit_error))
+        let span = crate::telemetry::redis_span(name);
+        let reply = conn
+            .session
+            .command(name, args)
+            .instrument(span.clone())
+            .await
+            .map_err(to_wit_error);
+        if let Err(err) = &reply {
+            crate::telemetry::failed(&span, format!("{err:?}"));
+        }
+        Ok(reply)
     }
 }
 

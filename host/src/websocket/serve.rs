@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tracing::Instrument;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::{CloseRequest, Outgoing, RegisterError, SocketEnd};
@@ -388,6 +389,11 @@ async fn handle_event(
     let limits = component.limits();
     let mut store = app.new_store(component, id, crate::budget::Budget::Requests);
     let id = id.to_owned();
+    let event_name = match &event {
+        SocketEvent::Connect(_) => "on-connect",
+        SocketEvent::Message { .. } => "on-message",
+        SocketEvent::Disconnect { .. } => "on-disconnect",
+    };
     let call = async {
         let handler = pre.instantiate_async(&mut store).await?;
         let handler = handler.nexus_websocket_handler();
@@ -406,7 +412,11 @@ async fn handle_event(
                 .map(|()| None),
         }
     };
-    match tokio::time::timeout(limits.request_timeout, call).await {
+    let span = crate::telemetry::component_span(&component.name, event_name);
+    match tokio::time::timeout(limits.request_timeout, call)
+        .instrument(span)
+        .await
+    {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(err)) => {
             let reason = crate::server::trap_reason(&err);
