@@ -143,18 +143,19 @@ fn init_logging(
     traces: bool,
 ) -> anyhow::Result<Option<nexus_host::telemetry::Exporter>> {
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
     });
-    // The spans that exist for the trace alone stay out of the log, whatever `RUST_LOG` says:
-    // a log line's span is its request's.
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(|metadata| {
-        metadata.target() != nexus_host::telemetry::TARGET
-    }));
+    // The spans that exist for the trace alone stay out of the log (a log line's span is its
+    // request's): the most specific directive, so `RUST_LOG=debug` does not bring them in.
+    let filter = filter.add_directive(
+        format!("{}=off", nexus_host::telemetry::TARGET)
+            .parse()
+            .context("the log filter")?,
+    );
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
@@ -170,17 +171,21 @@ fn init_logging(
         log.boxed()
     }
     .with_filter(filter);
-    let (exporter, trace) = if traces {
+    // Two shapes rather than an `Option` layer: an absent layer still answers "enabled" for
+    // every callsite, which would turn on what the log's filter turns off (guests would see
+    // debug enabled, and every disabled event would be built only to be dropped).
+    let registry = tracing_subscriber::registry().with(log);
+    let exporter = if traces {
         let (exporter, layer) = nexus_host::telemetry::start(tokio::runtime::Handle::current())?;
-        (Some(exporter), Some(layer))
+        registry
+            .with(layer)
+            .try_init()
+            .context("cannot set up the log")?;
+        Some(exporter)
     } else {
-        (None, None)
+        registry.try_init().context("cannot set up the log")?;
+        None
     };
-    tracing_subscriber::registry()
-        .with(log)
-        .with(trace)
-        .try_init()
-        .context("cannot set up the log")?;
     if let Some(exporter) = &exporter {
         tracing::info!(
             endpoint = exporter.endpoint(),
