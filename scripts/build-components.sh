@@ -13,6 +13,7 @@ packages=(
   -p nexus-provisioning -p nexus-chat -p nexus-history -p nexus-workspace -p nexus-workspace-socket
   -p nexus-chat-socket
   -p nexus-webhooks -p nexus-messaging -p nexus-sms -p nexus-email -p nexus-bots -p nexus-securemail
+  -p nexus-outbound
   -p nexus-example -p nexus-hello -p nexus-fixture-limits -p nexus-fixture-sockets
   -p nexus-tenant -p faq-bot -p pii-redact -p nexus-fixture-tenant-misbehave
   -p nexus-assets

@@ -28,6 +28,7 @@ fn manifest(host_runs_jobs: bool) -> String {
         provisioning(),
         component("workspace", "/nexus/v3/workspace/...", &[]),
         component("sms", "/nexus/v3/sms/...", &["http://127.0.0.1:*"]),
+        component("outbound", "/nexus/v3/outbound/...", &[]),
     ];
     if host_runs_jobs {
         parts.push(jobs("sms", "/nexus/v3/sms/jobs/run", 15000));
@@ -134,7 +135,121 @@ async fn transcript(nexus: &Nexus, token: &str, interaction: &str) -> Vec<Value>
         .clone()
 }
 
-both_backends!(a_texter_and_an_agent_converse_by_sms);
+/// Asks `probe` every 50 ms until it answers (nothing announces what it waits for: routing, a
+/// job's outcome, a receipt applied), for at most 30 s; `what` names the wait in the failure.
+async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after 30 s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The interaction routing offers the agent (of `token`) first, once the agent has accepted it.
+async fn take_offered(nexus: &Nexus, token: &str) -> String {
+    let interaction = until("the text to be routed to the agent", || async {
+        let offered = json_call(
+            nexus,
+            "GET",
+            "/nexus/v3/workspace/media/chat/interactions",
+            token,
+            None,
+        )
+        .await;
+        offered["interactions"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    json_call(
+        nexus,
+        "POST",
+        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/accept"),
+        token,
+        None,
+    )
+    .await;
+    interaction
+}
+
+/// A tenant `acme` with an sms channel on the aggregator at `aggregator` (with `settings` on top
+/// of the account's), routed to the queue `texts`, and an agent who is ready: the channel's id
+/// and the agent's token.
+async fn provision(nexus: &Nexus, aggregator: &Receiver, settings: Value) -> (String, String) {
+    let provisioning = |path: &str| format!("/nexus/v3/provisioning{path}");
+    json_call(
+        nexus,
+        "POST",
+        &provisioning("/tenants"),
+        ADMIN_TOKEN,
+        Some(json!({"ccid": "acme", "name": "Acme"})),
+    )
+    .await;
+    let mut all_settings = json!({"accountSid": ACCOUNT, "from": OUR_NUMBER,
+                                  "apiBaseUrl": format!("http://{}", aggregator.addr)});
+    for (name, value) in settings.as_object().unwrap() {
+        all_settings[name] = value.clone();
+    }
+    let channel = json_call(
+        nexus,
+        "POST",
+        &provisioning("/tenants/acme/channels"),
+        ADMIN_TOKEN,
+        Some(
+            json!({"type": "sms", "name": "sms-us", "secret": AUTH_TOKEN,
+                    "settings": all_settings}),
+        ),
+    )
+    .await;
+    let channel = channel["id"].as_str().unwrap().to_owned();
+    json_call(
+        nexus,
+        "PUT",
+        &provisioning("/tenants/acme/queues/texts"),
+        ADMIN_TOKEN,
+        Some(json!({})),
+    )
+    .await;
+    json_call(
+        nexus,
+        "PUT",
+        &provisioning(&format!("/tenants/acme/channels/{channel}/routing")),
+        ADMIN_TOKEN,
+        Some(json!({"queue": "texts"})),
+    )
+    .await;
+    let agent = json_call(
+        nexus,
+        "POST",
+        &provisioning("/tenants/acme/agents"),
+        ADMIN_TOKEN,
+        Some(json!({"username": "ann", "nickname": "Ann"})),
+    )
+    .await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+    json_call(
+        nexus,
+        "POST",
+        "/nexus/v3/workspace/media/chat/ready",
+        &token,
+        None,
+    )
+    .await;
+    (channel, token)
+}
+
+both_backends!(
+    a_texter_and_an_agent_converse_by_sms,
+    keywords_opt_a_texter_out_and_in_before_routing,
+);
 
 async fn a_texter_and_an_agent_converse_by_sms(backends: Backends) {
     converse(backends, false).await;
@@ -150,61 +265,7 @@ async fn converse(backends: Backends, spin: bool) {
     let aggregator = Receiver::start().await;
     aggregator.reply_with(r#"{"sid": "SMout1", "status": "queued"}"#);
     let nexus = Nexus::start(&manifest(!spin), backends).await;
-    let provisioning = |path: &str| format!("/nexus/v3/provisioning{path}");
-    json_call(
-        &nexus,
-        "POST",
-        &provisioning("/tenants"),
-        ADMIN_TOKEN,
-        Some(json!({"ccid": "acme", "name": "Acme"})),
-    )
-    .await;
-    let channel = json_call(
-        &nexus,
-        "POST",
-        &provisioning("/tenants/acme/channels"),
-        ADMIN_TOKEN,
-        Some(
-            json!({"type": "sms", "name": "sms-us", "secret": AUTH_TOKEN,
-                    "settings": {"accountSid": ACCOUNT, "from": OUR_NUMBER,
-                                 "apiBaseUrl": format!("http://{}", aggregator.addr)}}),
-        ),
-    )
-    .await;
-    let channel = channel["id"].as_str().unwrap().to_owned();
-    json_call(
-        &nexus,
-        "PUT",
-        &provisioning("/tenants/acme/queues/texts"),
-        ADMIN_TOKEN,
-        Some(json!({})),
-    )
-    .await;
-    json_call(
-        &nexus,
-        "PUT",
-        &provisioning(&format!("/tenants/acme/channels/{channel}/routing")),
-        ADMIN_TOKEN,
-        Some(json!({"queue": "texts"})),
-    )
-    .await;
-    let agent = json_call(
-        &nexus,
-        "POST",
-        &provisioning("/tenants/acme/agents"),
-        ADMIN_TOKEN,
-        Some(json!({"username": "ann", "nickname": "Ann"})),
-    )
-    .await;
-    let token = agent["token"].as_str().unwrap().to_owned();
-    json_call(
-        &nexus,
-        "POST",
-        "/nexus/v3/workspace/media/chat/ready",
-        &token,
-        None,
-    )
-    .await;
+    let (channel, token) = provision(&nexus, &aggregator, json!({})).await;
 
     // A text arrives.
     let inbound = format!("/nexus/v3/sms/{channel}/inbound");
@@ -237,31 +298,7 @@ async fn converse(backends: Backends, spin: bool) {
     assert_eq!(status, 401);
 
     // The agent is offered the conversation and takes it.
-    let mut interaction = String::new();
-    for _ in 0..100 {
-        let offered = json_call(
-            &nexus,
-            "GET",
-            "/nexus/v3/workspace/media/chat/interactions",
-            &token,
-            None,
-        )
-        .await;
-        if let Some(id) = offered["interactions"][0]["id"].as_str() {
-            interaction = id.to_owned();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!interaction.is_empty(), "the text was routed to the agent");
-    json_call(
-        &nexus,
-        "POST",
-        &format!("/nexus/v3/workspace/media/chat/interactions/{interaction}/accept"),
-        &token,
-        None,
-    )
-    .await;
+    let interaction = take_offered(&nexus, &token).await;
     let seen = transcript(&nexus, &token, &interaction).await;
     let texts: Vec<&Value> = seen.iter().map(|m| &m["text"]).collect();
     assert_eq!(
@@ -335,22 +372,16 @@ async fn converse(backends: Backends, spin: bool) {
     if let Some(sweeping) = sweeping {
         sweeping.await.unwrap();
     }
-    let mut delivered = false;
-    for _ in 0..100 {
-        let seen = transcript(&nexus, &token, &interaction).await;
-        if seen
-            .iter()
-            .any(|m| m["text"] == "Yes, until 8 pm." && m["deliveryStatus"] == "delivered")
-        {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        delivered,
-        "the early status callback marked the reply delivered"
-    );
+    until(
+        "the early status callback to mark the reply delivered",
+        || async {
+            let seen = transcript(&nexus, &token, &interaction).await;
+            seen.iter()
+                .any(|m| m["text"] == "Yes, until 8 pm." && m["deliveryStatus"] == "delivered")
+                .then_some(())
+        },
+    )
+    .await;
     // A later status never moves it back, and is recorded against the message now.
     let late = [
         ("MessageSid", "SMout1"),
@@ -403,26 +434,25 @@ async fn converse(backends: Backends, spin: bool) {
     )
     .await;
     aggregator.wait_for(4).await;
-    let mut waiting = Value::Null;
-    for _ in 0..100 {
-        let jobs = json_call(
-            &nexus,
-            "GET",
-            "/nexus/v3/provisioning/tenants/acme/jobs?state=pending",
-            ADMIN_TOKEN,
-            None,
-        )
-        .await;
-        // Waiting for its next attempt: pending again, with the answer of the last one.
-        if let Some(job) = jobs["jobs"]
-            .as_array()
-            .and_then(|jobs| jobs.iter().find(|job| job["attempts"] == 1))
-        {
-            waiting = job.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Waiting for its next attempt: pending again, with the answer of the last one.
+    let waiting = until(
+        "the rate-limited send to wait for its next attempt",
+        || async {
+            let jobs = json_call(
+                &nexus,
+                "GET",
+                "/nexus/v3/provisioning/tenants/acme/jobs?state=pending",
+                ADMIN_TOKEN,
+                None,
+            )
+            .await;
+            jobs["jobs"]
+                .as_array()
+                .and_then(|jobs| jobs.iter().find(|job| job["attempts"] == 1))
+                .cloned()
+        },
+    )
+    .await;
     assert_eq!(waiting["lastStatus"], 503, "{waiting}");
     let run_at = time::OffsetDateTime::parse(
         waiting["runAt"].as_str().unwrap(),
@@ -433,5 +463,186 @@ async fn converse(backends: Backends, spin: bool) {
     assert!(
         waits >= time::Duration::seconds(3500),
         "the retry waits the hour asked for, not {waits}: {waiting}"
+    );
+}
+
+/// The body of each message nexus sent through the aggregator, in order.
+fn sent_bodies(sent: &[support::Received]) -> Vec<(String, String)> {
+    sent.iter()
+        .map(|request| {
+            let form: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
+                .into_owned()
+                .collect();
+            let get = |name: &str| {
+                form.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            assert!(
+                form.iter().all(|(k, _)| k != "StatusCallback"),
+                "a keyword's answer asks for no status reports"
+            );
+            (get("To"), get("Body"))
+        })
+        .collect()
+}
+
+/// The tenant's suppressions in force (address, tenant-wide, source), read with the outbound
+/// API (its key is `key`).
+async fn suppressions(nexus: &Nexus, key: &str) -> Vec<(String, bool, String)> {
+    let path = "/nexus/v3/outbound/suppressions";
+    let response = client()
+        .get(nexus.url(path))
+        .query(&[("active", "true")])
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    Api::load("outbound").check("GET", path, status, &answer);
+    assert_eq!(status, 200, "{answer}");
+    answer["data"]["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap().to_owned(),
+                s["channelId"].is_null(),
+                s["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn keywords_opt_a_texter_out_and_in_before_routing(backends: Backends) {
+    const HELP_TEXT: &str = "Acme Stores: support@acme.example. Reply STOP to unsubscribe.";
+    let aggregator = Receiver::start().await;
+    aggregator.reply_with(r#"{"sid": "SMreply", "status": "queued"}"#);
+    let nexus = Nexus::start(&manifest(true), backends).await;
+    let (channel, token) = provision(&nexus, &aggregator, json!({"helpReply": HELP_TEXT})).await;
+    let key = json_call(
+        &nexus,
+        "POST",
+        "/nexus/v3/provisioning/tenants/acme/api-keys",
+        ADMIN_TOKEN,
+        Some(json!({"name": "campaigns", "permission": "outbound"})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inbound = format!("/nexus/v3/sms/{channel}/inbound");
+    let text = |sid: &'static str, body: &'static str| {
+        [
+            ("MessageSid", sid),
+            ("AccountSid", ACCOUNT),
+            ("From", "+1 (555) 0100"),
+            ("To", OUR_NUMBER),
+            ("Body", body),
+        ]
+    };
+    let texter = "+15550100".to_owned();
+
+    // STOP, in any case: suppressed for the whole tenant, answered once.
+    let (status, twiml) = aggregator_post(&nexus, &inbound, &text("SMk1", " Stop "), None).await;
+    assert_eq!(status, 200, "{twiml}");
+    assert!(twiml.contains("<Response>"), "{twiml}");
+    let sent = sent_bodies(&aggregator.wait_for(1).await);
+    assert_eq!(
+        sent,
+        [(
+            texter.clone(),
+            nexus_guest::consent::DEFAULT_OPT_OUT_REPLY.to_owned()
+        )]
+    );
+    assert_eq!(
+        suppressions(&nexus, &key).await,
+        [(texter.clone(), true, "keyword".to_owned())]
+    );
+    // The aggregator retries it, and the texter says it again: no second answer. (One number's
+    // answers go out in order, so the HELP answer coming second shows none came between.)
+    aggregator_post(&nexus, &inbound, &text("SMk1", " Stop "), None).await;
+    aggregator_post(&nexus, &inbound, &text("SMk2", "UNSUBSCRIBE"), None).await;
+    aggregator_post(&nexus, &inbound, &text("SMk3", "help"), None).await;
+    let sent = sent_bodies(&aggregator.wait_for(2).await);
+    assert_eq!(sent[1], (texter.clone(), HELP_TEXT.to_owned()));
+
+    // START lifts it, answered once; a second START has nothing to lift.
+    aggregator_post(&nexus, &inbound, &text("SMk4", "start"), None).await;
+    aggregator_post(&nexus, &inbound, &text("SMk5", "Start."), None).await;
+    aggregator_post(&nexus, &inbound, &text("SMk6", "INFO"), None).await;
+    let sent = sent_bodies(&aggregator.wait_for(4).await);
+    assert_eq!(
+        sent[2..],
+        [
+            (
+                texter.clone(),
+                nexus_guest::consent::DEFAULT_OPT_IN_REPLY.to_owned()
+            ),
+            (texter.clone(), HELP_TEXT.to_owned()),
+        ]
+    );
+    assert_eq!(suppressions(&nexus, &key).await, []);
+
+    // None of the keywords entered a conversation: the texter's first real message starts it.
+    let (status, _) = aggregator_post(
+        &nexus,
+        &inbound,
+        &text("SMm1", "stop sending me coupons"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let interaction = take_offered(&nexus, &token).await;
+    let texts: Vec<Value> = transcript(&nexus, &token, &interaction)
+        .await
+        .iter()
+        .filter(|m| m["type"] == "Text")
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("stop sending me coupons")]);
+    assert_eq!(
+        aggregator.received().len(),
+        4,
+        "an ordinary text is not answered"
+    );
+
+    // Where the aggregator answers keywords itself, nexus records them and answers nothing.
+    let settings = |replies: bool| {
+        json!({"settings": {"accountSid": ACCOUNT, "from": OUR_NUMBER, "helpReply": HELP_TEXT,
+                            "apiBaseUrl": format!("http://{}", aggregator.addr),
+                            "keywordReplies": replies}})
+    };
+    let channel_path = format!("/nexus/v3/provisioning/tenants/acme/channels/{channel}");
+    json_call(
+        &nexus,
+        "PATCH",
+        &channel_path,
+        ADMIN_TOKEN,
+        Some(settings(false)),
+    )
+    .await;
+    aggregator_post(&nexus, &inbound, &text("SMk7", "QUIT"), None).await;
+    assert_eq!(
+        suppressions(&nexus, &key).await,
+        [(texter.clone(), true, "keyword".to_owned())]
+    );
+    json_call(
+        &nexus,
+        "PATCH",
+        &channel_path,
+        ADMIN_TOKEN,
+        Some(settings(true)),
+    )
+    .await;
+    aggregator_post(&nexus, &inbound, &text("SMk8", "HELP"), None).await;
+    let sent = sent_bodies(&aggregator.wait_for(5).await);
+    assert_eq!(
+        sent[4],
+        (texter.clone(), HELP_TEXT.to_owned()),
+        "QUIT was not answered"
     );
 }

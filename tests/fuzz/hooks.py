@@ -6,7 +6,7 @@ the tenants, keys, channels and their secrets, the agent, a live chat session, .
 
 Right before each request (`before_call`) the hooks
 - put the document's credential on it: the admin bearer (provisioning, the jobs and sweep
-  endpoints), the agent bearer (workspace), `x-api-key` (chat, history, securemail),
+  endpoints), the agent bearer (workspace), `x-api-key` (chat, history, securemail, outbound),
   `x-nexus-client-key` (a chat session); a credential header declared as a parameter that the
   case left out on purpose (a missing-header case) stays out;
 - point most cases' path parameters at resources that exist (the rest keep their generated
@@ -219,6 +219,8 @@ def real_path_parameters(case: Any) -> dict[str, str]:
         if path.startswith("/nexus/v3/history/contacts/"):
             return {"id": MAIN["history"]["contact_id"]}
         return {"id": MAIN["history"]["interaction_id"]}
+    if DOC == "outbound":
+        return {"id": MAIN["suppression_id"]}
     if DOC == "messaging":
         return {"channelId": MAIN["messaging"]["id"]}
     if DOC == "sms":
@@ -284,6 +286,7 @@ def sign_email_form(case: Any) -> None:
 # number: most cases get a real one, so that they reach what comes after the check.
 REALISTIC = {
     "securemail": {"address": "ada@example.com"},
+    "outbound": {"address": "+15550100100", "channelId": MAIN["sms"]["id"]},
     "sms": {"From": "+15550100", "To": "+15550000"},
     "email": {"sender": "ada@example.com", "recipient": "support@fuzz.example"},
     "history": {"from": MAIN["history"]["other_contact_id"]},
@@ -334,6 +337,13 @@ def prepare(case: Any, kwargs: dict[str, Any]) -> None:
             set_header(case, "x-api-key", MAIN["keys"]["securemail"])
         if header_present(case, "x-ccid") and chosen(case, "ccid"):
             set_header(case, "x-ccid", MAIN["ccid"])
+    elif DOC == "outbound":
+        set_header(case, "x-api-key", MAIN["keys"]["outbound"])
+        if header_present(case, "x-ccid") and chosen(case, "ccid"):
+            set_header(case, "x-ccid", MAIN["ccid"])
+        # Most imports get a header line, so that their lines (the generated text) are read.
+        if path.endswith("/import") and isinstance(case.body, str) and chosen(case, "csv"):
+            case.body = "address,reason,expiresAt,channelId\n+15550100100,fuzz,,\n" + case.body
     # Path parameters.
     if case.path_parameters and chosen(case, "path"):
         for name, value in real_path_parameters(case).items():

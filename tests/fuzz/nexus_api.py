@@ -201,9 +201,17 @@ def provision_main(context: dict[str, Any], ccid: str, receiver: str) -> dict[st
     main["securemail_channel_id"] = securemail["id"]
     # API keys.
     main["keys"] = {}
-    for permission in ("chat", "history", "securemail"):
+    for permission in ("chat", "history", "securemail", "outbound"):
         key = admin_ok(context, "POST", f"{t}/api-keys", {"name": f"fuzz-{permission}", "permission": permission})
         main["keys"][permission] = key["key"]
+    # A suppression, for the outbound API's operations on one.
+    main["suppression_id"] = ok(
+        base,
+        "POST",
+        "/nexus/v3/outbound/suppressions",
+        headers={"x-api-key": main["keys"]["outbound"]},
+        json_body={"address": "+15550100100", "reason": "fuzz"},
+    )["id"]
     # Routing: every channel's conversations go to one queue that an agent serves.
     admin_ok(context, "PUT", f"{t}/queues/support", {"skills": ["fuzz"], "timeoutSeconds": 3600})
     for channel in (chat["id"], messaging["id"], sms["id"], email["id"], securemail["id"]):

@@ -229,6 +229,7 @@ impl Nexus {
             ("{email}", "nexus-email"),
             ("{bots}", "nexus-bots"),
             ("{securemail}", "nexus-securemail"),
+            ("{outbound}", "nexus-outbound"),
             ("{assets}", "nexus-assets"),
         ] {
             if manifest.contains(placeholder) {
@@ -670,6 +671,14 @@ impl Receiver {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
+                                // The answer is decided before the request is counted: a
+                                // test that saw N requests and then tells the next answers
+                                // tells those of request N + 1 on.
+                                let mut status = told
+                                    .lock()
+                                    .expect("the receiver's answers")
+                                    .pop_front()
+                                    .unwrap_or(200);
                                 recorded.lock().expect("the receiver's log").push(Received {
                                     method: parts.method.to_string(),
                                     path: parts.uri.path().to_owned(),
@@ -677,11 +686,6 @@ impl Receiver {
                                     body,
                                 });
                                 counting.send_modify(|count| *count += 1);
-                                let mut status = told
-                                    .lock()
-                                    .expect("the receiver's answers")
-                                    .pop_front()
-                                    .unwrap_or(200);
                                 tokio::time::sleep(delay).await;
                                 let _ = hold.wait_for(|held| !held).await;
                                 if status == 0 {

@@ -202,6 +202,25 @@ impl Fields {
     }
 }
 
+/// The integer query parameter `name`, from `min` to `max`; `default` without it; a 400 that
+/// says the range otherwise (a page's `limit`, say).
+pub fn int_param(
+    params: &BTreeMap<String, String>,
+    name: &str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> ApiResult<i64> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_parameter(format!("`{name}` is from {min} to {max}"))),
+    }
+}
+
 /// Refuses a value whose text (in any string or key, however deep) holds U+0000: no text column
 /// of PostgreSQL can store it, and the caller must hear so as a 400 naming the field, not as a
 /// failure of the service to retry.
@@ -284,6 +303,19 @@ fn parse_key(key: &str) -> ApiResult<Vec<String>> {
 #[cfg(test)]
 mod body_tests {
     use super::*;
+
+    #[test]
+    fn integer_parameters_keep_to_their_range() {
+        let params: BTreeMap<String, String> = [("limit", "20"), ("big", "500"), ("word", "ten")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(int_param(&params, "limit", 1, 200, 50), Ok(20));
+        assert_eq!(int_param(&params, "none", 1, 200, 50), Ok(50));
+        let error = int_param(&params, "big", 1, 200, 50).unwrap_err();
+        assert_eq!(error.message, "`big` is from 1 to 200");
+        assert!(int_param(&params, "word", 1, 200, 50).is_err());
+    }
     use serde_json::json;
 
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded; charset=UTF-8");

@@ -8,6 +8,7 @@ pub mod agent_token;
 pub mod api;
 pub mod body;
 pub mod bot_contract;
+pub mod consent;
 pub mod hours;
 pub mod identity;
 pub mod jobs;

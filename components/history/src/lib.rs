@@ -70,14 +70,7 @@ fn authorize(req: &Request, db: &Db) -> ApiResult<i64> {
 }
 
 fn page_size(params: &BTreeMap<String, String>) -> ApiResult<i64> {
-    match params.get("limit") {
-        None => Ok(DEFAULT_PAGE),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_parameter(format!("`limit` is from 1 to {MAX_PAGE}"))),
-    }
+    nexus_guest::body::int_param(params, "limit", 1, MAX_PAGE, DEFAULT_PAGE)
 }
 
 /// A page cursor: the sort key of the last item, as an opaque token.

@@ -462,9 +462,9 @@ fn insert_api_key(
 fn permission(fields: &Fields) -> ApiResult<String> {
     let permission = fields.required_text("permission")?;
     match permission.as_str() {
-        "chat" | "securemail" | "history" => Ok(permission),
+        "chat" | "securemail" | "history" | "outbound" => Ok(permission),
         other => Err(ApiError::bad_parameter(format!(
-            "`permission` is chat, securemail or history, not `{other}`"
+            "`permission` is chat, securemail, history or outbound, not `{other}`"
         ))),
     }
 }

@@ -11,6 +11,16 @@
 //! - `POST sms/{channelId}/status` (`MessageSid`, `MessageStatus`): what became of a message
 //!   nexus sent (sent, delivered, read; undelivered and failed are failed).
 //!
+//! Consent comes before routing, for every text: a keyword (`nexus_guest::consent`: the whole
+//! message STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT; START or UNSTOP; HELP or INFO, in
+//! any case) is acted on and answered, and never enters a conversation. An opt-out suppresses
+//! the number for the tenant's campaigns (`suppressions`) and is answered with the channel's
+//! `optOutReply` once (not again while the number stays suppressed); an opt-in lifts what
+//! opt-outs made and is answered with `optInReply` when it lifted one; HELP is answered with
+//! `helpReply`. Each answer is a durable job (`keyword-reply`) keyed by the message, so a
+//! retried delivery answers once; `keywordReplies: false` leaves the answering to an aggregator
+//! that does it itself.
+//!
 //! Out: what agents and bots say, one durable job each (`POST sms/jobs/run`, the admin token;
 //! `jobs/sweep` runs the due ones from a cron under Spin):
 //! `POST {apiBaseUrl}/2010-04-01/Accounts/{accountSid}/Messages.json` with `To`, `From`, `Body`
@@ -23,12 +33,16 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::consent::{self, Keyword};
 use nexus_guest::inbound::{self, Inlet, Sender};
-use nexus_guest::spin::{Db, Reply, header, path_segments, reference_id, require_admin, respond};
+use nexus_guest::spin::{
+    Db, Reply, header, path_segments, reference_id, require_admin, respond, text,
+};
 use nexus_guest::webhook_signature;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::http_component;
+use spin_sdk::pg4::ParameterValue;
 
 const MAX_BODY_CHARS: usize = 1600;
 const DEFAULT_API: &str = "https://api.twilio.com";
@@ -141,6 +155,10 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
             "`Body` is empty (media messages are not taken yet)",
         ));
     }
+    // Consent comes first: a keyword is acted on and answered, never routed.
+    if let Some((keyword, word)) = consent::keyword(&body) {
+        return take_keyword(&db, &channel, &from, sid, keyword, &word);
+    }
     inbound::take_text(
         &db,
         &Inlet {
@@ -157,6 +175,81 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
         sid,
         Some(&body),
         None,
+    )?;
+    Ok(())
+}
+
+/// Acts on a keyword text from `from` (message `sid`): an opt-out suppresses the number for the
+/// whole tenant (`source` keyword), an opt-in lifts what opt-outs made, HELP asks for the help
+/// text. The answer goes out as a durable job, once: an opt-out only when the number was not
+/// suppressed already, an opt-in only when it lifted one, and a retried delivery of the same
+/// message (the same `sid`, hence the same job id) queues nothing more.
+fn take_keyword(
+    db: &Db,
+    channel: &Channel,
+    from: &str,
+    sid: &str,
+    keyword: Keyword,
+    word: &str,
+) -> ApiResult<()> {
+    let tenant = ParameterValue::Int64(channel.tenant_id);
+    let reply = match keyword {
+        Keyword::OptOut => {
+            let added = db.rows(
+                "record the opt-out",
+                "INSERT INTO suppressions (tenant_id, address, reason, source) \
+                 VALUES ($1, $2, $3, 'keyword') ON CONFLICT DO NOTHING RETURNING id",
+                &[
+                    tenant,
+                    text(from),
+                    text(format!("the texter sent {word} to channel {}", channel.id)),
+                ],
+            )?;
+            added.rows().next().is_some().then(|| {
+                channel
+                    .setting("optOutReply")
+                    .unwrap_or(consent::DEFAULT_OPT_OUT_REPLY)
+            })
+        }
+        Keyword::OptIn => {
+            let lifted = db.rows(
+                "lift the opt-out",
+                "DELETE FROM suppressions \
+                 WHERE tenant_id = $1 AND address = $2 AND source = 'keyword' RETURNING id",
+                &[tenant, text(from)],
+            )?;
+            lifted.rows().next().is_some().then(|| {
+                channel
+                    .setting("optInReply")
+                    .unwrap_or(consent::DEFAULT_OPT_IN_REPLY)
+            })
+        }
+        Keyword::Help => Some(
+            channel
+                .setting("helpReply")
+                .unwrap_or(consent::DEFAULT_HELP_REPLY),
+        ),
+    };
+    // An aggregator that answers keywords itself (Twilio's Advanced Opt-Out) is left to it.
+    let replies = channel.settings["keywordReplies"].as_bool().unwrap_or(true);
+    let Some(reply) = reply.filter(|_| replies) else {
+        return Ok(());
+    };
+    // One number's answers go out in the order their keywords came (STOP, then START).
+    db.execute(
+        "queue the keyword's answer",
+        "INSERT INTO jobs (id, tenant_id, component, kind, ordering_key, payload) \
+         VALUES (md5('sms-keyword:' || $2::text || ':' || $3::text)::uuid, $1, 'sms', \
+                 'keyword-reply', 'sms:' || $2::text || ':' || $4::text, \
+                 jsonb_build_object('channelId', $2::text, 'to', $4::text, 'text', $5::text)) \
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            ParameterValue::Int64(channel.tenant_id),
+            text(channel.id.as_str()),
+            text(sid),
+            text(from),
+            text(reply),
+        ],
     )?;
     Ok(())
 }
@@ -184,7 +277,15 @@ async fn run_job(req: &Request) -> ApiResult<Reply> {
     require_admin(req)?;
     let job: Value = serde_json::from_slice(req.body())
         .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
-    send(&job, &nexus_guest::spin::origin(req)).await
+    run(&job, &nexus_guest::spin::origin(req)).await
+}
+
+/// Runs one job of this component, by its kind.
+async fn run(job: &Value, origin: &str) -> ApiResult<Reply> {
+    match job["kind"].as_str() {
+        Some("keyword-reply") => send_keyword_reply(job).await,
+        _ => send(job, origin).await,
+    }
 }
 
 /// The due sends, from a cron under Spin.
@@ -194,7 +295,7 @@ async fn sweep(req: &Request) -> ApiResult<Reply> {
     Reply::ok(
         nexus_guest::sweep::sweep("sms", |job| {
             let origin = origin.clone();
-            async move { send(&job, &origin).await }
+            async move { run(&job, &origin).await }
         })
         .await?,
     )
@@ -217,17 +318,6 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         };
         (out, channel)
     };
-    let (Some(account), Some(from)) = (channel.setting("accountSid"), channel.setting("from"))
-    else {
-        inbound::set_delivery(interaction, position, "failed", None)?;
-        return Err(inbound::gone(
-            "an sms channel needs settings.accountSid and settings.from to send",
-        ));
-    };
-    let api = channel
-        .setting("apiBaseUrl")
-        .unwrap_or(DEFAULT_API)
-        .trim_end_matches('/');
     let callback = format!(
         "{}/nexus/v3/sms/{}/status",
         channel
@@ -238,23 +328,12 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         channel.id
     );
     let text = out.message["text"].as_str().unwrap_or_default();
-    let form = form_urlencoded::Serializer::new(String::new())
-        .append_pair("To", &out.to)
-        .append_pair("From", from)
-        .append_pair("Body", text)
-        .append_pair("StatusCallback", &callback)
-        .finish();
-    let credentials = STANDARD.encode(format!("{account}:{}", channel.secret));
-    let request = Request::builder()
-        .method(Method::Post)
-        .uri(format!("{api}/2010-04-01/Accounts/{account}/Messages.json"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("content-length", form.len().to_string())
-        .header("authorization", format!("Basic {credentials}"))
-        // The same on every attempt: an API that takes one sends a retried message once.
-        .header("idempotency-key", format!("nexus:{interaction}:{position}"))
-        .body(form.into_bytes())
-        .build();
+    // The same key on every attempt: an API that takes one sends a retried message once.
+    let key = format!("nexus:{interaction}:{position}");
+    let Some(request) = messages_request(&channel, &out.to, text, Some(&callback), &key) else {
+        inbound::set_delivery(interaction, position, "failed", None)?;
+        return Err(inbound::gone(NO_SENDER));
+    };
     let sid = inbound::send_outgoing(
         request,
         "the aggregator",
@@ -265,4 +344,91 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
     )
     .await?;
     Reply::ok(json!({ "sent": true, "sid": sid }))
+}
+
+const NO_SENDER: &str = "an sms channel needs settings.accountSid and settings.from to send";
+
+/// The aggregator's request that sends `text` to `to` from `channel` (`callback` for its status
+/// reports, `key` as its idempotency key); none when the channel lacks `accountSid` or `from`.
+fn messages_request(
+    channel: &Channel,
+    to: &str,
+    text: &str,
+    callback: Option<&str>,
+    key: &str,
+) -> Option<Request> {
+    let (Some(account), Some(from)) = (channel.setting("accountSid"), channel.setting("from"))
+    else {
+        return None;
+    };
+    let api = channel
+        .setting("apiBaseUrl")
+        .unwrap_or(DEFAULT_API)
+        .trim_end_matches('/');
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("To", to)
+        .append_pair("From", from)
+        .append_pair("Body", text);
+    if let Some(callback) = callback {
+        form.append_pair("StatusCallback", callback);
+    }
+    let form = form.finish();
+    let credentials = STANDARD.encode(format!("{account}:{}", channel.secret));
+    Some(
+        Request::builder()
+            .method(Method::Post)
+            .uri(format!("{api}/2010-04-01/Accounts/{account}/Messages.json"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", form.len().to_string())
+            .header("authorization", format!("Basic {credentials}"))
+            .header("idempotency-key", key)
+            .body(form.into_bytes())
+            .build(),
+    )
+}
+
+/// Sends a keyword's answer (a job `{payload: {channelId, to, text}}`): 2xx done; 429, 5xx or
+/// no answer retried; another 4xx, or a channel that is gone or cannot send, final.
+async fn send_keyword_reply(job: &Value) -> ApiResult<Reply> {
+    let payload = &job["payload"];
+    let (Some(channel_id), Some(to), Some(text)) = (
+        payload["channelId"].as_str(),
+        payload["to"].as_str(),
+        payload["text"].as_str(),
+    ) else {
+        return Err(inbound::gone(
+            "a keyword-reply job names payload.channelId, payload.to and payload.text",
+        ));
+    };
+    let channel = {
+        let db = Db::open()?;
+        channel(&db, channel_id)?.ok_or_else(|| inbound::gone("the channel is gone or disabled"))?
+    };
+    let key = format!(
+        "nexus:keyword-reply:{}",
+        job["id"].as_str().unwrap_or(channel_id)
+    );
+    let request =
+        messages_request(&channel, to, text, None, &key).ok_or_else(|| inbound::gone(NO_SENDER))?;
+    let response = spin_sdk::http::send::<_, Response>(request)
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                503,
+                Code::Unavailable,
+                format!("cannot reach the aggregator: {err}"),
+            )
+        })?;
+    match *response.status() {
+        200..=299 => Reply::ok(json!({ "sent": true })),
+        status @ (429 | 500..=599) => Err(ApiError::new(
+            503,
+            Code::Unavailable,
+            format!("the aggregator answered {status}; the answer is sent again"),
+        )
+        .retry_after(nexus_guest::spin::retry_after(&response))),
+        status => Err(inbound::gone(&format!(
+            "the aggregator refused the answer with {status}; it is not retried"
+        ))),
+    }
 }

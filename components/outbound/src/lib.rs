@@ -1,0 +1,491 @@
+//! The outbound API (`/nexus/v3/outbound/...`), for a tenant's campaign tools: its suppression
+//! list, the addresses its campaigns may not message.
+//!
+//! A suppression names a phone number (E.164) or an email address and holds for every sender
+//! of the tenant, or for one channel (`channelId`), until it is deleted or `expiresAt` passes.
+//! Texters make them with STOP (source `keyword`, which their START lifts: the sms component);
+//! the tenant makes them here, one at a time (`api`) or from a CSV file (`import`). Adding one
+//! that exists (the same address and scope) replaces its reason and expiry; one a texter made
+//! stays theirs to lift.
+//!
+//! It takes an API key with the `outbound` permission; every query is bound to the key's
+//! tenant. The OpenAPI description is `openapi/outbound.json`.
+// The export macro of spin-sdk generates the unsafe ABI glue of the component.
+#![allow(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::body::Fields;
+use nexus_guest::spin::{
+    Db, Reply, header, jsonb, opt_text, path_segments, query, reference_id, respond, text, uuid,
+};
+use serde_json::{Value, json};
+use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http_component;
+use spin_sdk::pg4::ParameterValue;
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The largest CSV import: about 100,000 lines of address, reason and expiry.
+const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
+/// Rows written per statement of an import.
+const IMPORT_BATCH: usize = 500;
+/// The bad lines an import reports one by one (it counts them all).
+const MAX_REPORTED_ERRORS: usize = 1000;
+const MAX_REASON_CHARS: usize = 500;
+const DEFAULT_REASON: &str = "added by the tenant";
+const DEFAULT_IMPORT_REASON: &str = "imported by the tenant";
+
+/// The upsert of suppressions (`$2`: a JSON array of rows) by address and scope, for tenant `$1`;
+/// `$3` is their source, but one a texter made stays `keyword`. Answers each suppression and
+/// whether it is new.
+const UPSERT: &str = "INSERT INTO suppressions AS s (tenant_id, address, channel_id, reason, source, expires_at) \
+     SELECT $1::bigint, r.address, r.channel_id::uuid, r.reason, $3::text, r.expires_at::timestamptz \
+     FROM jsonb_to_recordset($2::jsonb) AS r(address text, channel_id text, reason text, expires_at text) \
+     ON CONFLICT (tenant_id, address, coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
+     DO UPDATE SET reason = EXCLUDED.reason, expires_at = EXCLUDED.expires_at, \
+       source = CASE WHEN s.source = 'keyword' THEN 'keyword' ELSE EXCLUDED.source END \
+     RETURNING nexus_suppression_json(s)::text AS suppression, (xmax = 0) AS inserted";
+
+/// Serves `/nexus/v3/outbound/...`.
+#[http_component]
+fn outbound(req: Request) -> impl IntoResponse {
+    let reference = reference_id(&req);
+    respond(&reference, serve(&req))
+}
+
+fn serve(req: &Request) -> ApiResult<Reply> {
+    let db = Db::open()?;
+    let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
+    let path = path_segments(req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method();
+    match (method, segments.as_slice()) {
+        (Method::Get, ["suppressions"]) => list(&db, tenant, &query(req)?),
+        (Method::Post, ["suppressions"]) => add(&db, tenant, req),
+        (Method::Get, ["suppressions", "check"]) => check(&db, tenant, &query(req)?),
+        (Method::Post, ["suppressions", "import"]) => import(&db, tenant, req),
+        (Method::Get, ["suppressions", id]) => Reply::ok(one(&db, tenant, id)?),
+        (Method::Delete, ["suppressions", id]) => delete(&db, tenant, id),
+        _ => Err(ApiError::new(
+            404,
+            Code::NotFound,
+            format!(
+                "no such operation: {method} /nexus/v3/outbound/{}",
+                path.join("/")
+            ),
+        )),
+    }
+}
+
+/// `text` as a suppression's address, or a 400 saying why not.
+fn address(text: &str) -> ApiResult<String> {
+    nexus_guest::consent::address(text).map_err(ApiError::bad_parameter)
+}
+
+/// The tenant's channel ids, to check the ones a caller names.
+fn channels(db: &Db, tenant: i64) -> ApiResult<HashSet<String>> {
+    let rows = db.rows(
+        "read the channels",
+        "SELECT id::text AS id FROM channels WHERE tenant_id = $1",
+        &[ParameterValue::Int64(tenant)],
+    )?;
+    Ok(rows
+        .rows()
+        .filter_map(|row| row.get::<String>("id"))
+        .collect())
+}
+
+/// `id` as a channel of the tenant's (lower case), or why not.
+fn channel_of(channels: &HashSet<String>, id: &str) -> Result<String, String> {
+    let id = id.trim().to_ascii_lowercase();
+    if channels.contains(&id) {
+        Ok(id)
+    } else {
+        Err(format!("`{id}` is not a channel of this tenant"))
+    }
+}
+
+fn page_size(params: &BTreeMap<String, String>) -> ApiResult<i64> {
+    nexus_guest::body::int_param(params, "limit", 1, MAX_PAGE, DEFAULT_PAGE)
+}
+
+/// The suppressions, oldest first, filtered by `address`, `channelId` (or `tenant` for the
+/// tenant-wide ones), `source` and `active`, a page at a time (`cursor`: the last id seen).
+fn list(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Reply> {
+    let limit = page_size(params)?;
+    let after = match params.get("cursor") {
+        None => 0,
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_parameter("`cursor` is not one this API gave"))?,
+    };
+    let address = params.get("address").map(|a| address(a)).transpose()?;
+    let scope = match params.get("channelId").map(String::as_str) {
+        None => None,
+        Some("tenant") => Some("tenant".to_owned()),
+        Some(id) => Some(channel_of(&channels(db, tenant)?, id).map_err(ApiError::bad_parameter)?),
+    };
+    let source = match params.get("source").map(String::as_str) {
+        None => None,
+        Some(source @ ("keyword" | "api" | "import")) => Some(source.to_owned()),
+        Some(other) => {
+            return Err(ApiError::bad_parameter(format!(
+                "`source` is keyword, api or import, not `{other}`"
+            )));
+        }
+    };
+    let active = match params.get("active").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::bad_parameter("`active` is true or false")),
+    };
+    let mut items = db.json_rows(
+        "list the suppressions",
+        "SELECT nexus_suppression_json(s) FROM suppressions s \
+         WHERE tenant_id = $1 AND id > $2 \
+           AND ($3::text IS NULL OR address = $3) \
+           AND ($4::text IS NULL OR ($4 = 'tenant' AND channel_id IS NULL) \
+                OR channel_id::text = $4) \
+           AND ($5::text IS NULL OR source = $5) \
+           AND ($6::boolean IS NULL OR (expires_at IS NULL OR expires_at > now()) = $6) \
+         ORDER BY id LIMIT $7",
+        &[
+            ParameterValue::Int64(tenant),
+            ParameterValue::Int64(after),
+            opt_text(address),
+            opt_text(scope),
+            opt_text(source),
+            active.map_or(ParameterValue::DbNull, ParameterValue::Boolean),
+            ParameterValue::Int64(limit + 1),
+        ],
+    )?;
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = if more {
+        items
+            .last()
+            .and_then(|last| last["id"].as_str().map(str::to_owned))
+    } else {
+        None
+    };
+    Reply::ok(json!({ "suppressions": items, "nextCursor": next }))
+}
+
+/// One suppression of the tenant's, by id.
+fn one(db: &Db, tenant: i64, id: &str) -> ApiResult<Value> {
+    let missing = || ApiError::not_found(format!("no suppression has the id `{id}`"));
+    let id = id.parse::<i64>().map_err(|_| missing())?;
+    db.json_row(
+        "read the suppression",
+        "SELECT nexus_suppression_json(s) FROM suppressions s WHERE tenant_id = $1 AND id = $2",
+        &[ParameterValue::Int64(tenant), ParameterValue::Int64(id)],
+    )?
+    .ok_or_else(missing)
+}
+
+/// Adds a suppression, or replaces the reason and expiry of the one with the same address and
+/// scope: 201 when it is new, 200 when it was there.
+fn add(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
+    let fields = Fields::parse(
+        header(req, "content-type").as_deref(),
+        req.body(),
+        MAX_BODY_BYTES,
+    )?;
+    let address = address(&fields.required_text("address")?)?;
+    let channel_id = match fields.text("channelId") {
+        None => None,
+        Some(id) => Some(channel_of(&channels(db, tenant)?, &id).map_err(ApiError::bad_parameter)?),
+    };
+    let reason = fields
+        .bounded_text("reason", MAX_REASON_CHARS)?
+        .unwrap_or_else(|| DEFAULT_REASON.to_owned());
+    let expires_at = fields.timestamp("expiresAt")?;
+    let row = json!([{
+        "address": address,
+        "channel_id": channel_id,
+        "reason": reason,
+        "expires_at": expires_at,
+    }]);
+    let rows = db.rows(
+        "add the suppression",
+        UPSERT,
+        &[ParameterValue::Int64(tenant), jsonb(&row), text("api")],
+    )?;
+    let Some(written) = rows.rows().next() else {
+        return Err(ApiError::internal("add the suppression", "no row"));
+    };
+    let suppression: Value = written
+        .get::<String>("suppression")
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .ok_or_else(|| ApiError::internal("add the suppression", "no suppression"))?;
+    if written.get::<bool>("inserted") == Some(true) {
+        Reply::created(suppression)
+    } else {
+        Reply::ok(suppression)
+    }
+}
+
+fn delete(db: &Db, tenant: i64, id: &str) -> ApiResult<Reply> {
+    let missing = || ApiError::not_found(format!("no suppression has the id `{id}`"));
+    let number = id.parse::<i64>().map_err(|_| missing())?;
+    let deleted = db.execute(
+        "delete the suppression",
+        "DELETE FROM suppressions WHERE tenant_id = $1 AND id = $2",
+        &[ParameterValue::Int64(tenant), ParameterValue::Int64(number)],
+    )?;
+    if deleted == 0 {
+        return Err(missing());
+    }
+    Reply::ok(json!({ "deleted": id }))
+}
+
+/// Whether `address` may not be messaged from `channelId` (or, without one, from any sender of
+/// the tenant's: only the tenant-wide suppressions count then), and by which suppressions.
+fn check(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Reply> {
+    let address = address(
+        params
+            .get("address")
+            .ok_or_else(|| ApiError::bad_parameter("`address` is required"))?,
+    )?;
+    let channel_id = match params.get("channelId") {
+        None => None,
+        Some(id) => Some(channel_of(&channels(db, tenant)?, id).map_err(ApiError::bad_parameter)?),
+    };
+    let by = db.json_rows(
+        "check the address",
+        "SELECT nexus_suppression_json(s) FROM suppressions s \
+         WHERE tenant_id = $1 AND address = $2 \
+           AND (channel_id IS NULL OR channel_id = $3::uuid) \
+           AND (expires_at IS NULL OR expires_at > now()) ORDER BY id",
+        &[
+            ParameterValue::Int64(tenant),
+            text(address.as_str()),
+            channel_id.map_or(ParameterValue::DbNull, uuid),
+        ],
+    )?;
+    Reply::ok(json!({ "address": address, "suppressed": !by.is_empty(), "suppressions": by }))
+}
+
+/// What became of an import.
+#[derive(Default)]
+struct Imported {
+    added: u64,
+    updated: u64,
+    failed: u64,
+    errors: Vec<Value>,
+}
+
+impl Imported {
+    fn fail(&mut self, line: u64, reason: impl Into<String>) {
+        self.failed += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors
+                .push(json!({ "line": line, "reason": reason.into() }));
+        }
+    }
+}
+
+/// The columns of an import, by position.
+struct Columns {
+    address: usize,
+    channel_id: Option<usize>,
+    reason: Option<usize>,
+    expires_at: Option<usize>,
+    count: usize,
+}
+
+impl Columns {
+    /// From the header line: `address` required, `channelId`, `reason`, `expiresAt` optional,
+    /// nothing else.
+    fn of(header: &csv::ByteRecord) -> ApiResult<Columns> {
+        let mut at = HashMap::new();
+        for (index, name) in header.iter().enumerate() {
+            let name = std::str::from_utf8(name)
+                .map_err(|_| ApiError::bad_parameter("the header line is not UTF-8"))?
+                .trim();
+            if !["address", "channelId", "reason", "expiresAt"].contains(&name) {
+                return Err(ApiError::bad_parameter(format!(
+                    "the column `{name}` is not one of address, channelId, reason, expiresAt"
+                )));
+            }
+            if at.insert(name.to_owned(), index).is_some() {
+                return Err(ApiError::bad_parameter(format!(
+                    "the column `{name}` comes twice"
+                )));
+            }
+        }
+        Ok(Columns {
+            address: *at.get("address").ok_or_else(|| {
+                ApiError::bad_parameter("the header line has no `address` column")
+            })?,
+            channel_id: at.get("channelId").copied(),
+            reason: at.get("reason").copied(),
+            expires_at: at.get("expiresAt").copied(),
+            count: header.len(),
+        })
+    }
+}
+
+/// Imports a CSV file (`text/csv`, UTF-8, a header line naming the columns): each good line
+/// adds or replaces a suppression (source `import`); each bad one is reported by its line
+/// number with the reason, and never stops the rest.
+fn import(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
+    let media_type = header(req, "content-type")
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != "text/csv" {
+        return Err(ApiError::new(
+            415,
+            Code::InvalidParameter,
+            "an import is a CSV file: send it as text/csv",
+        ));
+    }
+    let body = req.body();
+    if body.len() > MAX_IMPORT_BYTES {
+        return Err(ApiError::new(
+            413,
+            Code::LimitBodySize,
+            format!(
+                "the file is {} bytes; an import takes at most {MAX_IMPORT_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    // A spreadsheet's byte order mark is not part of the first column's name.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+    let columns = Columns::of(
+        reader
+            .byte_headers()
+            .map_err(|err| ApiError::bad_parameter(format!("the header line: {err}")))?,
+    )?;
+    let channels = channels(db, tenant)?;
+    let mut imported = Imported::default();
+    let mut seen: HashMap<(String, Option<String>), u64> = HashMap::new();
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+    for record in reader.byte_records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                let line = err.position().map_or(0, csv::Position::line);
+                if matches!(err.kind(), csv::ErrorKind::Io(_)) {
+                    return Err(ApiError::bad_parameter(format!("line {line}: {err}")));
+                }
+                imported.fail(line, err.to_string());
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, csv::Position::line);
+        match import_row(&record, &columns, &channels) {
+            Ok(row) => {
+                let key = (row.0.clone(), row.1.clone());
+                if let Some(first) = seen.get(&key) {
+                    imported.fail(
+                        line,
+                        format!("the same address and channel as line {first}"),
+                    );
+                    continue;
+                }
+                seen.insert(key, line);
+                batch.push(json!({
+                    "address": row.0, "channel_id": row.1, "reason": row.2, "expires_at": row.3,
+                }));
+                if batch.len() == IMPORT_BATCH {
+                    write_batch(db, tenant, &mut batch, &mut imported)?;
+                }
+            }
+            Err(reason) => imported.fail(line, reason),
+        }
+    }
+    write_batch(db, tenant, &mut batch, &mut imported)?;
+    Reply::ok(json!({
+        "added": imported.added,
+        "updated": imported.updated,
+        "failed": imported.failed,
+        "errors": imported.errors,
+    }))
+}
+
+/// One line of an import: address, channel, reason and expiry, or why it cannot be taken.
+fn import_row(
+    record: &csv::ByteRecord,
+    columns: &Columns,
+    channels: &HashSet<String>,
+) -> Result<(String, Option<String>, String, Option<String>), String> {
+    if record.len() != columns.count {
+        return Err(format!(
+            "{} fields where the header has {}",
+            record.len(),
+            columns.count
+        ));
+    }
+    let field = |index: Option<usize>| -> Result<Option<&str>, String> {
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let bytes = record.get(index).unwrap_or_default();
+        let value = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
+        if value.contains('\0') {
+            return Err("a NUL character".to_owned());
+        }
+        let value = value.trim();
+        Ok((!value.is_empty()).then_some(value))
+    };
+    let address = field(Some(columns.address))?.ok_or("no address")?;
+    let address = nexus_guest::consent::address(address)?;
+    let channel = field(columns.channel_id)?
+        .map(|id| channel_of(channels, id))
+        .transpose()?;
+    let reason = match field(columns.reason)? {
+        Some(reason) if reason.chars().count() > MAX_REASON_CHARS => {
+            return Err(format!(
+                "the reason is longer than {MAX_REASON_CHARS} characters"
+            ));
+        }
+        Some(reason) => reason.to_owned(),
+        None => DEFAULT_IMPORT_REASON.to_owned(),
+    };
+    let expires_at = field(columns.expires_at)?
+        .map(|at| nexus_guest::timestamp::parse("expiresAt", at).map_err(|err| err.message))
+        .transpose()?;
+    Ok((address, channel, reason, expires_at))
+}
+
+/// Writes the import's pending rows, counting the new and the replaced.
+fn write_batch(
+    db: &Db,
+    tenant: i64,
+    batch: &mut Vec<Value>,
+    imported: &mut Imported,
+) -> ApiResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let rows = db.rows(
+        "import the suppressions",
+        UPSERT,
+        &[
+            ParameterValue::Int64(tenant),
+            jsonb(&Value::Array(std::mem::take(batch))),
+            text("import"),
+        ],
+    )?;
+    for row in rows.rows() {
+        if row.get::<bool>("inserted") == Some(true) {
+            imported.added += 1;
+        } else {
+            imported.updated += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! End to end: the outbound API's suppression list, as a campaign tool uses it with its
+//! `outbound` API key: adding, replacing, checking, listing, importing from CSV and deleting,
+//! every answer checked against `openapi/outbound.json`. (Texters' own STOP and START are in
+//! e2e_sms.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use serde_json::{Value, json};
+use support::openapi::Api;
+use support::{Backends, Nexus, admin_ok, client};
+
+fn manifest() -> String {
+    use support::manifest::{application, component, provisioning};
+    [
+        application("outbound"),
+        provisioning(),
+        component("outbound", "/nexus/v3/outbound/...", &[]),
+    ]
+    .concat()
+}
+
+both_backends!(a_campaign_tool_keeps_its_suppression_list);
+
+/// A call to the outbound API with `key`, checked against its document: the status and the
+/// answer (`data`, or the whole error).
+async fn call(
+    nexus: &Nexus,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let document_path = path.split_once('?').map_or(path, |(path, _)| path);
+    let mut request = client().request(method.parse().unwrap(), nexus.url(path));
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    Api::load("outbound").check(method, document_path, status, &answer);
+    let data = if (200..300).contains(&status) {
+        answer["data"].clone()
+    } else {
+        answer
+    };
+    (status, data)
+}
+
+/// Whether an address is suppressed (`query`: `address=...`, maybe `&channelId=...`).
+async fn check(nexus: &Nexus, key: &str, query: &str) -> Value {
+    let (status, answer) = call(
+        nexus,
+        "GET",
+        &format!("/nexus/v3/outbound/suppressions/check?{query}"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// Posts a CSV file to the import.
+async fn import(nexus: &Nexus, key: &str, csv: &str) -> (u16, Value) {
+    let path = "/nexus/v3/outbound/suppressions/import";
+    let response = client()
+        .post(nexus.url(path))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    Api::load("outbound").check("POST", path, status, &answer);
+    (status, answer["data"].clone())
+}
+
+/// A tenant with an sms channel and an outbound API key: the channel's id and the key.
+async fn tenant(nexus: &Nexus, ccid: &str) -> (String, String) {
+    let tenants = "/tenants";
+    admin_ok(
+        nexus,
+        "POST",
+        tenants,
+        Some(json!({"ccid": ccid, "name": ccid})),
+    )
+    .await;
+    let channel = admin_ok(
+        nexus,
+        "POST",
+        &format!("{tenants}/{ccid}/channels"),
+        Some(json!({"type": "sms", "name": "sms-us", "secret": "token",
+                    "settings": {"accountSid": "AC1", "from": "+15550000"}})),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = admin_ok(
+        nexus,
+        "POST",
+        &format!("{tenants}/{ccid}/api-keys"),
+        Some(json!({"name": "campaigns", "permission": "outbound"})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (channel, key)
+}
+
+async fn a_campaign_tool_keeps_its_suppression_list(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let (channel, key_text) = tenant(&nexus, "acme").await;
+    let key = Some(key_text.as_str());
+    let list = "/nexus/v3/outbound/suppressions";
+
+    // Credentials: none, or a key of another permission.
+    let (status, _) = call(&nexus, "GET", list, None, None).await;
+    assert_eq!(status, 401);
+    let chat_key = admin_ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/api-keys",
+        Some(json!({"name": "widget", "permission": "chat"})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(&nexus, "GET", list, Some(&chat_key), None).await;
+    assert_eq!(status, 403);
+
+    // Added for every sender, however the number was typed; again: replaced.
+    let (status, phone) = call(
+        &nexus,
+        "POST",
+        list,
+        key,
+        Some(json!({"address": "+1 (555) 010-0100", "reason": "asked by phone"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{phone}");
+    assert_eq!(phone["address"], "+15550100100");
+    assert_eq!(phone["channelId"], Value::Null);
+    assert_eq!(phone["source"], "api");
+    assert_eq!(phone["active"], true);
+    let (status, replaced) = call(
+        &nexus,
+        "POST",
+        list,
+        key,
+        Some(json!({"address": "+15550100100", "reason": "asked twice"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(replaced["id"], phone["id"]);
+    assert_eq!(replaced["reason"], "asked twice");
+    // For one channel: a scope of its own.
+    let (status, for_channel) = call(
+        &nexus,
+        "POST",
+        list,
+        key,
+        Some(json!({"address": "+15550100100", "channelId": channel})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(for_channel["channelId"], channel.as_str());
+    // An email address whose suppression has already run out.
+    let (status, expired) = call(
+        &nexus,
+        "POST",
+        list,
+        key,
+        Some(json!({"address": " Ann@Example.COM ", "expiresAt": "2020-01-01T00:00:00+01:00"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(expired["address"], "ann@example.com");
+    assert_eq!(expired["expiresAt"], "2019-12-31T23:00:00.000000Z");
+    assert_eq!(expired["active"], false);
+
+    // Refused, naming the field.
+    for (body, names) in [
+        (json!({"address": "555-0100"}), "E.164"),
+        (
+            json!({"address": "+15550100100", "channelId": "00000000-0000-0000-0000-000000000001"}),
+            "not a channel",
+        ),
+        (
+            json!({"address": "+15550100100", "expiresAt": "tomorrow"}),
+            "expiresAt",
+        ),
+        (
+            json!({"address": "+15550100100", "reason": "x".repeat(501)}),
+            "reason",
+        ),
+        (json!({"reason": "no address"}), "address"),
+    ] {
+        let (status, error) = call(&nexus, "POST", list, key, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        let message = error["status"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{body}: {message}");
+    }
+
+    // Checked: for any sender (the tenant-wide one), for the channel (both), and the expired.
+    let answer = check(&nexus, &key_text, "address=%2B15550100100").await;
+    assert_eq!(answer["suppressed"], true);
+    assert_eq!(answer["suppressions"].as_array().unwrap().len(), 1);
+    let answer = check(
+        &nexus,
+        &key_text,
+        &format!("address=%2B15550100100&channelId={channel}"),
+    )
+    .await;
+    assert_eq!(answer["suppressions"].as_array().unwrap().len(), 2);
+    let answer = check(&nexus, &key_text, "address=ann%40example.com").await;
+    assert_eq!(answer["suppressed"], false);
+    let answer = check(&nexus, &key_text, "address=%2B15550100199").await;
+    assert_eq!(answer["suppressed"], false);
+
+    // Imported from a spreadsheet: good lines in, bad ones reported by line, none stopping the
+    // rest; a quoted reason may hold a comma and a line break.
+    let csv = format!(
+        "\u{feff}address,reason,expiresAt,channelId\n\
+         +15550100101,moved away,,\n\
+         not a number,typo,,\n\
+         +15550100102,\"said \"\"no\"\", twice,\nby letter\",2999-01-01T00:00:00Z,\n\
+         +15550100101,again,,\n\
+         +15550100100,complained,,{channel}\n\
+         +15550100103,short line\n\
+         ann@example.com,,,\n\
+         +15550100104,bad date,someday,\n"
+    );
+    let (status, report) = import(&nexus, &key_text, &csv).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["added"], 2, "{report}");
+    assert_eq!(report["updated"], 2, "{report}");
+    assert_eq!(report["failed"], 4, "{report}");
+    let lines: Vec<i64> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(lines, [3, 6, 8, 10], "{report}");
+    assert!(
+        report["errors"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("line 2"),
+        "{report}"
+    );
+    let (_, quoted) = call(
+        &nexus,
+        "GET",
+        &format!("{list}?address=%2B15550100102"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(
+        quoted["suppressions"][0]["reason"],
+        "said \"no\", twice,\nby letter"
+    );
+    assert_eq!(quoted["suppressions"][0]["source"], "import");
+    // The import renewed the expired one (no expiry now) and replaced the channel's reason.
+    let answer = check(&nexus, &key_text, "address=ann%40example.com").await;
+    assert_eq!(answer["suppressed"], true);
+    // Not a CSV file, or a header without an address column.
+    let response = client()
+        .post(nexus.url(&format!("{list}/import")))
+        .header("x-api-key", &key_text)
+        .json(&json!({"address": "+15550100100"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let (status, _) = import(&nexus, &key_text, "phone,reason\n+15550100100,x\n").await;
+    assert_eq!(status, 400);
+
+    // Listed a page at a time, oldest first; filtered.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("{list}?limit=2&cursor={cursor}"),
+            None => format!("{list}?limit=2"),
+        };
+        let (status, page) = call(&nexus, "GET", &path, key, None).await;
+        assert_eq!(status, 200);
+        for item in page["suppressions"].as_array().unwrap() {
+            seen.push(item["address"].as_str().unwrap().to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "+15550100100",
+            "+15550100100",
+            "ann@example.com",
+            "+15550100101",
+            "+15550100102"
+        ]
+    );
+    let (_, tenant_wide) = call(
+        &nexus,
+        "GET",
+        &format!("{list}?channelId=tenant"),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(tenant_wide["suppressions"].as_array().unwrap().len(), 4);
+    let (_, imported) = call(&nexus, "GET", &format!("{list}?source=import"), key, None).await;
+    assert_eq!(imported["suppressions"].as_array().unwrap().len(), 4);
+    let (status, _) = call(&nexus, "GET", &format!("{list}?limit=0"), key, None).await;
+    assert_eq!(status, 400);
+
+    // Another tenant sees none of it.
+    let (_, other_key) = tenant(&nexus, "globex").await;
+    let one = format!("{list}/{}", phone["id"].as_str().unwrap());
+    let (status, _) = call(&nexus, "GET", &one, Some(&other_key), None).await;
+    assert_eq!(status, 404);
+    let (_, others) = call(&nexus, "GET", list, Some(&other_key), None).await;
+    assert_eq!(others["suppressions"], json!([]));
+
+    // Deleted: the address may be messaged again from any sender but the channel.
+    let (status, deleted) = call(&nexus, "DELETE", &one, key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(deleted["deleted"], phone["id"]);
+    let (status, _) = call(&nexus, "GET", &one, key, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&nexus, "DELETE", &one, key, None).await;
+    assert_eq!(status, 404);
+    let answer = check(&nexus, &key_text, "address=%2B15550100100").await;
+    assert_eq!(answer["suppressed"], false);
+    let answer = check(
+        &nexus,
+        &key_text,
+        &format!("address=%2B15550100100&channelId={channel}"),
+    )
+    .await;
+    assert_eq!(answer["suppressed"], true);
+}
