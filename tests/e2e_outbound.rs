@@ -1,6 +1,7 @@
-//! End to end: the outbound API's suppression list, as a campaign tool uses it with its
-//! `outbound` API key: adding, replacing, checking, listing, importing from CSV and deleting,
-//! every answer checked against `openapi/outbound.json`. (Texters' own STOP and START are in
+//! End to end: the outbound API as a campaign tool uses it with its `outbound` API key: the
+//! suppression list (adding, replacing, checking, listing, importing from CSV, deleting) and the
+//! message templates (saving, a dry-run render of one record, what an SMS costs), every answer
+//! checked against `openapi/outbound.json`. (Texters' own STOP and START are in
 //! e2e_sms.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,7 +22,10 @@ fn manifest() -> String {
     .concat()
 }
 
-both_backends!(a_campaign_tool_keeps_its_suppression_list);
+both_backends!(
+    a_campaign_tool_keeps_its_suppression_list,
+    templates_render_one_record_as_a_dry_run,
+);
 
 /// A call to the outbound API with `key`, checked against its document: the status and the
 /// answer (`data`, or the whole error).
@@ -355,4 +359,153 @@ async fn a_campaign_tool_keeps_its_suppression_list(backends: Backends) {
     )
     .await;
     assert_eq!(answer["suppressed"], true);
+}
+
+async fn templates_render_one_record_as_a_dry_run(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let (_, key) = tenant(&nexus, "acme").await;
+    let key = Some(key.as_str());
+    let path = "/nexus/v3/outbound/templates/spring-sale";
+
+    // Saved: the variables it names, and whether a record must have them.
+    let body = "Hi {{first_name|there}}, {{store}} has {{discount}}% off until Sunday. \
+                Reply STOP to opt out.";
+    let (status, saved) = call(
+        &nexus,
+        "PUT",
+        path,
+        key,
+        Some(json!({"channel": "sms", "body": body})),
+    )
+    .await;
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(
+        saved["variables"],
+        json!([{"name": "first_name", "required": false},
+               {"name": "store", "required": true},
+               {"name": "discount", "required": true}])
+    );
+    let (status, replaced) = call(
+        &nexus,
+        "PUT",
+        path,
+        key,
+        Some(json!({"channel": "sms", "body": body.replace("Sunday", "Monday")})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(replaced["body"].as_str().unwrap().contains("Monday"));
+
+    // One record, as a dry run: filled, with what the SMS costs; a default where a value is
+    // missing or empty.
+    let render = format!("{path}/render");
+    let (status, answer) = call(
+        &nexus,
+        "POST",
+        &render,
+        key,
+        Some(json!({"variables": {"first_name": "", "store": "Acme Zürich", "discount": 20}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        "Hi there, Acme Zürich has 20% off until Monday. Reply STOP to opt out."
+    );
+    assert_eq!(answer["sms"]["encoding"], "GSM-7");
+    assert_eq!(answer["sms"]["length"], 70);
+    assert_eq!(answer["sms"]["segments"], 1);
+    // A character outside the GSM alphabet makes it UCS-2, in more segments.
+    let (_, answer) = call(
+        &nexus,
+        "POST",
+        &render,
+        key,
+        Some(json!({"variables": {"first_name": "Zoë", "store": "Łódź Outlet Centrum Manufaktura", "discount": 5}})),
+    )
+    .await;
+    assert_eq!(answer["sms"]["encoding"], "UCS-2");
+    assert_eq!(answer["sms"]["length"], 87);
+    assert_eq!(answer["sms"]["segments"], 2);
+    // A record without a required variable fails, naming it.
+    let (status, error) = call(
+        &nexus,
+        "POST",
+        &render,
+        key,
+        Some(json!({"variables": {"first_name": "Ann", "store": "Acme"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        error["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`discount`"),
+        "{error}"
+    );
+
+    // Email has a subject, a template too; SMS has none.
+    let (status, email) = call(
+        &nexus,
+        "PUT",
+        "/nexus/v3/outbound/templates/receipt",
+        key,
+        Some(
+            json!({"channel": "email", "subject": "Your order {{order}}",
+                    "body": "Thanks, {{name|friend}}."}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{email}");
+    let (_, answer) = call(
+        &nexus,
+        "POST",
+        "/nexus/v3/outbound/templates/receipt/render",
+        key,
+        Some(json!({"variables": {"order": "A-42"}})),
+    )
+    .await;
+    assert_eq!(answer["subject"], "Your order A-42");
+    assert_eq!(answer["body"], "Thanks, friend.");
+    assert!(answer.get("sms").is_none());
+
+    // Refused when saved, saying where.
+    for (body, says) in [
+        (
+            json!({"channel": "sms", "body": "Hi {{first_name"}),
+            "no closing",
+        ),
+        (
+            json!({"channel": "sms", "body": "Hi {{first name}}"}),
+            "not a variable name",
+        ),
+        (
+            json!({"channel": "sms", "body": "x", "subject": "y"}),
+            "no `subject`",
+        ),
+        (json!({"channel": "email", "body": "x"}), "`subject`"),
+        (json!({"channel": "fax", "body": "x"}), "`channel`"),
+    ] {
+        let (status, error) = call(&nexus, "PUT", path, key, Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}");
+        let message = error["status"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+
+    // Listed by name; deleted.
+    let (_, listed) = call(&nexus, "GET", "/nexus/v3/outbound/templates", key, None).await;
+    let names: Vec<&str> = listed["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["receipt", "spring-sale"]);
+    let (status, _) = call(&nexus, "DELETE", path, key, None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&nexus, "GET", path, key, None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&nexus, "POST", &render, key, Some(json!({}))).await;
+    assert_eq!(status, 404);
 }

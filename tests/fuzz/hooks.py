@@ -220,7 +220,7 @@ def real_path_parameters(case: Any) -> dict[str, str]:
             return {"id": MAIN["history"]["contact_id"]}
         return {"id": MAIN["history"]["interaction_id"]}
     if DOC == "outbound":
-        return {"id": MAIN["suppression_id"]}
+        return {"id": MAIN["suppression_id"], "name": MAIN["template"]}
     if DOC == "messaging":
         return {"channelId": MAIN["messaging"]["id"]}
     if DOC == "sms":

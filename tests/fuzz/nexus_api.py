@@ -212,6 +212,15 @@ def provision_main(context: dict[str, Any], ccid: str, receiver: str) -> dict[st
         headers={"x-api-key": main["keys"]["outbound"]},
         json_body={"address": "+15550100100", "reason": "fuzz"},
     )["id"]
+    # A template, for the outbound API's operations on one.
+    ok(
+        base,
+        "PUT",
+        "/nexus/v3/outbound/templates/welcome",
+        headers={"x-api-key": main["keys"]["outbound"]},
+        json_body={"channel": "sms", "body": "Hi {{first_name|there}}, welcome to {{store}}."},
+    )
+    main["template"] = "welcome"
     # Routing: every channel's conversations go to one queue that an agent serves.
     admin_ok(context, "PUT", f"{t}/queues/support", {"skills": ["fuzz"], "timeoutSeconds": 3600})
     for channel in (chat["id"], messaging["id"], sms["id"], email["id"], securemail["id"]):

@@ -13,9 +13,9 @@ that virtualenv's Python). What it does:
    narrowed to loopback (so that no URL the fuzzer makes up is ever called); waits for /readyz;
 3. provisions, through the provisioning API, the credentials each document needs (tests/fuzz/
    nexus_api.py): a tenant with chat, messaging, sms, email and securemail channels, chat,
-   history, securemail and outbound API keys, a suppression, a queue, an agent and its token
-   holding a chat, a live chat session and its clientToken, a stored file; a second tenant for
-   the provisioning document;
+   history, securemail and outbound API keys, a suppression and a template, a queue, an agent
+   and its token holding a chat, a live chat session and its clientToken, a stored file; a
+   second tenant for the provisioning document;
 4. runs `schemathesis run` on each document in turn (tests/fuzz/hooks.py puts each document's
    credentials and signatures on every request), checking not_a_server_error,
    status_code_conformance, content_type_conformance and response_schema_conformance, with a

@@ -16,6 +16,7 @@ pub mod media;
 pub mod private_address;
 pub mod sealed;
 pub mod secrets;
+pub mod template;
 pub mod tenant_contract;
 pub mod timestamp;
 pub mod token;

@@ -1,5 +1,5 @@
 //! The outbound API (`/nexus/v3/outbound/...`), for a tenant's campaign tools: its suppression
-//! list, the addresses its campaigns may not message.
+//! list, the addresses its campaigns may not message, and its message templates.
 //!
 //! A suppression names a phone number (E.164) or an email address and holds for every sender
 //! of the tenant, or for one channel (`channelId`), until it is deleted or `expiresAt` passes.
@@ -7,6 +7,10 @@
 //! the tenant makes them here, one at a time (`api`) or from a CSV file (`import`). Adding one
 //! that exists (the same address and scope) replaces its reason and expiry; one a texter made
 //! stays theirs to lift.
+//!
+//! Templates are the campaigns' messages: a body (and for email a subject) with placeholders
+//! (`{{first_name}}`, `{{first_name|there}}`; `nexus_guest::template`), checked when saved, and
+//! rendered for one record as a dry run, with what the SMS costs in segments.
 //!
 //! It takes an API key with the `outbound` permission; every query is bound to the key's
 //! tenant. The OpenAPI description is `openapi/outbound.json`.
@@ -20,6 +24,7 @@ use nexus_guest::body::Fields;
 use nexus_guest::spin::{
     Db, Reply, header, jsonb, opt_text, path_segments, query, reference_id, respond, text, uuid,
 };
+use nexus_guest::template::Template;
 use serde_json::{Value, json};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_component;
@@ -28,6 +33,8 @@ use spin_sdk::pg4::ParameterValue;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 const MAX_BODY_BYTES: usize = 16 * 1024;
+/// A template's body and subject: up to 10,000 characters each, in UTF-8.
+const MAX_TEMPLATE_BODY_BYTES: usize = 128 * 1024;
 /// The largest CSV import: about 100,000 lines of address, reason and expiry.
 const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
 /// Rows written per statement of an import.
@@ -69,6 +76,11 @@ fn serve(req: &Request) -> ApiResult<Reply> {
         (Method::Post, ["suppressions", "import"]) => import(&db, tenant, req),
         (Method::Get, ["suppressions", id]) => Reply::ok(one(&db, tenant, id)?),
         (Method::Delete, ["suppressions", id]) => delete(&db, tenant, id),
+        (Method::Get, ["templates"]) => templates(&db, tenant),
+        (Method::Put, ["templates", name]) => save_template(&db, tenant, name, req),
+        (Method::Get, ["templates", name]) => Reply::ok(template_json(&stored(&db, tenant, name)?)),
+        (Method::Delete, ["templates", name]) => delete_template(&db, tenant, name),
+        (Method::Post, ["templates", name, "render"]) => render(&db, tenant, name, req),
         _ => Err(ApiError::new(
             404,
             Code::NotFound,
@@ -488,4 +500,224 @@ fn write_batch(
         }
     }
     Ok(())
+}
+
+/// A stored template.
+struct StoredTemplate {
+    name: String,
+    channel: String,
+    subject: Option<String>,
+    body: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// A template name as the API takes it: a letter or digit, then letters, digits, `_`, `.`, `-`,
+/// at most 64 in all.
+fn template_name(name: &str) -> ApiResult<&str> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no template is named `{name}`"
+        )))
+    }
+}
+
+const TEMPLATE_COLUMNS: &str = "name, channel, subject, body, nexus_ts(created_at) AS created_at, \
+     nexus_ts(updated_at) AS updated_at";
+
+fn stored_of(row: &spin_sdk::pg4::Row) -> Option<StoredTemplate> {
+    Some(StoredTemplate {
+        name: row.get::<String>("name")?,
+        channel: row.get::<String>("channel")?,
+        subject: row.get::<String>("subject"),
+        body: row.get::<String>("body")?,
+        created_at: row.get::<String>("created_at")?,
+        updated_at: row.get::<String>("updated_at")?,
+    })
+}
+
+fn stored(db: &Db, tenant: i64, name: &str) -> ApiResult<StoredTemplate> {
+    let name = template_name(name)?;
+    let rows = db.rows(
+        "read the template",
+        &format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM outbound_templates WHERE tenant_id = $1 AND name = $2"
+        ),
+        &[ParameterValue::Int64(tenant), text(name)],
+    )?;
+    rows.rows()
+        .next()
+        .and_then(|row| stored_of(&row))
+        .ok_or_else(|| ApiError::not_found(format!("no template is named `{name}`")))
+}
+
+/// A template as the API shows it, with the variables it names (a stored one always parses).
+fn template_json(template: &StoredTemplate) -> Value {
+    let mut variables: Vec<(String, bool)> = Vec::new();
+    for text in template.subject.iter().chain([&template.body]) {
+        if let Ok(parsed) = Template::parse(text) {
+            for (name, has_default) in parsed.variables() {
+                match variables.iter_mut().find(|(known, _)| *known == name) {
+                    Some(entry) => entry.1 = entry.1 && has_default,
+                    None => variables.push((name, has_default)),
+                }
+            }
+        }
+    }
+    json!({
+        "name": template.name,
+        "channel": template.channel,
+        "subject": template.subject,
+        "body": template.body,
+        "variables": variables
+            .iter()
+            .map(|(name, has_default)| json!({ "name": name, "required": !has_default }))
+            .collect::<Vec<_>>(),
+        "createdAt": template.created_at,
+        "updatedAt": template.updated_at,
+    })
+}
+
+/// The tenant's templates, by name (at most 1000).
+fn templates(db: &Db, tenant: i64) -> ApiResult<Reply> {
+    let rows = db.rows(
+        "list the templates",
+        &format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM outbound_templates WHERE tenant_id = $1 \
+             ORDER BY name LIMIT 1000"
+        ),
+        &[ParameterValue::Int64(tenant)],
+    )?;
+    let templates: Vec<Value> = rows
+        .rows()
+        .filter_map(|row| stored_of(&row))
+        .map(|template| template_json(&template))
+        .collect();
+    Reply::ok(json!({ "templates": templates }))
+}
+
+/// Saves template `name` (`{channel, body, subject}`, the subject for email only): 201 when it
+/// is new, 200 when it replaced one. A body or subject that does not parse is refused, saying
+/// where.
+fn save_template(db: &Db, tenant: i64, name: &str, req: &Request) -> ApiResult<Reply> {
+    let name = template_name(name).map_err(|_| {
+        ApiError::bad_parameter(format!(
+            "`{name}` is not a template name (a letter or digit, then letters, digits, _, . or -, at most 64)"
+        ))
+    })?;
+    let fields = Fields::parse(
+        header(req, "content-type").as_deref(),
+        req.body(),
+        MAX_TEMPLATE_BODY_BYTES,
+    )?;
+    let channel = fields.required_text("channel")?;
+    if !matches!(channel.as_str(), "sms" | "email") {
+        return Err(ApiError::bad_parameter(format!(
+            "`channel` is sms or email, not `{channel}`"
+        )));
+    }
+    let body = fields.required_text("body")?;
+    Template::parse(&body).map_err(|why| ApiError::bad_parameter(format!("`body`: {why}")))?;
+    let subject = fields.text("subject");
+    match (&subject, channel.as_str()) {
+        (Some(_), "sms") => {
+            return Err(ApiError::bad_parameter("an sms template has no `subject`"));
+        }
+        (None, "email") => return Err(ApiError::bad_parameter("`subject` is required for email")),
+        (Some(subject), _) => {
+            Template::parse(subject)
+                .map_err(|why| ApiError::bad_parameter(format!("`subject`: {why}")))?;
+        }
+        (None, _) => {}
+    }
+    let rows = db.rows(
+        "save the template",
+        &format!(
+            "INSERT INTO outbound_templates AS t (tenant_id, name, channel, subject, body) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET channel = EXCLUDED.channel, \
+               subject = EXCLUDED.subject, body = EXCLUDED.body, updated_at = now() \
+             RETURNING {TEMPLATE_COLUMNS}, (xmax = 0) AS inserted"
+        ),
+        &[
+            ParameterValue::Int64(tenant),
+            text(name),
+            text(channel.as_str()),
+            opt_text(subject),
+            text(body.as_str()),
+        ],
+    )?;
+    let Some(row) = rows.rows().next() else {
+        return Err(ApiError::internal("save the template", "no row"));
+    };
+    let saved =
+        stored_of(&row).ok_or_else(|| ApiError::internal("save the template", "a column"))?;
+    if row.get::<bool>("inserted") == Some(true) {
+        Reply::created(template_json(&saved))
+    } else {
+        Reply::ok(template_json(&saved))
+    }
+}
+
+fn delete_template(db: &Db, tenant: i64, name: &str) -> ApiResult<Reply> {
+    let name = template_name(name)?;
+    let deleted = db.execute(
+        "delete the template",
+        "DELETE FROM outbound_templates WHERE tenant_id = $1 AND name = $2",
+        &[ParameterValue::Int64(tenant), text(name)],
+    )?;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!(
+            "no template is named `{name}`"
+        )));
+    }
+    Reply::ok(json!({ "deleted": name }))
+}
+
+/// A dry run: template `name` rendered for one record (`{variables: {name: value}}`), with, for
+/// SMS, its encoding and segments; a record it would fail for is a 400 with the reason.
+fn render(db: &Db, tenant: i64, name: &str, req: &Request) -> ApiResult<Reply> {
+    let template = stored(db, tenant, name)?;
+    let fields = Fields::parse(
+        header(req, "content-type").as_deref(),
+        req.body(),
+        MAX_BODY_BYTES,
+    )?;
+    let variables: BTreeMap<String, String> = fields
+        .object("variables")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => text,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (key, text)
+        })
+        .collect();
+    let lookup = |name: &str| variables.get(name).map(String::as_str);
+    let rendered = |text: &str| {
+        Template::parse(text)
+            .and_then(|parsed| parsed.render(lookup))
+            .map_err(ApiError::bad_parameter)
+    };
+    let body = rendered(&template.body)?;
+    let subject = template.subject.as_deref().map(rendered).transpose()?;
+    let mut answer = json!({ "channel": template.channel, "subject": subject, "body": body });
+    if template.channel == "sms" {
+        let (encoding, characters, segments) = nexus_guest::template::sms_segments(&body);
+        answer["sms"] = json!({
+            "encoding": encoding.name(),
+            "length": characters,
+            "segments": segments,
+        });
+    }
+    Reply::ok(answer)
 }
