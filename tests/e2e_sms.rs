@@ -645,4 +645,33 @@ async fn keywords_opt_a_texter_out_and_in_before_routing(backends: Backends) {
         (texter.clone(), HELP_TEXT.to_owned()),
         "QUIT was not answered"
     );
+
+    // A suppression that ran out does not stand in the way of a new STOP: it is made the
+    // texter's, for good, and answered.
+    let expired = client()
+        .post(nexus.url("/nexus/v3/outbound/suppressions"))
+        .header("x-api-key", &key)
+        .json(&json!({"address": texter, "expiresAt": "2020-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.status(),
+        200,
+        "the texter's suppression, given a past expiry"
+    );
+    assert_eq!(suppressions(&nexus, &key).await, []);
+    aggregator_post(&nexus, &inbound, &text("SMk9", "STOP"), None).await;
+    let sent = sent_bodies(&aggregator.wait_for(6).await);
+    assert_eq!(
+        sent[5],
+        (
+            texter.clone(),
+            nexus_guest::consent::DEFAULT_OPT_OUT_REPLY.to_owned()
+        )
+    );
+    assert_eq!(
+        suppressions(&nexus, &key).await,
+        [(texter.clone(), true, "keyword".to_owned())]
+    );
 }

@@ -180,10 +180,10 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
 }
 
 /// Acts on a keyword text from `from` (message `sid`): an opt-out suppresses the number for the
-/// whole tenant (`source` keyword), an opt-in lifts what opt-outs made, HELP asks for the help
-/// text. The answer goes out as a durable job, once: an opt-out only when the number was not
-/// suppressed already, an opt-in only when it lifted one, and a retried delivery of the same
-/// message (the same `sid`, hence the same job id) queues nothing more.
+/// whole tenant for good (`source` keyword), an opt-in lifts what opt-outs made, HELP asks for
+/// the help text. The answer goes out as a durable job, once: an opt-out only when the number
+/// was not already suppressed for good, an opt-in only when it lifted one, and a retried
+/// delivery of the same message (the same `sid`, hence the same job id) queues nothing more.
 fn take_keyword(
     db: &Db,
     channel: &Channel,
@@ -195,10 +195,20 @@ fn take_keyword(
     let tenant = ParameterValue::Int64(channel.tenant_id);
     let reply = match keyword {
         Keyword::OptOut => {
+            // A suppression of the number already there that runs out (or ran out) is made
+            // permanent (and, if it ran out, the texter's); one that holds for good is left
+            // as it is, and nothing is answered.
             let added = db.rows(
                 "record the opt-out",
-                "INSERT INTO suppressions (tenant_id, address, reason, source) \
-                 VALUES ($1, $2, $3, 'keyword') ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO suppressions AS s (tenant_id, address, reason, source) \
+                 VALUES ($1, $2, $3, 'keyword') \
+                 ON CONFLICT (tenant_id, address, \
+                   coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
+                 DO UPDATE SET expires_at = NULL, \
+                   source = CASE WHEN s.expires_at <= now() THEN 'keyword' ELSE s.source END, \
+                   reason = CASE WHEN s.expires_at <= now() THEN EXCLUDED.reason ELSE s.reason END \
+                 WHERE s.expires_at IS NOT NULL \
+                 RETURNING s.id",
                 &[
                     tenant,
                     text(from),
