@@ -755,8 +755,55 @@ async fn capacity_transfer_conference_and_after_actions(backends: Backends) {
 both_backends!(
     an_agent_works_a_routed_chat_to_done,
     capacity_transfer_conference_and_after_actions,
-    a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat
+    a_customer_socket_follows_the_chat_and_resumes_without_gap_or_repeat,
+    an_invitation_is_withdrawn_when_the_customer_leaves_first
 );
+
+/// A customer who leaves while an agent's invitation is pending: the routing sweep takes the
+/// invitation back (the desktop is told `Revoked`), the agent's capacity is free for the next
+/// customer, and the ended conversation is not in the agent's list.
+async fn an_invitation_is_withdrawn_when_the_customer_leaves_first(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let tenant = provision(&nexus, "acme").await;
+    let agent = add_agent(
+        &nexus,
+        "acme",
+        "ann",
+        json!({"nickname": "Ann", "skills": ["english"], "capacity": {"chat": 1}}),
+    )
+    .await;
+    let mut socket = desktop(&nexus, &agent, 0).await;
+    ok(&nexus, &agent, "POST", "media/chat/ready", None).await;
+
+    let alice = customer(&nexus, &tenant, "Alice", "alice@example.com").await;
+    let (invitation, _) = until(&mut socket, invited).await;
+    let first = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    let ended = client()
+        .delete(&alice.uri)
+        .header("x-nexus-client-key", &alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    until(&mut socket, |event| {
+        event["notificationType"] == "Revoked" && event["interaction"]["id"] == first.as_str()
+    })
+    .await;
+
+    // Her capacity of one is free: the next customer is offered to her.
+    customer(&nexus, &tenant, "Bob", "bob@example.com").await;
+    let (invitation, _) = until(&mut socket, invited).await;
+    let second = invitation["interaction"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    let listed = ok(&nexus, &agent, "GET", "media/chat/interactions", None).await;
+    let ids: Vec<&str> = listed["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str()]);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hosts_one_redis_and_a_dropped_socket_loses_nothing() {

@@ -723,6 +723,35 @@ fn requeue(
     Ok(true)
 }
 
+/// Takes back the invitations of conversations that ended before the agent answered (the
+/// customer left first): the agent's capacity is freed and the desktop told `Revoked`. How many.
+fn withdraw_ended(db: &Db, live: &Live, tenant_id: i64) -> ApiResult<u32> {
+    let withdrawn = db.rows(
+        "withdraw the invitations of ended conversations",
+        "WITH gone AS (SELECT id, invited_agent_id FROM interactions \
+           WHERE tenant_id = $1 AND routing_state = 'invited' AND state <> 'active' FOR UPDATE) \
+         UPDATE interactions i SET routing_state = 'done', invited_agent_id = NULL, \
+           updated_at = now() \
+         FROM gone WHERE i.id = gone.id \
+         RETURNING i.id::text AS id, gone.invited_agent_id::text AS agent",
+        &[tenant(tenant_id)],
+    )?;
+    let mut count = 0;
+    for row in withdrawn.rows() {
+        let (Some(id), Some(agent)) = (row.get::<String>("id"), row.get::<String>("agent")) else {
+            continue;
+        };
+        release(live, &agent, &id)?;
+        events::push(
+            live,
+            &agent,
+            json!({"messageType": "InteractionStateChanged", "notificationType": "Revoked", "interaction": {"id": id}}),
+        )?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// The agent turns down an offered conversation.
 pub fn reject(db: &Db, live: &Live, agent: &Agent, interaction_id: &str) -> ApiResult<()> {
     if requeue(db, live, agent.tenant_id, interaction_id, &agent.id)? {
@@ -1299,18 +1328,22 @@ fn restore_presence(db: &Db, live: &Live) -> ApiResult<u32> {
 }
 
 /// Due routing work for every tenant: ready agents and queues rebuilt from PostgreSQL (after a
-/// Redis restart), unanswered invitations taken back, waits past a queue's timeout moved to its
-/// overflow queue, and every queue routed. Safe to run on every host at once.
+/// Redis restart), unanswered invitations taken back, those of conversations that ended first
+/// withdrawn, waits past a queue's timeout moved to its overflow queue, and every queue routed. Safe to run on every host at once.
 pub fn sweep(db: &Db, live: &Live) -> ApiResult<Value> {
     let restored = restore_presence(db, live)?;
     let tenants = db.rows(
         "list the tenants with routing",
-        "SELECT DISTINCT tenant_id FROM interactions WHERE routing_state IN ('queued', 'invited') AND state = 'active'",
+        "SELECT DISTINCT tenant_id FROM interactions \
+         WHERE routing_state = 'invited' OR (routing_state = 'queued' AND state = 'active')",
         &[],
     )?;
-    let mut summary =
-        json!({"requeued": 0, "overflowed": 0, "offered": 0, "agentsRestored": restored});
+    let mut summary = json!({"requeued": 0, "overflowed": 0, "offered": 0, "withdrawn": 0,
+                             "agentsRestored": restored});
     for tenant_id in tenants.rows().filter_map(|row| row.get::<i64>("tenant_id")) {
+        let withdrawn = withdraw_ended(db, live, tenant_id)?;
+        summary["withdrawn"] =
+            Value::from(summary["withdrawn"].as_i64().unwrap_or(0) + i64::from(withdrawn));
         // Not what changed in the last two seconds: a router that has just taken a conversation
         // off the queue (ZREM) may not have committed its invitation yet, and putting it back
         // would count it twice in every position until the next pass drops it.
