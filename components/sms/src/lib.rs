@@ -192,76 +192,80 @@ fn take_keyword(
     keyword: Keyword,
     word: &str,
 ) -> ApiResult<()> {
-    let tenant = ParameterValue::Int64(channel.tenant_id);
-    let reply = match keyword {
-        Keyword::OptOut => {
-            // A suppression of the number already there that runs out (or ran out) is made
-            // permanent (and, if it ran out, the texter's); one that holds for good is left
-            // as it is, and nothing is answered.
-            let added = db.rows(
-                "record the opt-out",
-                "INSERT INTO suppressions AS s (tenant_id, address, reason, source) \
-                 VALUES ($1, $2, $3, 'keyword') \
-                 ON CONFLICT (tenant_id, address, \
-                   coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
-                 DO UPDATE SET expires_at = NULL, \
-                   source = CASE WHEN s.expires_at <= now() THEN 'keyword' ELSE s.source END, \
-                   reason = CASE WHEN s.expires_at <= now() THEN EXCLUDED.reason ELSE s.reason END \
-                 WHERE s.expires_at IS NOT NULL \
-                 RETURNING s.id",
-                &[
-                    tenant,
-                    text(from),
-                    text(format!("the texter sent {word} to channel {}", channel.id)),
-                ],
-            )?;
-            added.rows().next().is_some().then(|| {
+    // The suppression and its answer commit together: a retried delivery finds both or
+    // neither.
+    db.transaction(|db| {
+        let tenant = ParameterValue::Int64(channel.tenant_id);
+        let reply = match keyword {
+            Keyword::OptOut => {
+                // A suppression of the number already there that runs out (or ran out) is made
+                // permanent (and, if it ran out, the texter's); one that holds for good is left
+                // as it is, and nothing is answered.
+                let added = db.rows(
+                    "record the opt-out",
+                    "INSERT INTO suppressions AS s (tenant_id, address, reason, source) \
+                     VALUES ($1, $2, $3, 'keyword') \
+                     ON CONFLICT (tenant_id, address, \
+                       coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
+                     DO UPDATE SET expires_at = NULL, \
+                       source = CASE WHEN s.expires_at <= now() THEN 'keyword' ELSE s.source END, \
+                       reason = CASE WHEN s.expires_at <= now() THEN EXCLUDED.reason ELSE s.reason END \
+                     WHERE s.expires_at IS NOT NULL \
+                     RETURNING s.id",
+                    &[
+                        tenant,
+                        text(from),
+                        text(format!("the texter sent {word} to channel {}", channel.id)),
+                    ],
+                )?;
+                added.rows().next().is_some().then(|| {
+                    channel
+                        .setting("optOutReply")
+                        .unwrap_or(consent::DEFAULT_OPT_OUT_REPLY)
+                })
+            }
+            Keyword::OptIn => {
+                let lifted = db.rows(
+                    "lift the opt-out",
+                    "DELETE FROM suppressions \
+                     WHERE tenant_id = $1 AND address = $2 AND source = 'keyword' RETURNING id",
+                    &[tenant, text(from)],
+                )?;
+                lifted.rows().next().is_some().then(|| {
+                    channel
+                        .setting("optInReply")
+                        .unwrap_or(consent::DEFAULT_OPT_IN_REPLY)
+                })
+            }
+            Keyword::Help => Some(
                 channel
-                    .setting("optOutReply")
-                    .unwrap_or(consent::DEFAULT_OPT_OUT_REPLY)
-            })
-        }
-        Keyword::OptIn => {
-            let lifted = db.rows(
-                "lift the opt-out",
-                "DELETE FROM suppressions \
-                 WHERE tenant_id = $1 AND address = $2 AND source = 'keyword' RETURNING id",
-                &[tenant, text(from)],
-            )?;
-            lifted.rows().next().is_some().then(|| {
-                channel
-                    .setting("optInReply")
-                    .unwrap_or(consent::DEFAULT_OPT_IN_REPLY)
-            })
-        }
-        Keyword::Help => Some(
-            channel
-                .setting("helpReply")
-                .unwrap_or(consent::DEFAULT_HELP_REPLY),
-        ),
-    };
-    // An aggregator that answers keywords itself (Twilio's Advanced Opt-Out) is left to it.
-    let replies = channel.settings["keywordReplies"].as_bool().unwrap_or(true);
-    let Some(reply) = reply.filter(|_| replies) else {
-        return Ok(());
-    };
-    // One number's answers go out in the order their keywords came (STOP, then START).
-    db.execute(
-        "queue the keyword's answer",
-        "INSERT INTO jobs (id, tenant_id, component, kind, ordering_key, payload) \
-         VALUES (md5('sms-keyword:' || $2::text || ':' || $3::text)::uuid, $1, 'sms', \
-                 'keyword-reply', 'sms:' || $2::text || ':' || $4::text, \
-                 jsonb_build_object('channelId', $2::text, 'to', $4::text, 'text', $5::text)) \
-         ON CONFLICT (id) DO NOTHING",
-        &[
-            ParameterValue::Int64(channel.tenant_id),
-            text(channel.id.as_str()),
-            text(sid),
-            text(from),
-            text(reply),
-        ],
-    )?;
-    Ok(())
+                    .setting("helpReply")
+                    .unwrap_or(consent::DEFAULT_HELP_REPLY),
+            ),
+        };
+        // An aggregator that answers keywords itself (Twilio's Advanced Opt-Out) is left to it.
+        let replies = channel.settings["keywordReplies"].as_bool().unwrap_or(true);
+        let Some(reply) = reply.filter(|_| replies) else {
+            return Ok(());
+        };
+        // One number's answers go out in the order their keywords came (STOP, then START).
+        db.execute(
+            "queue the keyword's answer",
+            "INSERT INTO jobs (id, tenant_id, component, kind, ordering_key, payload) \
+             VALUES (md5('sms-keyword:' || $2::text || ':' || $3::text)::uuid, $1, 'sms', \
+                     'keyword-reply', 'sms:' || $2::text || ':' || $4::text, \
+                     jsonb_build_object('channelId', $2::text, 'to', $4::text, 'text', $5::text)) \
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                ParameterValue::Int64(channel.tenant_id),
+                text(channel.id.as_str()),
+                text(sid),
+                text(from),
+                text(reply),
+            ],
+        )?;
+        Ok(())
+    })
 }
 
 fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
