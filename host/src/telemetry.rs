@@ -315,14 +315,21 @@ pub fn answered(span: &Span, status: u16) {
 
 /// The span of one Redis command a component sends.
 pub fn redis_span(command: &str) -> Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         target: TARGET,
         "redis",
-        otel.name = %command_name(command),
+        otel.name = tracing::field::Empty,
         otel.kind = "client",
         db.system.name = "redis",
-        db.operation.name = %command_name(command),
-    )
+        db.operation.name = tracing::field::Empty,
+    );
+    // The name is worked out only for a span someone takes, and once.
+    if !span.is_disabled() {
+        let name = command_name(command);
+        span.record("otel.name", name.as_str());
+        span.record("db.operation.name", name.as_str());
+    }
+    span
 }
 
 /// The span of one PostgreSQL statement a component runs. The text is the statement as the
