@@ -1,6 +1,7 @@
 //! End to end: the outbound API as a campaign tool uses it with its `outbound` API key: the
-//! suppression list (adding, replacing, checking, listing, importing from CSV, deleting) and the
-//! message templates (saving, a dry-run render of one record, what an SMS costs), every answer
+//! suppression list (adding, replacing, checking, listing, importing from CSV, deleting), the
+//! message templates (saving, a dry-run render of one record, what an SMS costs) and the contact
+//! lists (CSV uploads, read as they arrive, with every bad line reported), every answer
 //! checked against `openapi/outbound.json`. (Texters' own STOP and START are in
 //! e2e_sms.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,6 +19,16 @@ fn manifest() -> String {
         application("outbound"),
         provisioning(),
         component("outbound", "/nexus/v3/outbound/...", &[]),
+        // Less memory than the largest upload of these tests: an upload must be read as it
+        // arrives, never held whole.
+        r#"
+[component.outbound.tool.nexus]
+max_memory_mb = 24
+max_request_body_bytes = 268435456
+request_timeout_ms = 300000
+cpu_timeout_ms = 60000
+"#
+        .to_owned(),
     ]
     .concat()
 }
@@ -25,6 +36,8 @@ fn manifest() -> String {
 both_backends!(
     a_campaign_tool_keeps_its_suppression_list,
     templates_render_one_record_as_a_dry_run,
+    a_campaign_tool_uploads_a_contact_list,
+    a_list_of_100000_contacts_is_read_as_it_arrives,
 );
 
 /// A call to the outbound API with `key`, checked against its document: the status and the
@@ -508,4 +521,332 @@ async fn templates_render_one_record_as_a_dry_run(backends: Backends) {
     assert_eq!(status, 404);
     let (status, _) = call(&nexus, "POST", &render, key, Some(json!({}))).await;
     assert_eq!(status, 404);
+}
+
+/// Uploads a CSV file to list `list`.
+async fn upload(nexus: &Nexus, key: &str, list: &str, csv: &str) -> (u16, Value) {
+    let path = format!("/nexus/v3/outbound/lists/{list}/contacts");
+    let response = client()
+        .post(nexus.url(&path))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    Api::load("outbound").check(
+        "POST",
+        "/nexus/v3/outbound/lists/{listId}/contacts",
+        status,
+        &answer,
+    );
+    let data = if (200..300).contains(&status) {
+        answer["data"].clone()
+    } else {
+        answer
+    };
+    (status, data)
+}
+
+/// The `(line, reason)` pairs of an upload's answer.
+fn errors(answer: &Value) -> Vec<(u64, String)> {
+    answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A new list of the tenant's: its id.
+async fn new_list(nexus: &Nexus, key: &str, body: Value) -> String {
+    let (status, list) = call(
+        nexus,
+        "POST",
+        "/nexus/v3/outbound/lists",
+        Some(key),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{list}");
+    list["id"].as_str().unwrap().to_owned()
+}
+
+async fn a_campaign_tool_uploads_a_contact_list(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let (_, key_text) = tenant(&nexus, "acme").await;
+    let key = key_text.as_str();
+    let lists = "/nexus/v3/outbound/lists";
+
+    // A list needs a name; its default calling code is a calling code.
+    for (body, says) in [
+        (json!({}), "`name`"),
+        (
+            json!({"name": "x", "defaultCallingCode": "US"}),
+            "calling code",
+        ),
+    ] {
+        let (status, error) = call(&nexus, "POST", lists, Some(key), Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            error["status"]["message"].as_str().unwrap().contains(says),
+            "{error}"
+        );
+    }
+    let id = new_list(
+        &nexus,
+        key,
+        json!({"name": "spring", "defaultCallingCode": "+1"}),
+    )
+    .await;
+
+    // One file: a spreadsheet's byte order mark, header names as people write them, national
+    // and international numbers, a quoted field over two lines, and bad lines of every kind.
+    let csv = "\u{feff}Client ID,Phone,email,timeZone,first_name,plan\r\n\
+        c-1,(415) 555-0100,,,Ann,gold\r\n\
+        c-2,+44 7911 123456,Bob@Example.com,Europe/London,Bob,\r\n\
+        c-3,,,,Cy,\r\n\
+        c-4,555 0100,,,Di,\r\n\
+        c-5,+14155550101,,Mars/Base,Ed,\r\n\
+        c-1,+14155550102,,,Fay,\r\n\
+        c-6,4155550100,,,Gus,\r\n\
+        c-7,+12125550100,,,\"Hal\nJr\",\r\n\
+        c-8,+19075550100,,,Ivy,\r\n\
+        c-9,+12125550199,not-an-email,,,\r\n\
+        c-10,+1\r\n\
+        \r\n";
+    let (status, answer) = upload(&nexus, key, &id, csv).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["added"], 4, "{answer}");
+    assert_eq!(answer["failed"], 7, "{answer}");
+    let lines: Vec<u64> = errors(&answer).iter().map(|(line, _)| *line).collect();
+    assert_eq!(lines, [4, 5, 6, 7, 8, 12, 13], "{answer}");
+    for (line, says) in [
+        (4, "neither a phone number nor an email address"),
+        (5, "North American"),
+        (6, "IANA"),
+        (7, "the same clientId as line 2"),
+        (8, "the same phone number as line 2"),
+        (12, "not an email address"),
+        (13, "2 fields where the header has 6"),
+    ] {
+        let reason = &errors(&answer)
+            .into_iter()
+            .find(|(at, _)| *at == line)
+            .unwrap()
+            .1;
+        assert!(reason.contains(says), "line {line}: {reason}");
+    }
+    assert_eq!(answer["list"]["contacts"], 4);
+    assert_eq!(answer["list"]["variables"], json!(["first_name", "plan"]));
+
+    // A second upload adds to the list; a repeat of a contact already there is refused, naming it.
+    let (_, answer) = upload(
+        &nexus,
+        key,
+        &id,
+        "clientId,phone\nc-1,+15550000001\nc-20,+1 415 555 0100\nc-21,+13125550100\n",
+    )
+    .await;
+    assert_eq!(
+        (answer["added"].as_u64(), answer["failed"].as_u64()),
+        (Some(1), Some(2)),
+        "{answer}"
+    );
+    assert_eq!(
+        errors(&answer),
+        [
+            (
+                2,
+                "the same clientId as the contact `c-1`, already in the list".to_owned()
+            ),
+            (
+                3,
+                "the same phone number as the contact `c-1`, already in the list".to_owned()
+            ),
+        ]
+    );
+
+    // The contacts, in upload order, a page at a time.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(cursor) => format!("{lists}/{id}/contacts?limit=2&cursor={cursor}"),
+            None => format!("{lists}/{id}/contacts?limit=2"),
+        };
+        let (status, answer) = call(&nexus, "GET", &page, Some(key), None).await;
+        assert_eq!(status, 200, "{answer}");
+        for contact in answer["contacts"].as_array().unwrap() {
+            seen.push(contact["clientId"].as_str().unwrap().to_owned());
+        }
+        match answer["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c-1", "c-2", "c-7", "c-8", "c-21"]);
+
+    // Each as it was normalised: E.164, a lower-case address, its zone and where it came from.
+    let one = |client: &str| format!("{lists}/{id}/contacts?clientId={client}");
+    let (_, answer) = call(&nexus, "GET", &one("c-1"), Some(key), None).await;
+    let ann = &answer["contacts"][0];
+    assert_eq!(ann["phone"], "+14155550100");
+    assert_eq!(ann["timeZone"], "America/Los_Angeles");
+    assert_eq!(ann["timeZoneSource"], "number");
+    assert_eq!(
+        ann["variables"],
+        json!({"first_name": "Ann", "plan": "gold"})
+    );
+    let (_, answer) = call(&nexus, "GET", &one("c-2"), Some(key), None).await;
+    let bob = &answer["contacts"][0];
+    assert_eq!(bob["email"], "bob@example.com");
+    assert_eq!(bob["phone"], "+447911123456");
+    assert_eq!(
+        (bob["timeZone"].as_str(), bob["timeZoneSource"].as_str()),
+        (Some("Europe/London"), Some("column"))
+    );
+    assert_eq!(bob["variables"], json!({"first_name": "Bob"}));
+    let (_, answer) = call(&nexus, "GET", &one("c-7"), Some(key), None).await;
+    assert_eq!(answer["contacts"][0]["variables"]["first_name"], "Hal\nJr");
+    // Alaska's area code spans two zones: the campaign's default zone will be the contact's.
+    let (_, answer) = call(&nexus, "GET", &one("c-8"), Some(key), None).await;
+    assert_eq!(answer["contacts"][0]["timeZone"], Value::Null);
+
+    // What an upload must be.
+    let response = client()
+        .post(nexus.url(&format!("{lists}/{id}/contacts")))
+        .header("x-api-key", key)
+        .json(&json!({"clientId": "c-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    for (csv, says) in [
+        ("phone\n+14155550100\n", "no `clientId` column"),
+        ("clientId,first name\nc,x\n", "not a variable name"),
+        ("", "no header line"),
+    ] {
+        let (status, error) = upload(&nexus, key, &id, csv).await;
+        assert_eq!(status, 400, "{csv:?}");
+        assert!(
+            error["status"]["message"].as_str().unwrap().contains(says),
+            "{error}"
+        );
+    }
+    let (status, _) = upload(
+        &nexus,
+        key,
+        "00000000-0000-0000-0000-000000000000",
+        "clientId,phone\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // One contact removed; the list as the tool sees it.
+    let (status, _) = call(&nexus, "DELETE", &one("c-21"), Some(key), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&nexus, "DELETE", &one("c-21"), Some(key), None).await;
+    assert_eq!(status, 404);
+    let (_, list) = call(&nexus, "GET", &format!("{lists}/{id}"), Some(key), None).await;
+    assert_eq!(list["contacts"], 4);
+    assert_eq!(list["defaultCallingCode"], "1");
+    let (_, all) = call(&nexus, "GET", lists, Some(key), None).await;
+    assert_eq!(all["lists"].as_array().unwrap().len(), 1);
+
+    // Another tenant sees none of it.
+    let (_, other) = tenant(&nexus, "globex").await;
+    let (status, _) = call(&nexus, "GET", &format!("{lists}/{id}"), Some(&other), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = upload(&nexus, &other, &id, "clientId,phone\nx,+14155550111\n").await;
+    assert_eq!(status, 404);
+    let (_, all) = call(&nexus, "GET", lists, Some(&other), None).await;
+    assert_eq!(all["lists"], json!([]));
+
+    // Deleted with its contacts.
+    let (status, _) = call(&nexus, "DELETE", &format!("{lists}/{id}"), Some(key), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &nexus,
+        "GET",
+        &format!("{lists}/{id}/contacts"),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+/// 100,000 contacts, about 30 MB of CSV, sent in 64 KiB chunks without a length, to a component
+/// allowed 24 MiB of memory: read as they arrive, every good line added, every bad one reported.
+async fn a_list_of_100000_contacts_is_read_as_it_arrives(backends: Backends) {
+    const ROWS: u64 = 100_000;
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let (_, key_text) = tenant(&nexus, "acme").await;
+    let key = key_text.as_str();
+    let id = new_list(
+        &nexus,
+        key,
+        json!({"name": "big", "defaultCallingCode": "44"}),
+    )
+    .await;
+
+    // Every 10,000th contact has no number; the rest are UK mobiles written nationally.
+    let notes = "x".repeat(250);
+    let mut csv = String::from("clientId,phone,first_name,notes\n");
+    for n in 1..=ROWS {
+        let phone = if n % 10_000 == 0 {
+            String::new()
+        } else {
+            format!("07700 {n:06}")
+        };
+        csv.push_str(&format!("client-{n},{phone},Name {n},{notes}\n"));
+    }
+    assert!(csv.len() > 25 << 20, "{}", csv.len());
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = csv
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let path = format!("/nexus/v3/outbound/lists/{id}/contacts");
+    let response = client()
+        .post(nexus.url(&path))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv")
+        .timeout(std::time::Duration::from_secs(300))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let answer = &answer["data"];
+    assert_eq!(answer["added"], ROWS - 10, "{}", answer["errors"]);
+    assert_eq!(answer["failed"], 10);
+    let lines: Vec<u64> = errors(answer).iter().map(|(line, _)| *line).collect();
+    let expected: Vec<u64> = (1..=10).map(|k| k * 10_000 + 1).collect();
+    assert_eq!(lines, expected);
+    assert_eq!(answer["list"]["contacts"], ROWS - 10);
+
+    let (_, found) = call(
+        &nexus,
+        "GET",
+        &format!("/nexus/v3/outbound/lists/{id}/contacts?clientId=client-99999"),
+        Some(key),
+        None,
+    )
+    .await;
+    let contact = &found["contacts"][0];
+    assert_eq!(contact["phone"], "+447700099999");
+    assert_eq!(contact["timeZone"], "Europe/London");
+    assert_eq!(contact["variables"]["first_name"], "Name 99999");
 }

@@ -7,10 +7,7 @@
 #[macro_use]
 mod support;
 
-use std::time::Duration;
-
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use support::openapi::Api;
 use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, client};
@@ -77,20 +74,6 @@ async fn json_call(
     answer["data"].clone()
 }
 
-/// The Twilio signature of a form post to `url`, computed as Twilio documents it.
-fn twilio_signature(url: &str, params: &[(&str, &str)]) -> String {
-    let mut sorted = params.to_vec();
-    sorted.sort();
-    let mut data = url.to_owned();
-    for (name, value) in sorted {
-        data.push_str(name);
-        data.push_str(value);
-    }
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).unwrap();
-    mac.update(data.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
 /// Posts a form as the aggregator does, signed with `signature` (the right one by default).
 async fn aggregator_post(
     nexus: &Nexus,
@@ -99,7 +82,10 @@ async fn aggregator_post(
     signature: Option<&str>,
 ) -> (u16, String) {
     let url = nexus.url(path);
-    let signature = signature.map_or_else(|| twilio_signature(&url, params), str::to_owned);
+    let signature = signature.map_or_else(
+        || support::aggregator::twilio_signature(AUTH_TOKEN, &url, params),
+        str::to_owned,
+    );
     let response = client()
         .post(&url)
         .header("x-twilio-signature", signature)
@@ -135,29 +121,9 @@ async fn transcript(nexus: &Nexus, token: &str, interaction: &str) -> Vec<Value>
         .clone()
 }
 
-/// Asks `probe` every 50 ms until it answers (nothing announces what it waits for: routing, a
-/// job's outcome, a receipt applied), for at most 30 s; `what` names the wait in the failure.
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up after 30 s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The interaction routing offers the agent (of `token`) first, once the agent has accepted it.
 async fn take_offered(nexus: &Nexus, token: &str) -> String {
-    let interaction = until("the text to be routed to the agent", || async {
+    let interaction = support::until("the text to be routed to the agent", || async {
         let offered = json_call(
             nexus,
             "GET",
@@ -289,7 +255,8 @@ async fn converse(backends: Backends, spin: bool) {
     assert_eq!(status, 401);
     let mut tampered = text;
     tampered[4] = ("Body", "send me everything");
-    let signed_for_other = twilio_signature(&nexus.url(&inbound), &text);
+    let signed_for_other =
+        support::aggregator::twilio_signature(AUTH_TOKEN, &nexus.url(&inbound), &text);
     let (status, _) = aggregator_post(&nexus, &inbound, &tampered, Some(&signed_for_other)).await;
     assert_eq!(status, 401);
     let mut other_account = text;
@@ -372,7 +339,7 @@ async fn converse(backends: Backends, spin: bool) {
     if let Some(sweeping) = sweeping {
         sweeping.await.unwrap();
     }
-    until(
+    support::until(
         "the early status callback to mark the reply delivered",
         || async {
             let seen = transcript(&nexus, &token, &interaction).await;
@@ -435,7 +402,7 @@ async fn converse(backends: Backends, spin: bool) {
     .await;
     aggregator.wait_for(4).await;
     // Waiting for its next attempt: pending again, with the answer of the last one.
-    let waiting = until(
+    let waiting = support::until(
         "the rate-limited send to wait for its next attempt",
         || async {
             let jobs = json_call(

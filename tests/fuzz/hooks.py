@@ -171,7 +171,10 @@ def set_header(case: Any, name: str, value: str) -> None:
 
 
 def is_job_endpoint(path: str) -> bool:
-    return path.endswith(("/jobs/run", "/jobs/sweep")) or path == "/nexus/v3/workspace/sweep"
+    return path.endswith(("/jobs/run", "/jobs/sweep")) or path in (
+        "/nexus/v3/workspace/sweep",
+        "/nexus/v3/outbound/campaigns/pump",
+    )
 
 
 class HubSignature(requests.auth.AuthBase):
@@ -220,7 +223,12 @@ def real_path_parameters(case: Any) -> dict[str, str]:
             return {"id": MAIN["history"]["contact_id"]}
         return {"id": MAIN["history"]["interaction_id"]}
     if DOC == "outbound":
-        return {"id": MAIN["suppression_id"], "name": MAIN["template"]}
+        return {
+            "id": MAIN["suppression_id"],
+            "name": MAIN["template"],
+            "listId": MAIN["list_id"],
+            "campaignId": MAIN["campaign_id"],
+        }
     if DOC == "messaging":
         return {"channelId": MAIN["messaging"]["id"]}
     if DOC == "sms":
@@ -286,7 +294,13 @@ def sign_email_form(case: Any) -> None:
 # number: most cases get a real one, so that they reach what comes after the check.
 REALISTIC = {
     "securemail": {"address": "ada@example.com"},
-    "outbound": {"address": "+15550100100", "channelId": MAIN["sms"]["id"]},
+    "outbound": {
+        "address": "+15550100100",
+        "channelId": MAIN["sms"]["id"],
+        "listId": MAIN["list_id"],
+        "template": MAIN["template"],
+        "defaultTimeZone": "Europe/Paris",
+    },
     "sms": {"From": "+15550100", "To": "+15550000"},
     "email": {"sender": "ada@example.com", "recipient": "support@fuzz.example"},
     "history": {"from": MAIN["history"]["other_contact_id"]},
@@ -344,6 +358,10 @@ def prepare(case: Any, kwargs: dict[str, Any]) -> None:
         # Most imports get a header line, so that their lines (the generated text) are read.
         if path.endswith("/import") and isinstance(case.body, str) and chosen(case, "csv"):
             case.body = "address,reason,expiresAt,channelId\n+15550100100,fuzz,,\n" + case.body
+        # Most uploads get a header line too, and a good line, so that the generated text is
+        # read as contacts.
+        if path.endswith("/contacts") and isinstance(case.body, str) and chosen(case, "csv"):
+            case.body = "clientId,phone,email,timeZone,first_name\nc-1,(415) 555-0100,,,Ann\n" + case.body
     # Path parameters.
     if case.path_parameters and chosen(case, "path"):
         for name, value in real_path_parameters(case).items():

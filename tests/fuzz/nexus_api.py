@@ -221,6 +221,22 @@ def provision_main(context: dict[str, Any], ccid: str, receiver: str) -> dict[st
         json_body={"channel": "sms", "body": "Hi {{first_name|there}}, welcome to {{store}}."},
     )
     main["template"] = "welcome"
+    # A contact list, for the outbound API's operations on one.
+    main["list_id"] = ok(
+        base,
+        "POST",
+        "/nexus/v3/outbound/lists",
+        headers={"x-api-key": main["keys"]["outbound"]},
+        json_body={"name": "fuzz", "defaultCallingCode": "1"},
+    )["id"]
+    # A draft campaign of that list, for the operations on one.
+    main["campaign_id"] = ok(
+        base,
+        "POST",
+        "/nexus/v3/outbound/campaigns",
+        headers={"x-api-key": main["keys"]["outbound"]},
+        json_body={"name": "fuzz", "channelId": main["sms"]["id"], "listId": main["list_id"], "template": "welcome"},
+    )["id"]
     # Routing: every channel's conversations go to one queue that an agent serves.
     admin_ok(context, "PUT", f"{t}/queues/support", {"skills": ["fuzz"], "timeoutSeconds": 3600})
     for channel in (chat["id"], messaging["id"], sms["id"], email["id"], securemail["id"]):

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod aggregator;
 pub mod chat;
 pub mod manifest;
 pub mod openapi;
@@ -583,6 +584,27 @@ pub async fn admin_ok(
     let (status, answer) = admin(nexus, method, path, body).await;
     assert!((200..300).contains(&status), "{method} {path}: {answer}");
     answer["data"].clone()
+}
+
+/// Asks `probe` every 50 ms until it answers, for at most 30 s: for what nothing announces to
+/// a test (routing, a job's outcome, a receipt applied, a campaign's records settling); `what`
+/// names the wait in the failure.
+pub async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up after 30 s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A request that reached the [`Receiver`].

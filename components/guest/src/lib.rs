@@ -9,10 +9,13 @@ pub mod api;
 pub mod body;
 pub mod bot_contract;
 pub mod consent;
+pub mod contacts;
+pub mod csv_lines;
 pub mod hours;
 pub mod identity;
 pub mod jobs;
 pub mod media;
+pub mod phone_zones;
 pub mod private_address;
 pub mod sealed;
 pub mod secrets;
@@ -46,6 +49,8 @@ pub mod parking;
 pub mod routing;
 #[cfg(target_arch = "wasm32")]
 pub mod spin;
+#[cfg(target_arch = "wasm32")]
+pub mod streamed_body;
 #[cfg(target_arch = "wasm32")]
 pub mod sweep;
 #[cfg(target_arch = "wasm32")]

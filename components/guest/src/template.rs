@@ -125,7 +125,7 @@ impl Template {
     }
 }
 
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let starts_well = chars
         .next()

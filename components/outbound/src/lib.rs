@@ -12,6 +12,9 @@
 //! (`{{first_name}}`, `{{first_name|there}}`; `nexus_guest::template`), checked when saved, and
 //! rendered for one record as a dry run, with what the SMS costs in segments.
 //!
+//! Contact lists (`lists`) are the people a campaign messages, uploaded as CSV files that are
+//! read as they arrive.
+//!
 //! It takes an API key with the `outbound` permission; every query is bound to the key's
 //! tenant. The OpenAPI description is `openapi/outbound.json`.
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
@@ -24,11 +27,15 @@ use nexus_guest::body::Fields;
 use nexus_guest::spin::{
     Db, Reply, header, jsonb, opt_text, path_segments, query, reference_id, respond, text, uuid,
 };
+use nexus_guest::streamed_body::BodyReader;
 use nexus_guest::template::Template;
 use serde_json::{Value, json};
-use spin_sdk::http::{IntoResponse, Method, Request};
+use spin_sdk::http::{IncomingRequest, IntoResponse, Method, Request};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
+
+mod campaigns;
+mod lists;
 
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
@@ -56,20 +63,57 @@ const UPSERT: &str = "INSERT INTO suppressions AS s (tenant_id, address, channel
        source = CASE WHEN s.source = 'keyword' THEN 'keyword' ELSE EXCLUDED.source END \
      RETURNING nexus_suppression_json(s)::text AS suppression, (xmax = 0) AS inserted";
 
-/// Serves `/nexus/v3/outbound/...`.
+/// Serves `/nexus/v3/outbound/...`. It takes the request as it arrives: a contact list's upload
+/// is read from the body stream as the client sends it; every other body is read whole, up to
+/// the largest an operation takes.
 #[http_component]
-fn outbound(req: Request) -> impl IntoResponse {
+fn outbound(incoming: IncomingRequest) -> impl IntoResponse {
+    let (mut req, mut body) = nexus_guest::streamed_body::split(incoming);
     let reference = reference_id(&req);
-    respond(&reference, serve(&req))
+    respond(&reference, serve(&mut req, &mut body))
 }
 
-fn serve(req: &Request) -> ApiResult<Reply> {
+fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {
     let db = Db::open()?;
-    let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
     let path = path_segments(req);
     let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    if let (Method::Post, ["campaigns", "pump"]) = (req.method(), segments.as_slice()) {
+        return campaigns::pump(&db, req);
+    }
+    let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
+    if let (Method::Post, ["lists", id, "contacts"]) = (req.method(), segments.as_slice()) {
+        return lists::upload(&db, tenant, id, req, body);
+    }
+    *req.body_mut() = body.read_all(MAX_IMPORT_BYTES)?;
+    let req = &*req;
     let method = req.method();
     match (method, segments.as_slice()) {
+        (Method::Get, ["campaigns"]) => campaigns::all(&db, tenant, &query(req)?),
+        (Method::Post, ["campaigns"]) => campaigns::create(&db, tenant, req),
+        (Method::Get, ["campaigns", id]) => campaigns::get(&db, tenant, id),
+        (Method::Delete, ["campaigns", id]) => campaigns::delete(&db, tenant, id),
+        (
+            Method::Post,
+            [
+                "campaigns",
+                id,
+                action @ ("start" | "pause" | "resume" | "cancel"),
+            ],
+        ) => campaigns::act(&db, tenant, id, action),
+        (Method::Get, ["campaigns", id, "records"]) => {
+            campaigns::records(&db, tenant, id, &query(req)?)
+        }
+        (Method::Get, ["campaigns", id, "events"]) => {
+            campaigns::events(&db, tenant, id, &query(req)?)
+        }
+        (Method::Get, ["lists"]) => lists::all(&db, tenant, &query(req)?),
+        (Method::Post, ["lists"]) => lists::create(&db, tenant, req),
+        (Method::Get, ["lists", id]) => lists::get(&db, tenant, id),
+        (Method::Delete, ["lists", id]) => lists::delete(&db, tenant, id),
+        (Method::Get, ["lists", id, "contacts"]) => lists::contacts(&db, tenant, id, &query(req)?),
+        (Method::Delete, ["lists", id, "contacts"]) => {
+            lists::delete_contact(&db, tenant, id, &query(req)?)
+        }
         (Method::Get, ["suppressions"]) => list(&db, tenant, &query(req)?),
         (Method::Post, ["suppressions"]) => add(&db, tenant, req),
         (Method::Get, ["suppressions", "check"]) => check(&db, tenant, &query(req)?),
@@ -124,18 +168,50 @@ fn page_size(params: &BTreeMap<String, String>) -> ApiResult<i64> {
     nexus_guest::body::int_param(params, "limit", 1, MAX_PAGE, DEFAULT_PAGE)
 }
 
-/// The suppressions, oldest first, filtered by `address`, `channelId` (or `tenant` for the
-/// tenant-wide ones), `source` and `active`, a page at a time (`cursor`: the last id seen).
-fn list(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Reply> {
-    let limit = page_size(params)?;
-    let after = match params.get("cursor") {
-        None => 0,
+fn bad_cursor() -> ApiError {
+    ApiError::bad_parameter("`cursor` is not one this API gave")
+}
+
+/// A `cursor` that is the last row number seen (0 without one).
+fn numeric_cursor(params: &BTreeMap<String, String>) -> ApiResult<i64> {
+    match params.get("cursor") {
+        None => Ok(0),
         Some(cursor) => cursor
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_parameter("`cursor` is not one this API gave"))?,
-    };
+            .ok_or_else(bad_cursor),
+    }
+}
+
+/// A `cursor` that is the last id seen (a UUID), lower case.
+fn uuid_cursor(params: &BTreeMap<String, String>) -> ApiResult<Option<String>> {
+    match params.get("cursor") {
+        None => Ok(None),
+        Some(cursor) if nexus_guest::spin::is_uuid(cursor) => Ok(Some(cursor.to_ascii_lowercase())),
+        Some(_) => Err(bad_cursor()),
+    }
+}
+
+/// Cuts a page fetched with one item more than `limit`, and answers the cursor of the next page
+/// (the last item's `key`) when there is one.
+fn next_cursor(items: &mut Vec<Value>, limit: i64, key: &str) -> Option<String> {
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    if !more {
+        return None;
+    }
+    items.last().map(|last| match &last[key] {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    })
+}
+
+/// The suppressions, oldest first, filtered by `address`, `channelId` (or `tenant` for the
+/// tenant-wide ones), `source` and `active`, a page at a time (`cursor`: the last id seen).
+fn list(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Reply> {
+    let limit = page_size(params)?;
+    let after = crate::numeric_cursor(params)?;
     let address = params.get("address").map(|a| address(a)).transpose()?;
     let scope = match params.get("channelId").map(String::as_str) {
         None => None,
@@ -177,15 +253,7 @@ fn list(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Re
             ParameterValue::Int64(limit + 1),
         ],
     )?;
-    let more = items.len() as i64 > limit;
-    items.truncate(usize::try_from(limit).unwrap_or(0));
-    let next = if more {
-        items
-            .last()
-            .and_then(|last| last["id"].as_str().map(str::to_owned))
-    } else {
-        None
-    };
+    let next = next_cursor(&mut items, limit, "id");
     Reply::ok(json!({ "suppressions": items, "nextCursor": next }))
 }
 
@@ -375,7 +443,10 @@ fn import(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
     }
     // A spreadsheet's byte order mark is not part of the first column's name.
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+    let (counting, lines) = nexus_guest::csv_lines::count_lines(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(counting);
     let columns = Columns::of(
         reader
             .byte_headers()
@@ -389,7 +460,7 @@ fn import(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
         let record = match record {
             Ok(record) => record,
             Err(err) => {
-                let line = err.position().map_or(0, csv::Position::line);
+                let line = err.position().map_or(0, |at| lines.line(at.byte()));
                 if matches!(err.kind(), csv::ErrorKind::Io(_)) {
                     return Err(ApiError::bad_parameter(format!("line {line}: {err}")));
                 }
@@ -397,7 +468,7 @@ fn import(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
                 continue;
             }
         };
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record.position().map_or(0, |at| lines.line(at.byte()));
         match import_row(&record, &columns, &channels) {
             Ok(row) => {
                 let key = (row.0.clone(), row.1.clone());

@@ -27,6 +27,15 @@
 //! and `StatusCallback`, authenticated with the account SID and auth token; the answer's `sid`
 //! is kept to match the status callbacks. A 4xx is final (the message failed); a 5xx, a 429 or
 //! no answer is retried.
+//!
+//! Campaigns (`components/outbound`): a `campaign-send` job sends one record of a campaign. It
+//! checks at send time that the record is still out for sending, that its campaign is running
+//! and that the address is not suppressed; renders the campaign's template with the record's
+//! variables (a record that lacks one fails alone, naming it); sends with the idempotency key
+//! `nexus:campaign:{campaign}:{contact}` on every attempt; and reports the outcome
+//! (`nexus_campaign_send_end`): the `sid` for the receipts, the provider's reason for a refusal,
+//! a 5xx or no answer to be tried again after the campaign's backoff, a 429 to slow the campaign.
+//! The job itself always succeeds: the campaign, not the queue, decides what is tried again.
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
@@ -279,6 +288,37 @@ fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         // accepted, queued, sending, scheduled...: nothing to record yet.
         _ => return Reply::ok(json!({ "recorded": false, "pending": false })),
     };
+    // A campaign's message: its record moves forward (`read` counts as delivered).
+    let campaign_status = if status == "read" {
+        "delivered"
+    } else {
+        status
+    };
+    let reason = field(&form, "ErrorCode").map(|code| {
+        format!(
+            "the aggregator reported {} (error {code})",
+            field(&form, "MessageStatus").unwrap_or_default()
+        )
+    });
+    if campaign_status != "sent" {
+        let moved = db
+            .rows(
+                "record the campaign receipt",
+                "SELECT nexus_campaign_receipt($1, $2, $3) AS moved",
+                &[
+                    text(sid),
+                    text(campaign_status),
+                    nexus_guest::spin::opt_text(reason.filter(|_| campaign_status == "failed")),
+                ],
+            )?
+            .rows()
+            .next()
+            .and_then(|row| row.get::<i32>("moved"))
+            .unwrap_or(-1);
+        if moved >= 0 {
+            return Reply::ok(json!({ "recorded": moved > 0, "pending": false }));
+        }
+    }
     // A callback may come before the send's answer gave nexus the sid: kept until then.
     let receipt = inbound::record_receipt(&db, channel.tenant_id, &channel.id, sid, status)?;
     Reply::ok(json!({
@@ -298,6 +338,7 @@ async fn run_job(req: &Request) -> ApiResult<Reply> {
 async fn run(job: &Value, origin: &str) -> ApiResult<Reply> {
     match job["kind"].as_str() {
         Some("keyword-reply") => send_keyword_reply(job).await,
+        Some("campaign-send") => send_campaign_record(job, origin).await,
         _ => send(job, origin).await,
     }
 }
@@ -444,5 +485,152 @@ async fn send_keyword_reply(job: &Value) -> ApiResult<Reply> {
         status => Err(inbound::gone(&format!(
             "the aggregator refused the answer with {status}; it is not retried"
         ))),
+    }
+}
+
+/// How a campaign send ended, for `nexus_campaign_send_end`.
+struct SendOutcome {
+    outcome: &'static str,
+    provider_id: Option<String>,
+    reason: Option<String>,
+    retry_seconds: Option<f64>,
+}
+
+impl SendOutcome {
+    fn new(outcome: &'static str, reason: Option<String>) -> SendOutcome {
+        SendOutcome {
+            outcome,
+            provider_id: None,
+            reason,
+            retry_seconds: None,
+        }
+    }
+}
+
+/// Sends one record of a campaign (a job `{payload: {campaignId, contactId}}`; see the module's
+/// description).
+async fn send_campaign_record(job: &Value, origin: &str) -> ApiResult<Reply> {
+    let payload = &job["payload"];
+    let (Some(campaign), Some(contact)) = (
+        payload["campaignId"].as_str(),
+        payload["contactId"].as_i64(),
+    ) else {
+        return Err(inbound::gone(
+            "a campaign-send job names payload.campaignId and payload.contactId",
+        ));
+    };
+    let (begun, channel) = {
+        let db = Db::open()?;
+        let begun = db
+            .json_row(
+                "begin the campaign send",
+                "SELECT nexus_campaign_send_begin($1::uuid, $2)",
+                &[
+                    nexus_guest::spin::uuid(campaign),
+                    ParameterValue::Int64(contact),
+                ],
+            )?
+            .unwrap_or_default();
+        if begun["action"] != "send" {
+            return Reply::ok(json!({ "sent": false, "why": begun["why"] }));
+        }
+        let channel_id = begun["channelId"].as_str().unwrap_or_default();
+        (begun.clone(), channel(&db, channel_id)?)
+    };
+    let outcome = match channel {
+        None => SendOutcome::new("failed", Some("the channel is gone or disabled".to_owned())),
+        Some(channel) => campaign_send(&begun, &channel, campaign, contact, origin).await,
+    };
+    let db = Db::open()?;
+    let status = db
+        .rows(
+            "end the campaign send",
+            "SELECT nexus_campaign_send_end($1::uuid, $2, $3, $4, $5, $6::float8) AS status",
+            &[
+                nexus_guest::spin::uuid(campaign),
+                ParameterValue::Int64(contact),
+                text(outcome.outcome),
+                nexus_guest::spin::opt_text(outcome.provider_id.clone()),
+                nexus_guest::spin::opt_text(outcome.reason.clone()),
+                outcome
+                    .retry_seconds
+                    .map_or(ParameterValue::DbNull, ParameterValue::Floating64),
+            ],
+        )?
+        .rows()
+        .next()
+        .and_then(|row| row.get::<String>("status"))
+        .unwrap_or_default();
+    Reply::ok(
+        json!({ "sent": outcome.outcome == "sent", "status": status, "sid": outcome.provider_id }),
+    )
+}
+
+/// Renders and sends the record `begun` describes (`nexus_campaign_send_begin`'s answer).
+async fn campaign_send(
+    begun: &Value,
+    channel: &Channel,
+    campaign: &str,
+    contact: i64,
+    origin: &str,
+) -> SendOutcome {
+    let variables = begun["variables"].as_object().cloned().unwrap_or_default();
+    let lookup = |name: &str| variables.get(name).and_then(Value::as_str);
+    let body =
+        match nexus_guest::template::Template::parse(begun["body"].as_str().unwrap_or_default())
+            .and_then(|template| template.render(lookup))
+        {
+            Ok(body) => body,
+            Err(why) => return SendOutcome::new("failed", Some(why)),
+        };
+    let to = begun["to"].as_str().unwrap_or_default();
+    let callback = format!(
+        "{}/nexus/v3/sms/{}/status",
+        channel
+            .setting("webhookBaseUrl")
+            .map(str::to_owned)
+            .unwrap_or_else(|| origin.to_owned())
+            .trim_end_matches('/'),
+        channel.id
+    );
+    let key = format!("nexus:campaign:{campaign}:{contact}");
+    let Some(request) = messages_request(channel, to, &body, Some(&callback), &key) else {
+        return SendOutcome::new("failed", Some(NO_SENDER.to_owned()));
+    };
+    let response = match spin_sdk::http::send::<_, Response>(request).await {
+        Ok(response) => response,
+        Err(err) => {
+            return SendOutcome::new("retry", Some(format!("cannot reach the aggregator: {err}")));
+        }
+    };
+    let status = *response.status();
+    let answer: Value = serde_json::from_slice(response.body()).unwrap_or_default();
+    // Twilio's refusal: `{"code": 21211, "message": "The 'To' number ... is not valid"}`.
+    let provider_reason = || {
+        let message = answer["message"].as_str().unwrap_or_default();
+        match answer["code"].as_i64() {
+            Some(code) => format!("the aggregator answered {status}: {code} {message}"),
+            None => format!("the aggregator answered {status} {message}"),
+        }
+        .trim_end()
+        .to_owned()
+    };
+    match status {
+        200..=299 => SendOutcome {
+            outcome: "sent",
+            provider_id: answer["sid"].as_str().map(str::to_owned),
+            reason: None,
+            retry_seconds: None,
+        },
+        429 => SendOutcome {
+            outcome: "throttled",
+            provider_id: None,
+            reason: Some(provider_reason()),
+            retry_seconds: Some(
+                nexus_guest::spin::retry_after(&response).map_or(1.0, |seconds| seconds as f64),
+            ),
+        },
+        500..=599 => SendOutcome::new("retry", Some(provider_reason())),
+        _ => SendOutcome::new("failed", Some(provider_reason())),
     }
 }

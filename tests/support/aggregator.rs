@@ -1,0 +1,255 @@
+//! A local stand-in for an SMS aggregator's REST API in the Twilio API's shape, for campaigns:
+//! `POST /2010-04-01/Accounts/{sid}/Messages.json` answers 201 `{"sid": "SM..."}` with a new sid
+//! per message, and honours the `Idempotency-Key` header as an aggregator that honours one
+//! does: a request with a key it has seen answers the first one's sid and sends nothing more. It
+//! can be told to refuse the next requests with 429 and a `Retry-After`, or to refuse one number
+//! with a 400 as Twilio refuses an invalid `To`. What it delivered is what a campaign test
+//! counts: each key once, with when it arrived.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+
+/// The `X-Twilio-Signature` of a form post to `url` with `params`, keyed with the account's auth
+/// token, computed as Twilio documents it (the URL, then each parameter's name and value in name
+/// order, HMAC-SHA1, base64).
+pub fn twilio_signature(auth_token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (name, value) in sorted {
+        data.push_str(name);
+        data.push_str(value);
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("an HMAC key");
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A message the aggregator took (the first request with its idempotency key).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub to: String,
+    pub body: String,
+    pub key: String,
+    pub sid: String,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    deliveries: Vec<Delivery>,
+    by_key: HashMap<String, String>,
+    requests: usize,
+    /// Requests answered with a repeat of an earlier key.
+    repeats: usize,
+    throttled: usize,
+    /// The next this many requests are answered 429.
+    throttle_next: usize,
+    retry_after_seconds: u64,
+    /// Numbers refused with a 400.
+    invalid: Vec<String>,
+}
+
+pub struct Aggregator {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    changed: tokio::sync::watch::Sender<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+impl Aggregator {
+    pub async fn start() -> Aggregator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the aggregator");
+        let addr = listener.local_addr().expect("the aggregator's address");
+        let state: Arc<Mutex<State>> = Arc::default();
+        let (changed, _) = tokio::sync::watch::channel(0usize);
+        let serving = Arc::clone(&state);
+        let announcing = changed.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = Arc::clone(&serving);
+                let changed = announcing.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let state = Arc::clone(&state);
+                            let changed = changed.clone();
+                            async move {
+                                let key = req
+                                    .headers()
+                                    .get("idempotency-key")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let fields = form(&body);
+                                let (status, answer, retry_after) = {
+                                    let mut state = state.lock().expect("the aggregator");
+                                    state.requests += 1;
+                                    let to = fields.get("To").cloned().unwrap_or_default();
+                                    if let Some(sid) = state.by_key.get(&key).cloned() {
+                                        state.repeats += 1;
+                                        (
+                                            201,
+                                            format!(r#"{{"sid":"{sid}","status":"queued"}}"#),
+                                            None,
+                                        )
+                                    } else if state.throttle_next > 0 {
+                                        state.throttle_next -= 1;
+                                        state.throttled += 1;
+                                        (
+                                            429,
+                                            r#"{"code":20429,"message":"Too Many Requests"}"#
+                                                .to_owned(),
+                                            Some(state.retry_after_seconds),
+                                        )
+                                    } else if state.invalid.contains(&to) {
+                                        (
+                                            400,
+                                            format!(
+                                                r#"{{"code":21211,"message":"The 'To' number {to} is not a valid phone number."}}"#
+                                            ),
+                                            None,
+                                        )
+                                    } else {
+                                        let sid = format!("SM{:032x}", state.deliveries.len() + 1);
+                                        state.by_key.insert(key.clone(), sid.clone());
+                                        state.deliveries.push(Delivery {
+                                            to,
+                                            body: fields.get("Body").cloned().unwrap_or_default(),
+                                            key,
+                                            sid: sid.clone(),
+                                            at: Instant::now(),
+                                        });
+                                        (
+                                            201,
+                                            format!(r#"{{"sid":"{sid}","status":"queued"}}"#),
+                                            None,
+                                        )
+                                    }
+                                };
+                                changed.send_modify(|n| *n += 1);
+                                let mut response =
+                                    http::Response::new(Full::new(Bytes::from(answer)));
+                                *response.status_mut() =
+                                    http::StatusCode::from_u16(status).expect("a status");
+                                response.headers_mut().insert(
+                                    "content-type",
+                                    http::HeaderValue::from_static("application/json"),
+                                );
+                                if let Some(seconds) = retry_after {
+                                    response
+                                        .headers_mut()
+                                        .insert("retry-after", http::HeaderValue::from(seconds));
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Aggregator {
+            addr,
+            state,
+            changed,
+            task,
+        }
+    }
+
+    /// The API base URL a channel's `apiBaseUrl` names.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next `count` requests are refused with 429 and `Retry-After: seconds`.
+    pub fn throttle_next(&self, count: usize, seconds: u64) {
+        let mut state = self.state.lock().expect("the aggregator");
+        state.throttle_next += count;
+        state.retry_after_seconds = seconds;
+    }
+
+    /// Messages to `number` are refused with a 400 from now on.
+    pub fn refuse_number(&self, number: &str) {
+        self.state
+            .lock()
+            .expect("the aggregator")
+            .invalid
+            .push(number.to_owned());
+    }
+
+    /// What it delivered, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state
+            .lock()
+            .expect("the aggregator")
+            .deliveries
+            .clone()
+    }
+
+    /// Requests in all, those that repeated a key, and those refused with 429.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.state.lock().expect("the aggregator");
+        (state.requests, state.repeats, state.throttled)
+    }
+
+    /// Waits (up to `limit`) until what it has seen satisfies `done`, on each request it
+    /// answers; `what` names the wait in the failure.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Aggregator) -> bool,
+    ) {
+        let mut changed = self.changed.subscribe();
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                changed.borrow_and_update();
+                if done(self) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    panic!("the aggregator stopped");
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            panic!(
+                "the aggregator never saw {what}: {} deliveries, counts {:?}",
+                self.deliveries().len(),
+                self.counts()
+            );
+        }
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
