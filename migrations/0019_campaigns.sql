@@ -1,8 +1,8 @@
 -- Outbound campaigns (`/nexus/v3/outbound/campaigns`): a list's contacts messaged through one
 -- channel with one template, on a schedule, within a contact-time window in each recipient's
 -- own time zone, at a pace. The outbound component's pump (`nexus_campaign_pump`, every 100 ms
--- under nexus) hands due records to the channel component as `campaign-send` jobs; the job
--- sends one message and reports (`nexus_campaign_sent`).
+-- under nexus) hands due records to the channel component as `campaign-send` jobs; each job
+-- sends its records' messages, reporting each (`nexus_campaign_send_begin`, `..._end`).
 CREATE TABLE campaigns (
     id                 UUID        PRIMARY KEY DEFAULT gen_random_uuid(),
     tenant_id          BIGINT      NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
@@ -41,6 +41,10 @@ CREATE TABLE campaigns (
     tokens_at          TIMESTAMPTZ,
     pace_factor        DOUBLE PRECISION NOT NULL DEFAULT 1,
     throttled_until    TIMESTAMPTZ,
+    -- The last event's number (`campaign_events.seq`), and the last the pump published to the
+    -- campaign's sockets (the Redis topic `ws:topic:campaign:<id>`).
+    event_seq          BIGINT      NOT NULL DEFAULT 0,
+    published_seq      BIGINT      NOT NULL DEFAULT 0,
     created_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
     started_at         TIMESTAMPTZ,
@@ -48,6 +52,7 @@ CREATE TABLE campaigns (
 );
 CREATE INDEX campaigns_tenant ON campaigns (tenant_id, created_at);
 CREATE INDEX campaigns_live ON campaigns (id) WHERE state IN ('scheduled', 'running');
+CREATE INDEX campaigns_unpublished ON campaigns (id) WHERE published_seq < event_seq;
 
 -- One per contact of the campaign's list, made when it starts (the contact's address, zone and
 -- variables copied, so that editing the list changes no running campaign). `due_at` is set while
@@ -79,27 +84,61 @@ CREATE INDEX campaign_records_in_flight ON campaign_records (campaign_id)
 CREATE INDEX campaign_records_provider ON campaign_records (provider_id)
     WHERE provider_id IS NOT NULL;
 CREATE INDEX campaign_records_address ON campaign_records (address, updated_at)
-    WHERE status IN ('sent', 'delivered');
+    WHERE status IN ('sent', 'delivered', 'replied');
 
--- What happened to a campaign and its records, in order (`seq`): its state changes
--- (`campaign.running`, ...) and each record's status changes (`record.sent`, ...), for the
--- status stream a campaign tool resumes from the last number it saw. Written by triggers, in the
--- transaction of the change.
+-- What happened to a campaign and its records, in order: its state changes (`campaign.running`,
+-- ...) and each record's status changes (`record.sent`, ...), numbered 1, 2, 3, ... per campaign
+-- with none left out (the number is taken under the campaign's row lock, so numbers commit in
+-- order), for the status stream a campaign tool resumes from the last number it saw. Written by
+-- triggers, in the transaction of the change.
 CREATE TABLE campaign_events (
-    seq          BIGSERIAL   PRIMARY KEY,
     campaign_id  UUID        NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    seq          BIGINT      NOT NULL,
     type         TEXT        NOT NULL,
     client_id    TEXT,
     status       TEXT,
     reason       TEXT,
-    at           TIMESTAMPTZ NOT NULL DEFAULT now()
+    at           TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (campaign_id, seq)
 );
-CREATE INDEX campaign_events_campaign ON campaign_events (campaign_id, seq);
+
+-- Logs an event of campaign `p_campaign` under the next number, and queues it for the tenant's
+-- webhook endpoints that ask for its type (`record.sent`) or its kind (`record.*`): `*` alone
+-- does not take them, so that an endpoint made for interactions is not sent a message per
+-- record. A record's events reach an endpoint in order (ordered by endpoint and record), the
+-- campaign's own in order (by endpoint and campaign).
+CREATE FUNCTION nexus_campaign_log(p_campaign UUID, p_type TEXT, p_client TEXT, p_status TEXT,
+                                   p_reason TEXT)
+RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    next_seq BIGINT;
+    owner BIGINT;
+    e campaign_events;
+BEGIN
+    UPDATE campaigns SET event_seq = event_seq + 1 WHERE id = p_campaign
+    RETURNING event_seq, tenant_id INTO next_seq, owner;
+    INSERT INTO campaign_events (campaign_id, seq, type, client_id, status, reason)
+    VALUES (p_campaign, next_seq, p_type, p_client, p_status, p_reason)
+    RETURNING * INTO e;
+    INSERT INTO jobs (id, tenant_id, component, kind, ordering_key, payload)
+    SELECT gen_random_uuid(), owner, 'webhooks', 'webhook',
+           'webhook:' || w.id || ':' || p_campaign || coalesce(':' || p_client, ''),
+           jsonb_build_object(
+               'endpointId', w.id,
+               'body', jsonb_build_object(
+                   'type', p_type,
+                   'timestamp', nexus_ts(now()),
+                   'campaignId', p_campaign,
+                   'data', nexus_campaign_event_json(e)))
+      FROM webhook_endpoints w
+     WHERE w.tenant_id = owner AND w.enabled
+       AND (p_type = ANY (w.events) OR split_part(p_type, '.', 1) || '.*' = ANY (w.events));
+END
+$$;
 
 CREATE FUNCTION nexus_campaign_state_event() RETURNS TRIGGER LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO campaign_events (campaign_id, type, status)
-    VALUES (NEW.id, 'campaign.' || NEW.state, NEW.state);
+    PERFORM nexus_campaign_log(NEW.id, 'campaign.' || NEW.state, NULL, NEW.state, NULL);
     RETURN NULL;
 END
 $$;
@@ -109,14 +148,21 @@ CREATE TRIGGER campaign_state_event AFTER UPDATE OF state ON campaigns
 
 CREATE FUNCTION nexus_record_status_event() RETURNS TRIGGER LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO campaign_events (campaign_id, type, client_id, status, reason)
-    VALUES (NEW.campaign_id, 'record.' || NEW.status, NEW.client_id, NEW.status, NEW.reason);
+    PERFORM nexus_campaign_log(NEW.campaign_id, 'record.' || NEW.status, NEW.client_id,
+                               NEW.status, NEW.reason);
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER record_status_event AFTER UPDATE OF status ON campaign_records
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION nexus_record_status_event();
+
+-- An event as the API and the sockets show it.
+CREATE FUNCTION nexus_campaign_event_json(e campaign_events) RETURNS JSONB LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'seq', e.seq, 'campaignId', e.campaign_id, 'type', e.type, 'clientId', e.client_id,
+        'status', e.status, 'reason', e.reason, 'at', nexus_ts(e.at)))
+$$;
 
 -- How far each status is along, for "statuses only move forward": a record moves only to a
 -- status further along (or, for `queued`, to itself: another attempt).
@@ -152,9 +198,9 @@ $$;
 -- One turn of campaign `p_campaign`'s pump, under its row lock (a campaign another host is
 -- pumping is skipped): starts it when its time comes; ends the records its end or validity
 -- overtook; completes it when no record is left to send; otherwise refills its bucket and hands
--- out as many due records as the bucket, the in-flight limit and their windows allow, each as a
--- `campaign-send` job of the channel's component. A record whose window is closed waits for it
--- to open. Answers what it did.
+-- out as many due records as the bucket, the in-flight limit and their windows allow, as
+-- `campaign-send` jobs of the channel's component (ten records a job). A record whose window
+-- is closed waits for it to open. Answers what it did.
 CREATE FUNCTION nexus_campaign_pump(p_campaign UUID) RETURNS JSONB LANGUAGE plpgsql AS $$
 DECLARE
     c campaigns;
@@ -210,7 +256,9 @@ BEGIN
         RETURN jsonb_build_object('state', c.state, 'throttled', true, 'ended', ended);
     END IF;
     factor := least(1, c.pace_factor + 0.1 * elapsed);
-    bucket := least(c.burst, c.tokens + c.rate_per_second * factor * elapsed);
+    -- What was saved up is capped at the burst; what came in since the last turn (up to a
+    -- second's worth) is all there, so that the pump's own cadence does not cap the rate.
+    bucket := least(c.burst, c.tokens) + c.rate_per_second * factor * least(elapsed, 1);
     SELECT count(*) INTO in_flight FROM campaign_records
      WHERE campaign_id = p_campaign AND status = 'queued' AND due_at IS NULL;
     room := least(floor(bucket)::integer, c.max_in_flight - in_flight, 2000);
@@ -247,14 +295,20 @@ BEGIN
              WHERE r.campaign_id = p_campaign AND r.contact_id = d.contact_id
                AND d.opens = now()
             RETURNING r.contact_id),
+        -- Ten records a job: one send each, made one after the other, for a tenth of the
+        -- queue's work per message.
         jobs_made AS (
             INSERT INTO jobs (id, tenant_id, component, kind, payload)
             SELECT gen_random_uuid(), c.tenant_id, c.channel_type, 'campaign-send',
-                   jsonb_build_object('campaignId', p_campaign, 'contactId', h.contact_id)
-              FROM handed_out h
+                   jsonb_build_object('campaignId', p_campaign,
+                                      'contactIds', jsonb_agg(h.contact_id ORDER BY h.contact_id))
+              FROM (SELECT contact_id,
+                           (row_number() OVER (ORDER BY contact_id) - 1) / 10 AS chunk
+                      FROM handed_out) h
+             GROUP BY h.chunk
             RETURNING 1)
-        SELECT (SELECT count(*) FROM jobs_made), (SELECT count(*) FROM deferred)
-               + (SELECT count(*) FROM never)
+        SELECT (SELECT count(*) FROM handed_out),
+               (SELECT count(*) FROM deferred) + (SELECT count(*) FROM never)
           INTO handed, waiting;
     END IF;
 
@@ -315,8 +369,8 @@ $$;
 -- The end of a `campaign-send` job: `sent` (with the provider's id), `failed` (with the
 -- provider's reason; final), `retry` (a transient failure: again after the campaign's backoff,
 -- doubling, until its attempts run out) or `throttled` (the provider's 429: again after
--- `p_retry_seconds`, the attempt not counted, and the campaign's pace halved and paused that
--- long). Only a record still out for sending moves.
+-- `p_retry_seconds`, the attempt not counted, and the campaign paused that long with its pace
+-- halved). Only a record still out for sending moves.
 CREATE FUNCTION nexus_campaign_send_end(p_campaign UUID, p_contact BIGINT, p_outcome TEXT,
                                         p_provider_id TEXT, p_reason TEXT,
                                         p_retry_seconds DOUBLE PRECISION)
@@ -342,7 +396,11 @@ BEGIN
         UPDATE campaign_records SET attempts = greatest(attempts - 1, 0), reason = p_reason,
                due_at = now() + make_interval(secs => wait), updated_at = now()
          WHERE campaign_id = p_campaign AND contact_id = p_contact;
-        UPDATE campaigns SET pace_factor = greatest(0.05, pace_factor / 2),
+        -- Halved once a throttling: the 429s of the sends already out when it began count
+        -- as one.
+        UPDATE campaigns SET pace_factor = CASE
+                   WHEN throttled_until IS NULL OR throttled_until <= now()
+                   THEN greatest(0.05, pace_factor / 2) ELSE pace_factor END,
                throttled_until = greatest(coalesce(throttled_until, now()),
                                           now() + make_interval(secs => wait))
          WHERE id = p_campaign;
@@ -386,4 +444,38 @@ CREATE FUNCTION nexus_campaign_counts(p_campaign UUID) RETURNS JSONB LANGUAGE sq
     SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
       FROM (SELECT status, count(*) AS n FROM campaign_records
              WHERE campaign_id = p_campaign GROUP BY status) counted
+$$;
+
+-- A text from `p_address` to channel `p_channel` of tenant `p_tenant`: the campaign message it
+-- answers is the last one sent to that number from that channel in the past 30 days. A reply
+-- moves the record to `replied`, an opt-out (`p_opt_out`) to `opted-out` (from `replied` too).
+-- Answers the campaign and record it answers (`{campaignId, campaignName, clientId}`), or
+-- NULL.
+CREATE FUNCTION nexus_campaign_answered(p_tenant BIGINT, p_channel UUID, p_address TEXT,
+                                        p_opt_out BOOLEAN)
+RETURNS JSONB LANGUAGE plpgsql AS $$
+DECLARE
+    found_campaign UUID;
+    found_contact BIGINT;
+    answered JSONB;
+BEGIN
+    SELECT r.campaign_id, r.contact_id,
+           jsonb_build_object('campaignId', c.id, 'campaignName', c.name, 'clientId', r.client_id)
+      INTO found_campaign, found_contact, answered
+      FROM campaign_records r JOIN campaigns c ON c.id = r.campaign_id
+     WHERE r.address = p_address AND r.status IN ('sent', 'delivered', 'replied')
+       AND r.updated_at > now() - interval '30 days'
+       AND c.tenant_id = p_tenant AND c.channel_id = p_channel
+     ORDER BY r.updated_at DESC LIMIT 1
+       FOR UPDATE OF r;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    UPDATE campaign_records
+       SET status = CASE WHEN p_opt_out THEN 'opted-out' ELSE 'replied' END,
+           reason = CASE WHEN p_opt_out THEN 'the recipient opted out' ELSE reason END
+     WHERE campaign_id = found_campaign AND contact_id = found_contact
+       AND status <> CASE WHEN p_opt_out THEN 'opted-out' ELSE 'replied' END;
+    RETURN answered;
+END
 $$;

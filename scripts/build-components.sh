@@ -11,7 +11,7 @@ fi
 packages=(
   -p nexus-guest
   -p nexus-provisioning -p nexus-chat -p nexus-history -p nexus-workspace -p nexus-workspace-socket
-  -p nexus-chat-socket
+  -p nexus-chat-socket -p nexus-campaign-socket
   -p nexus-webhooks -p nexus-messaging -p nexus-sms -p nexus-email -p nexus-bots -p nexus-securemail
   -p nexus-outbound
   -p nexus-example -p nexus-hello -p nexus-fixture-limits -p nexus-fixture-sockets

@@ -10,15 +10,22 @@
 #[macro_use]
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use support::aggregator::Aggregator;
 use support::openapi::Api;
-use support::{ADMIN_TOKEN, Backends, Nexus, admin_ok, client};
+use support::{ADMIN_TOKEN, Backends, Nexus, Receiver, admin_ok, client};
 
 const AUTH_TOKEN: &str = "aggregator-auth-token";
 
 fn manifest() -> String {
-    use support::manifest::{application, component, jobs, provisioning};
+    manifest_with_lease(15_000)
+}
+
+/// The application, the sms component's sends claimed for `lease_ms`.
+fn manifest_with_lease(lease_ms: u64) -> String {
+    use support::manifest::{application, campaign_socket, component, jobs, provisioning};
     [
         application("campaigns"),
         provisioning(),
@@ -31,12 +38,37 @@ bearer = "{{ admin_token }}"
 "#
         .to_owned(),
         component("sms", "/nexus/v3/sms/...", &["http://127.0.0.1:*"]),
-        jobs("sms", "/nexus/v3/sms/jobs/run", 15000),
+        component("history", "/nexus/v3/history/...", &[]),
+        campaign_socket(),
+        component(
+            "webhooks",
+            "/nexus/v3/webhooks/...",
+            &["http://127.0.0.1:*"],
+        ),
+        jobs("webhooks", "/nexus/v3/webhooks/jobs/run", 5000),
+        jobs("sms", "/nexus/v3/sms/jobs/run", lease_ms),
     ]
     .concat()
 }
 
 both_backends!(a_campaign_sends_each_record_once_within_its_window_and_consent);
+
+// Pacing, throttling and a host's death are measured on the real servers: the embedded
+// PostgreSQL serves one connection at a time, for trying nexus out on one machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_records_go_out_at_the_campaigns_pace() {
+    paced_campaign(Backends::Real).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_storm_slows_a_campaign_which_then_recovers() {
+    throttled_campaign(Backends::Real).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_finishes_on_another_host_when_its_host_dies() {
+    campaign_across_a_host_death(Backends::Real).await;
+}
 
 /// A call to the outbound API: the status and the answer's `data` (or the whole error).
 async fn call(
@@ -98,19 +130,14 @@ fn zones_open_and_closed() -> (String, String) {
     (fixed_zone(open), fixed_zone(closed))
 }
 
-/// The aggregator's status callback for message `sid`.
-async fn receipt(nexus: &Nexus, channel: &str, sid: &str, status: &str) {
-    let url = nexus.url(&format!("/nexus/v3/sms/{channel}/status"));
-    let params = [
-        ("MessageSid", sid),
-        ("MessageStatus", status),
-        ("AccountSid", "AC1"),
-    ];
+/// Posts `params` to `path` as the aggregator does, signed; it must be taken (200).
+async fn aggregator_post(nexus: &Nexus, path: &str, params: &[(&str, &str)]) {
+    let url = nexus.url(path);
     let response = client()
         .post(&url)
         .header(
             "x-twilio-signature",
-            support::aggregator::twilio_signature(AUTH_TOKEN, &url, &params),
+            support::aggregator::twilio_signature(AUTH_TOKEN, &url, params),
         )
         .header("content-type", "application/x-www-form-urlencoded")
         .body(
@@ -121,7 +148,29 @@ async fn receipt(nexus: &Nexus, channel: &str, sid: &str, status: &str) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.status().as_u16(), 200, "{path}");
+}
+
+/// The aggregator's status callback for message `sid`.
+async fn receipt(nexus: &Nexus, channel: &str, sid: &str, status: &str) {
+    let params = [
+        ("MessageSid", sid),
+        ("MessageStatus", status),
+        ("AccountSid", "AC1"),
+    ];
+    aggregator_post(nexus, &format!("/nexus/v3/sms/{channel}/status"), &params).await;
+}
+
+/// A text from `from` to the channel, as the aggregator posts it.
+async fn text_in(nexus: &Nexus, channel: &str, sid: &str, from: &str, body: &str) {
+    let params = [
+        ("MessageSid", sid),
+        ("AccountSid", "AC1"),
+        ("From", from),
+        ("To", "+15550000"),
+        ("Body", body),
+    ];
+    aggregator_post(nexus, &format!("/nexus/v3/sms/{channel}/inbound"), &params).await;
 }
 
 /// The records of a campaign by client id: `(status, reason)`.
@@ -158,37 +207,7 @@ async fn records(
 async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backends: Backends) {
     let nexus = Nexus::start(&manifest(), backends).await;
     let aggregator = Aggregator::start().await;
-    admin_ok(
-        &nexus,
-        "POST",
-        "/tenants",
-        Some(json!({"ccid": "acme", "name": "Acme"})),
-    )
-    .await;
-    let channel = admin_ok(
-        &nexus,
-        "POST",
-        "/tenants/acme/channels",
-        Some(
-            json!({"type": "sms", "name": "sms-us", "secret": AUTH_TOKEN,
-                    "settings": {"accountSid": "AC1", "from": "+15550000",
-                                 "apiBaseUrl": aggregator.url()}}),
-        ),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let key = admin_ok(
-        &nexus,
-        "POST",
-        "/tenants/acme/api-keys",
-        Some(json!({"name": "campaigns", "permission": "outbound"})),
-    )
-    .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (channel, key) = set_up(&nexus, &aggregator).await;
     let key = key.as_str();
 
     let (status, _) = call(
@@ -200,6 +219,15 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     )
     .await;
     assert_eq!(status, 201);
+    // The campaign tool's webhook takes the records' events, not the campaign's.
+    let hooks = Receiver::start().await;
+    admin_ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/webhooks",
+        Some(json!({"url": format!("http://{}/hooks", hooks.addr), "events": ["record.*"]})),
+    )
+    .await;
     let (open, closed) = zones_open_and_closed();
     let (_, list) = call(
         &nexus,
@@ -319,6 +347,22 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
         (statuses == expected).then_some(records.clone())
     })
     .await;
+    let metrics = client()
+        .get(nexus.url("/nexus/v3/outbound/metrics"))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "nexus_campaigns{state=\"running\"} 1",
+        "nexus_campaign_records{status=\"sent\"} 2",
+        "nexus_campaign_records{status=\"pending\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     assert_eq!(settled["c-2"].1, "asked by phone");
     assert!(
         settled["c-3"].1.contains("`first_name`"),
@@ -358,6 +402,57 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
         json!({"delivered": 1, "sent": 1, "suppressed": 1, "failed": 3, "pending": 1})
     );
 
+    // Ann answers: her record is marked, and her conversation says which campaign and record
+    // it answers. Fay opts out.
+    text_in(
+        &nexus,
+        &channel,
+        "SMin1",
+        "+14155550101",
+        "Is it for shoes too?",
+    )
+    .await;
+    text_in(&nexus, &channel, "SMin2", "+14155550106", "STOP").await;
+    let records_now = records(&nexus, key, &id).await;
+    assert_eq!(records_now["c-1"].0, "replied");
+    assert_eq!(
+        records_now["c-6"],
+        ("opted-out".to_owned(), "the recipient opted out".to_owned())
+    );
+    let history_key = admin_ok(
+        &nexus,
+        "POST",
+        "/tenants/acme/api-keys",
+        Some(json!({"name": "crm", "permission": "history"})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let history = |path: String| {
+        let history_key = history_key.clone();
+        let nexus = &nexus;
+        async move {
+            let answer: Value = client()
+                .get(nexus.url(&path))
+                .header("x-api-key", history_key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer["data"].clone()
+        }
+    };
+    let contacts = history("/nexus/v3/history/contacts?phone=%2B14155550101".to_owned()).await;
+    let contact = contacts["items"][0]["id"].as_str().unwrap().to_owned();
+    let conversations = history(format!("/nexus/v3/history/contacts/{contact}/interactions")).await;
+    assert_eq!(
+        conversations["items"][0]["userData"]["campaign"],
+        json!({"campaignId": id, "campaignName": "spring sale", "clientId": "c-1"})
+    );
+
     // What happened, in order, from a sequence number on.
     let (_, events) = call(&nexus, "GET", &format!("/campaigns/{id}/events"), key, None).await;
     let events = events["events"].as_array().unwrap().clone();
@@ -369,7 +464,12 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
         .collect();
     assert_eq!(
         ann_events,
-        ["record.queued", "record.sent", "record.delivered"]
+        [
+            "record.queued",
+            "record.sent",
+            "record.delivered",
+            "record.replied"
+        ]
     );
     let middle = events[2]["seq"].as_i64().unwrap();
     let (_, rest) = call(
@@ -381,6 +481,65 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     )
     .await;
     assert_eq!(rest["events"].as_array().unwrap().as_slice(), &events[3..]);
+
+    // And signed, at the webhook, with the campaign and the event.
+    let delivered_hook = hooks
+        .wait_until("Ann's record.replied", |received| {
+            received.iter().any(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                body["type"] == "record.replied" && body["data"]["clientId"] == "c-1"
+            })
+        })
+        .await;
+    let ann_hooks: Vec<Value> = delivered_hook
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .filter(|body| body["data"]["clientId"] == "c-1")
+        .collect();
+    let types: Vec<&str> = ann_hooks
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "record.queued",
+            "record.sent",
+            "record.delivered",
+            "record.replied"
+        ]
+    );
+    assert_eq!(ann_hooks[0]["campaignId"], id.as_str());
+    assert!(
+        delivered_hook
+            .iter()
+            .all(|r| r.headers.contains_key("webhook-signature"))
+    );
+    assert!(delivered_hook.iter().all(|r| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        body["type"].as_str().unwrap().starts_with("record.")
+    }));
+
+    // The same events over the campaign's WebSocket, resumed after the third; then live.
+    let socket_url = nexus.ws_url(&format!("/nexus/v3/outbound/campaigns/{id}/socket"));
+    match support::ws::Socket::try_open(&socket_url, &[]).await {
+        support::ws::Opened::Refused(status, _) => assert_eq!(status, 401),
+        support::ws::Opened::Open(_) => panic!("a socket without a key"),
+    }
+    let mut socket = support::ws::Socket::open(
+        &format!("{socket_url}?after={middle}"),
+        &[("x-api-key", key)],
+    )
+    .await;
+    let connected = socket.next_json().await;
+    assert_eq!(
+        (connected["type"].as_str(), connected["state"].as_str()),
+        (Some("connected"), Some("running"))
+    );
+    for expected in &events[3..] {
+        assert_eq!(&socket.next_json().await, expected);
+    }
+    let last = events.last().unwrap()["seq"].as_i64().unwrap();
 
     // Paused, the pump hands out nothing; cancelled, Dee is never texted.
     let (status, paused) = call(&nexus, "POST", &format!("/campaigns/{id}/pause"), key, None).await;
@@ -404,6 +563,31 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
             "{turns}"
         );
     }
+    let paused_event = socket.next_json().await;
+    assert_eq!(
+        (paused_event["type"].as_str(), paused_event["seq"].as_i64()),
+        (Some("campaign.paused"), Some(last + 1))
+    );
+    // A long-poll from there answers when the next event comes.
+    let poll = {
+        let url = nexus.url(&format!(
+            "/nexus/v3/outbound/campaigns/{id}/events?after={}&wait=20",
+            last + 1
+        ));
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let answer: Value = client()
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            answer
+        })
+    };
     let (status, cancelled) = call(
         &nexus,
         "POST",
@@ -416,8 +600,243 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
         (status, cancelled["state"].as_str()),
         (200, Some("cancelled"))
     );
+    let polled = poll.await.unwrap();
+    Api::load("outbound").check(
+        "GET",
+        &format!("/nexus/v3/outbound/campaigns/{id}/events"),
+        200,
+        &polled,
+    );
+    assert_eq!(polled["data"]["events"][0]["type"], "campaign.cancelled");
+    assert_eq!(socket.next_json().await["type"], "campaign.cancelled");
     assert_eq!(records(&nexus, key, &id).await["c-4"].0, "pending");
-    assert_eq!(aggregator.deliveries().len(), 2);
+    let campaign_messages = aggregator
+        .deliveries()
+        .iter()
+        .filter(|d| d.key.starts_with("nexus:campaign:"))
+        .count();
+    assert_eq!(campaign_messages, 2);
     let (status, _) = call(&nexus, "DELETE", &format!("/lists/{list}"), key, None).await;
     assert_ne!(status, 200, "a list a campaign used stays");
+}
+
+/// A tenant with an SMS channel sending through `aggregator`, and an outbound API key: the
+/// channel's id and the key.
+async fn set_up(nexus: &Nexus, aggregator: &Aggregator) -> (String, String) {
+    admin_ok(
+        nexus,
+        "POST",
+        "/tenants",
+        Some(json!({"ccid": "acme", "name": "Acme"})),
+    )
+    .await;
+    let channel = admin_ok(
+        nexus,
+        "POST",
+        "/tenants/acme/channels",
+        Some(
+            json!({"type": "sms", "name": "sms-us", "secret": AUTH_TOKEN,
+                    "settings": {"accountSid": "AC1", "from": "+15550000",
+                                 "apiBaseUrl": aggregator.url()}}),
+        ),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = admin_ok(
+        nexus,
+        "POST",
+        "/tenants/acme/api-keys",
+        Some(json!({"name": "campaigns", "permission": "outbound"})),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(
+        nexus,
+        "PUT",
+        "/templates/notice",
+        &key,
+        Some(json!({"channel": "sms", "body": "Hi {{first_name}}, your order ships today."})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    (channel, key)
+}
+
+/// A campaign of `count` contacts (`+1 415 ...`, Los Angeles) at `pacing`, started: its id.
+async fn started_campaign(
+    nexus: &Nexus,
+    key: &str,
+    channel: &str,
+    count: usize,
+    pacing: Value,
+) -> String {
+    let (_, list) = call(nexus, "POST", "/lists", key, Some(json!({"name": "many"}))).await;
+    let list = list["id"].as_str().unwrap().to_owned();
+    let mut csv = String::from("clientId,phone,first_name\n");
+    for n in 0..count {
+        csv.push_str(&format!("c-{n},+1415{n:07},Name {n}\n"));
+    }
+    let response = client()
+        .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["data"]["added"], count, "{uploaded}");
+    let (status, campaign) = call(
+        nexus,
+        "POST",
+        "/campaigns",
+        key,
+        Some(
+            json!({"name": "notice", "channelId": channel, "listId": list,
+                    "template": "notice", "pacing": pacing,
+                    "attempts": {"max": 3, "backoffSeconds": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let (status, started) = call(nexus, "POST", &format!("/campaigns/{id}/start"), key, None).await;
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
+    id
+}
+
+/// Waits (up to `limit`) until the aggregator has taken `count` messages.
+async fn delivered(aggregator: &Aggregator, count: usize, limit: Duration) {
+    aggregator
+        .wait_until(&format!("{count} messages"), limit, |a| {
+            a.deliveries().len() >= count
+        })
+        .await;
+}
+
+/// Waits until campaign `id` completes, and answers it.
+async fn completed(nexus: &Nexus, key: &str, id: &str) -> Value {
+    support::until("the campaign to complete", || async {
+        let (_, campaign) = call(nexus, "GET", &format!("/campaigns/{id}"), key, None).await;
+        (campaign["state"] == "completed").then_some(campaign)
+    })
+    .await
+}
+
+/// Messages per second between the first and the last of `deliveries`.
+fn rate(deliveries: &[support::aggregator::Delivery]) -> f64 {
+    let first = deliveries.first().unwrap().at;
+    let last = deliveries.last().unwrap().at;
+    (deliveries.len() - 1) as f64 / last.duration_since(first).as_secs_f64()
+}
+
+/// Every delivery is a different record of the campaign: none was sent twice.
+fn each_once(deliveries: &[support::aggregator::Delivery], count: usize) {
+    let keys: std::collections::HashSet<&str> = deliveries.iter().map(|d| d.key.as_str()).collect();
+    let numbers: std::collections::HashSet<&str> =
+        deliveries.iter().map(|d| d.to.as_str()).collect();
+    assert_eq!(
+        (deliveries.len(), keys.len(), numbers.len()),
+        (count, count, count)
+    );
+}
+
+async fn paced_campaign(backends: Backends) {
+    const RECORDS: usize = 10_000;
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&nexus, &aggregator).await;
+    let id = started_campaign(
+        &nexus,
+        &key,
+        &channel,
+        RECORDS,
+        json!({"messagesPerSecond": 200, "burst": 20, "maxInFlight": 100}),
+    )
+    .await;
+    delivered(&aggregator, RECORDS, Duration::from_secs(120)).await;
+    let campaign = completed(&nexus, &key, &id).await;
+    assert_eq!(campaign["counts"], json!({"sent": RECORDS}));
+    let deliveries = aggregator.deliveries();
+    each_once(&deliveries, RECORDS);
+    let measured = rate(&deliveries);
+    assert!(
+        (180.0..=220.0).contains(&measured),
+        "{measured:.1} messages/s, not 200 ± 10%"
+    );
+    assert_eq!(aggregator.counts().1, 0, "no key was sent twice");
+}
+
+async fn throttled_campaign(backends: Backends) {
+    const RECORDS: usize = 1_500;
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&nexus, &aggregator).await;
+    let id = started_campaign(
+        &nexus,
+        &key,
+        &channel,
+        RECORDS,
+        json!({"messagesPerSecond": 100, "burst": 10, "maxInFlight": 50}),
+    )
+    .await;
+    // After 200 messages, the aggregator refuses the next 60 requests: 429, Retry-After 1.
+    delivered(&aggregator, 200, Duration::from_secs(30)).await;
+    aggregator.throttle_next(60, 1);
+    let (_, campaign) = call(&nexus, "GET", &format!("/campaigns/{id}"), &key, None).await;
+    assert_eq!(campaign["state"], "running");
+    delivered(&aggregator, RECORDS, Duration::from_secs(120)).await;
+    let campaign = completed(&nexus, &key, &id).await;
+    // Nothing failed: each record went out once.
+    assert_eq!(campaign["counts"], json!({"sent": RECORDS}));
+    let deliveries = aggregator.deliveries();
+    each_once(&deliveries, RECORDS);
+    assert_eq!(aggregator.counts().2, 60);
+    // It slowed: the campaign paused at least as long as the aggregator asked.
+    let longest_gap = deliveries
+        .windows(2)
+        .map(|pair| pair[1].at.duration_since(pair[0].at))
+        .max()
+        .unwrap();
+    assert!(longest_gap >= Duration::from_millis(900), "{longest_gap:?}");
+    // And it recovered: the last 200 went out at the campaign's pace again.
+    let recovered = rate(&deliveries[RECORDS - 200..]);
+    assert!(
+        (90.0..=110.0).contains(&recovered),
+        "{recovered:.1} messages/s at the end"
+    );
+}
+
+async fn campaign_across_a_host_death(backends: Backends) {
+    const RECORDS: usize = 2_000;
+    // Short leases: a dead host's sends are claimed again after 3 s.
+    let mut first = Nexus::start(&manifest_with_lease(3_000), backends).await;
+    let second = first.peer().await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&first, &aggregator).await;
+    let id = started_campaign(
+        &first,
+        &key,
+        &channel,
+        RECORDS,
+        json!({"messagesPerSecond": 200, "burst": 20, "maxInFlight": 100}),
+    )
+    .await;
+    // Both hosts pump and send; the first dies a quarter of the way in, with sends out.
+    delivered(&aggregator, RECORDS / 4, Duration::from_secs(30)).await;
+    first.kill().await;
+    delivered(&aggregator, RECORDS, Duration::from_secs(120)).await;
+    let campaign = completed(&second, &key, &id).await;
+    assert_eq!(campaign["counts"], json!({"sent": RECORDS}));
+    // The aggregator took each record once; a send the dead host had made and not recorded was
+    // made again with its key, and taken as the same message.
+    each_once(&aggregator.deliveries(), RECORDS);
 }

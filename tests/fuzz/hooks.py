@@ -174,6 +174,7 @@ def is_job_endpoint(path: str) -> bool:
     return path.endswith(("/jobs/run", "/jobs/sweep")) or path in (
         "/nexus/v3/workspace/sweep",
         "/nexus/v3/outbound/campaigns/pump",
+        "/nexus/v3/outbound/metrics",
     )
 
 
@@ -369,8 +370,9 @@ def prepare(case: Any, kwargs: dict[str, Any]) -> None:
                 case.path_parameters[name] = value
     realistic_values(case)
     # Long-polls.
-    if isinstance(case.query, dict) and isinstance(case.query.get("timeout"), int) and case.query["timeout"] > 1:
-        case.query["timeout"] = 1
+    for name in ("timeout", "wait"):
+        if isinstance(case.query, dict) and isinstance(case.query.get(name), int) and case.query[name] > 1:
+            case.query[name] = 1
     # Signatures.
     if DOC == "messaging" and not is_job_endpoint(path):
         if header_present(case, "x-ccid"):

@@ -108,6 +108,11 @@ pub fn chat_socket() -> String {
     socket_component("chat-socket", "/nexus/v3/chat/sessions/:id/socket")
 }
 
+/// A campaign's WebSocket (`/nexus/v3/outbound/campaigns/:id/socket`).
+pub fn campaign_socket() -> String {
+    socket_component("campaign-socket", "/nexus/v3/outbound/campaigns/:id/socket")
+}
+
 /// A socket-handler component `name` (built from the placeholder `{name}` with `_` for `-`)
 /// on `route`, with the platform's Redis and PostgreSQL.
 fn socket_component(name: &str, route: &str) -> String {

@@ -224,6 +224,7 @@ impl Nexus {
             ("{workspace}", "nexus-workspace"),
             ("{workspace_socket}", "nexus-workspace-socket"),
             ("{chat_socket}", "nexus-chat-socket"),
+            ("{campaign_socket}", "nexus-campaign-socket"),
             ("{webhooks}", "nexus-webhooks"),
             ("{messaging}", "nexus-messaging"),
             ("{sms}", "nexus-sms"),

@@ -152,6 +152,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             channel_id: &channel.id,
             media: "email",
             securebox: None,
+            user_data: None,
         },
         &Sender {
             kind: "email",

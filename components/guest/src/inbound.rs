@@ -126,6 +126,9 @@ pub struct Inlet<'a> {
     pub media: &'a str,
     /// A secure mailbox's department (`securebox`): its own thread with the sender.
     pub securebox: Option<&'a str>,
+    /// What to add to the conversation's user data (what an agent sees of it), in the
+    /// message's transaction: the campaign a text answers.
+    pub user_data: Option<&'a Value>,
 }
 
 /// A message taken in.
@@ -287,31 +290,39 @@ pub fn take_text(
         None => None,
     };
     let body = transformed.as_deref();
-    let taken = db.transaction(|db| {
-        let (interaction, participant, started) = conversation_of(db, inlet, sender)?;
-        let (message, duplicate) = conversation::append_message(
-            db,
-            inlet.tenant_id,
-            &interaction,
-            &NewMessage {
-                kind: "Text",
-                participant_id: Some(&participant),
-                sender_kind: "Customer",
-                nickname: sender.nickname,
-                text: body,
-                data,
-                visibility: "All",
-                client_message_id: Some(far_id),
-            },
-        )?
-        .ok_or_else(|| ApiError::internal("append the message", "the conversation ended"))?;
-        Ok(Taken {
-            interaction,
-            message,
-            duplicate,
-            started,
-        })
-    })?;
+    let taken =
+        db.transaction(|db| {
+            let (interaction, participant, started) = conversation_of(db, inlet, sender)?;
+            if let Some(extra) = inlet.user_data {
+                db.execute(
+                "add to the user data",
+                "UPDATE interactions SET user_data = user_data || $2::jsonb WHERE id = $1::uuid",
+                &[crate::spin::uuid(interaction.as_str()), crate::spin::jsonb(extra)],
+            )?;
+            }
+            let (message, duplicate) = conversation::append_message(
+                db,
+                inlet.tenant_id,
+                &interaction,
+                &NewMessage {
+                    kind: "Text",
+                    participant_id: Some(&participant),
+                    sender_kind: "Customer",
+                    nickname: sender.nickname,
+                    text: body,
+                    data,
+                    visibility: "All",
+                    client_message_id: Some(far_id),
+                },
+            )?
+            .ok_or_else(|| ApiError::internal("append the message", "the conversation ended"))?;
+            Ok(Taken {
+                interaction,
+                message,
+                duplicate,
+                started,
+            })
+        })?;
     if !taken.duplicate {
         tell_the_floor(db, inlet, &taken.interaction, &taken.message, taken.started);
     }

@@ -205,6 +205,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             channel_id: &channel.id,
             media: "messaging",
             securebox: None,
+            user_data: None,
         },
         &Sender {
             kind: "external",

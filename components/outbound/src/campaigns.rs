@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
-use nexus_guest::spin::{Db, Reply, header, is_uuid, jsonb, opt_text, require_admin, text, uuid};
+use nexus_guest::spin::{
+    Db, Live, Reply, header, is_uuid, jsonb, opt_text, require_admin, text, uuid,
+};
 use serde_json::{Map, Value, json};
 use spin_sdk::http::Request;
 use spin_sdk::pg4::ParameterValue;
@@ -25,6 +27,12 @@ const MAX_NAME_CHARS: usize = 200;
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 /// Campaigns the pump turns per call.
 const PUMP_BATCH: i64 = 50;
+/// The longest long-poll of the events, in seconds.
+const MAX_WAIT_SECONDS: i64 = 30;
+/// How often a long-poll of the events looks again.
+const LONG_POLL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+/// Events published per campaign per call.
+const PUBLISH_BATCH: i64 = 2_000;
 
 /// The columns of a campaign as the API shows it.
 const CAMPAIGN_JSON: &str = "jsonb_build_object(\
@@ -598,28 +606,40 @@ pub fn records(
     }))
 }
 
-/// `GET /campaigns/{id}/events?after=N`: what happened to the campaign and its records after
-/// event `after`, in order, up to `limit`.
+/// `GET /campaigns/{id}/events?after=N&wait=S`: what happened to the campaign and its records
+/// after event `after`, in order, up to `limit`; with `wait`, a long-poll: when there is nothing
+/// yet, it answers as soon as something comes, or empty after `wait` seconds (at most 30). The
+/// WebSocket (`campaign-socket`) pushes the same events under nexus; this is for Spin.
 pub fn events(
-    db: &Db,
+    db: Db,
     tenant: i64,
     id: &str,
     params: &BTreeMap<String, String>,
 ) -> ApiResult<Reply> {
-    campaign_json(db, tenant, id)?;
+    campaign_json(&db, tenant, id)?;
     let limit = nexus_guest::body::int_param(params, "limit", 1, 1000, 200)?;
     let after = nexus_guest::body::int_param(params, "after", 0, i64::MAX, 0)?;
-    let events = db.json_rows(
-        "read the events",
-        "SELECT jsonb_strip_nulls(jsonb_build_object('seq', seq, 'type', type, \
-           'clientId', client_id, 'status', status, 'reason', reason, 'at', nexus_ts(at))) \
-         FROM campaign_events WHERE campaign_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        &[
-            uuid(id),
-            ParameterValue::Int64(after),
-            ParameterValue::Int64(limit),
-        ],
-    )?;
+    let wait = nexus_guest::body::int_param(params, "wait", 0, MAX_WAIT_SECONDS, 0)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait.unsigned_abs());
+    let read = |db: &Db| {
+        db.json_rows(
+            "read the events",
+            "SELECT nexus_campaign_event_json(e) FROM campaign_events e \
+             WHERE campaign_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[
+                uuid(id),
+                ParameterValue::Int64(after),
+                ParameterValue::Int64(limit),
+            ],
+        )
+    };
+    let mut events = read(&db)?;
+    // A waiting poll holds no database connection between its looks.
+    drop(db);
+    while events.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(LONG_POLL_CHECK);
+        events = read(&Db::open()?)?;
+    }
     let last = events
         .last()
         .and_then(|event| event["seq"].as_i64())
@@ -638,5 +658,145 @@ pub fn pump(db: &Db, req: &Request) -> ApiResult<Reply> {
                ORDER BY updated_at LIMIT $1) live",
         &[ParameterValue::Int64(PUMP_BATCH)],
     )?;
-    Reply::ok(json!({ "campaigns": turns }))
+    let published = publish(db);
+    Reply::ok(json!({ "campaigns": turns, "published": published }))
+}
+
+/// Publishes the campaigns' events not published yet to their sockets' topics
+/// (`ws:topic:campaign:<id>`), in order, and answers how many. Two hosts publishing the same
+/// events at once is harmless: a socket takes each number once. Redis being down only delays
+/// the sockets: one that misses a number is closed after a few seconds and catches up from the
+/// log when its client reconnects.
+fn publish(db: &Db) -> u64 {
+    let published = (|| -> ApiResult<u64> {
+        let behind = db.json_rows(
+            "find the unpublished events",
+            "SELECT jsonb_build_object('id', id, 'after', published_seq, 'last', event_seq) \
+             FROM campaigns WHERE published_seq < event_seq LIMIT $1",
+            &[ParameterValue::Int64(PUMP_BATCH)],
+        )?;
+        if behind.is_empty() {
+            return Ok(0);
+        }
+        let live = Live::open()?;
+        let mut count = 0;
+        for campaign in behind {
+            let (Some(id), Some(after), Some(logged)) = (
+                campaign["id"].as_str(),
+                campaign["after"].as_i64(),
+                campaign["last"].as_i64(),
+            ) else {
+                continue;
+            };
+            let channel = live.key(&format!("ws:topic:{}", topic(id)));
+            // No socket listens (asked after `logged` was read): a socket that subscribes from
+            // now on replays the log past it, so those events need no publishing.
+            if !has_subscribers(&live, &channel) {
+                db.execute(
+                    "record what needs no publishing",
+                    "UPDATE campaigns SET published_seq = greatest(published_seq, $2) \
+                     WHERE id = $1",
+                    &[uuid(id), ParameterValue::Int64(logged)],
+                )?;
+                continue;
+            }
+            let events = db.json_rows(
+                "read the unpublished events",
+                "SELECT nexus_campaign_event_json(e) FROM campaign_events e \
+                 WHERE campaign_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[
+                    uuid(id),
+                    ParameterValue::Int64(after),
+                    ParameterValue::Int64(PUBLISH_BATCH),
+                ],
+            )?;
+            let mut last = after;
+            for event in &events {
+                live.publish(&channel, event.to_string().as_bytes())?;
+                last = event["seq"].as_i64().unwrap_or(last);
+                count += 1;
+            }
+            db.execute(
+                "record what was published",
+                "UPDATE campaigns SET published_seq = greatest(published_seq, $2) WHERE id = $1",
+                &[uuid(id), ParameterValue::Int64(last)],
+            )?;
+        }
+        Ok(count)
+    })();
+    published.unwrap_or_else(|err| {
+        nexus_guest::spin::log_error("publish the campaign events", &err);
+        0
+    })
+}
+
+/// Whether a socket (on any host) subscribes to `channel`; true when Redis cannot say (the
+/// embedded store has no `PUBSUB`), so that the events are published.
+fn has_subscribers(live: &Live, channel: &str) -> bool {
+    match live.raw_cmd(
+        "PUBSUB",
+        &[nexus_guest::spin::arg("NUMSUB"), nexus_guest::spin::arg(channel)],
+    ) {
+        Ok(reply) => reply.iter().any(|item| {
+            matches!(item, spin_sdk::redis::RedisResult::Int64(subscribers) if *subscribers > 0)
+        }),
+        Err(_) => true,
+    }
+}
+
+/// The topic of campaign `id`'s sockets.
+pub fn topic(id: &str) -> String {
+    format!("campaign:{id}")
+}
+
+/// `GET /metrics` (the admin token): the campaigns by state, and the records of the campaigns
+/// not over by status, in Prometheus's text format. Every host answers the same (the numbers
+/// are the database's): aggregate them with `max`.
+pub fn metrics(req: &Request) -> ApiResult<String> {
+    require_admin(req)?;
+    let db = Db::open()?;
+    let counts = db
+        .json_row(
+            "count the campaigns",
+            "SELECT jsonb_build_object( \
+               'states', (SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM \
+                 (SELECT state, count(*) AS n FROM campaigns GROUP BY state) s), \
+               'records', (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM \
+                 (SELECT r.status, count(*) AS n FROM campaign_records r \
+                   JOIN campaigns c ON c.id = r.campaign_id \
+                  WHERE c.state IN ('scheduled', 'running', 'paused') GROUP BY r.status) r), \
+               'throttled', (SELECT count(*) FROM campaigns \
+                 WHERE state = 'running' AND throttled_until > now()))",
+            &[],
+        )?
+        .unwrap_or_default();
+    let mut text =
+        String::from("# HELP nexus_campaigns Campaigns by state.\n# TYPE nexus_campaigns gauge\n");
+    for state in [
+        "draft",
+        "scheduled",
+        "running",
+        "paused",
+        "completed",
+        "cancelled",
+    ] {
+        let n = counts["states"][state].as_i64().unwrap_or(0);
+        text.push_str(&format!("nexus_campaigns{{state=\"{state}\"}} {n}\n"));
+    }
+    text.push_str(
+        "# HELP nexus_campaign_records Records of the campaigns scheduled, running or paused, by status.\n\
+         # TYPE nexus_campaign_records gauge\n",
+    );
+    for status in RECORD_STATUSES {
+        let n = counts["records"][status].as_i64().unwrap_or(0);
+        text.push_str(&format!(
+            "nexus_campaign_records{{status=\"{status}\"}} {n}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP nexus_campaigns_throttled Running campaigns paused by a provider's 429 now.\n\
+         # TYPE nexus_campaigns_throttled gauge\nnexus_campaigns_throttled {}\n",
+        counts["throttled"].as_i64().unwrap_or(0)
+    ));
+    Ok(text)
 }

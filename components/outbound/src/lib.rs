@@ -30,7 +30,7 @@ use nexus_guest::spin::{
 use nexus_guest::streamed_body::BodyReader;
 use nexus_guest::template::Template;
 use serde_json::{Value, json};
-use spin_sdk::http::{IncomingRequest, IntoResponse, Method, Request};
+use spin_sdk::http::{IncomingRequest, Method, Request};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 
@@ -67,9 +67,19 @@ const UPSERT: &str = "INSERT INTO suppressions AS s (tenant_id, address, channel
 /// is read from the body stream as the client sends it; every other body is read whole, up to
 /// the largest an operation takes.
 #[http_component]
-fn outbound(incoming: IncomingRequest) -> impl IntoResponse {
+fn outbound(incoming: IncomingRequest) -> spin_sdk::http::Response {
     let (mut req, mut body) = nexus_guest::streamed_body::split(incoming);
     let reference = reference_id(&req);
+    if req.method() == &Method::Get && path_segments(&req) == ["metrics"] {
+        return match campaigns::metrics(&req) {
+            Ok(text) => spin_sdk::http::Response::builder()
+                .status(200)
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(text)
+                .build(),
+            Err(err) => respond(&reference, Err(err)),
+        };
+    }
     respond(&reference, serve(&mut req, &mut body))
 }
 
@@ -83,6 +93,11 @@ fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {
     let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
     if let (Method::Post, ["lists", id, "contacts"]) = (req.method(), segments.as_slice()) {
         return lists::upload(&db, tenant, id, req, body);
+    }
+    if let (Method::Get, ["campaigns", id, "events"]) = (req.method(), segments.as_slice()) {
+        // A long-poll: it lets go of the database while it waits.
+        let params = query(req)?;
+        return campaigns::events(db, tenant, id, &params);
     }
     *req.body_mut() = body.read_all(MAX_IMPORT_BYTES)?;
     let req = &*req;
@@ -102,9 +117,6 @@ fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {
         ) => campaigns::act(&db, tenant, id, action),
         (Method::Get, ["campaigns", id, "records"]) => {
             campaigns::records(&db, tenant, id, &query(req)?)
-        }
-        (Method::Get, ["campaigns", id, "events"]) => {
-            campaigns::events(&db, tenant, id, &query(req)?)
         }
         (Method::Get, ["lists"]) => lists::all(&db, tenant, &query(req)?),
         (Method::Post, ["lists"]) => lists::create(&db, tenant, req),

@@ -11,8 +11,9 @@ use spin_sdk::pg4::ParameterValue;
 
 use crate::{Tenant, audit, flag, overlap_seconds};
 
-/// The events an endpoint may ask for; `*` is every one.
-const EVENTS: [&str; 7] = [
+/// The events an endpoint may ask for: the interactions' (`*` is every one of them) and the
+/// campaigns' (`campaign.*`, `record.*`, or one state or status), which `*` leaves out.
+const EVENTS: [&str; 23] = [
     "STARTED",
     "FINISHED",
     "MESSAGE",
@@ -20,6 +21,22 @@ const EVENTS: [&str; 7] = [
     "AGENT_LEFT",
     "QUEUED",
     "IDLE",
+    "campaign.*",
+    "campaign.scheduled",
+    "campaign.running",
+    "campaign.paused",
+    "campaign.completed",
+    "campaign.cancelled",
+    "record.*",
+    "record.queued",
+    "record.sent",
+    "record.delivered",
+    "record.failed",
+    "record.replied",
+    "record.opted-out",
+    "record.suppressed",
+    "record.expired",
+    "record.outside-window",
 ];
 const JOB_STATES: [&str; 4] = ["pending", "running", "succeeded", "dead"];
 

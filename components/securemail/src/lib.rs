@@ -186,6 +186,7 @@ fn write(db: &Db, tenant_id: i64, fields: &Fields) -> ApiResult<Reply> {
             channel_id: &channel_id,
             media: "securemail",
             securebox: securebox.as_deref(),
+            user_data: None,
         },
         &Sender {
             kind: "email",

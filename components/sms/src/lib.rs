@@ -168,6 +168,10 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
     if let Some((keyword, word)) = consent::keyword(&body) {
         return take_keyword(&db, &channel, &from, sid, keyword, &word);
     }
+    // A reply to a campaign's message: its record is marked, and the agent sees which campaign
+    // and record the conversation answers (`userData.campaign`).
+    let answered = campaign_answered(&db, &channel, &from, false)?;
+    let user_data = answered.map(|campaign| json!({ "campaign": campaign }));
     inbound::take_text(
         &db,
         &Inlet {
@@ -175,6 +179,7 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
             channel_id: &channel.id,
             media: "sms",
             securebox: None,
+            user_data: user_data.as_ref(),
         },
         &Sender {
             kind: "phone",
@@ -186,6 +191,28 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
         None,
     )?;
     Ok(())
+}
+
+/// The campaign message a text from `from` answers (the last sent from this channel to that
+/// number in the past 30 days), marked `replied` (or `opted-out`): `{campaignId, campaignName,
+/// clientId}`.
+fn campaign_answered(
+    db: &Db,
+    channel: &Channel,
+    from: &str,
+    opt_out: bool,
+) -> ApiResult<Option<Value>> {
+    db.json_row(
+        "find the campaign answered",
+        "SELECT nexus_campaign_answered($1, $2::uuid, $3, $4)",
+        &[
+            ParameterValue::Int64(channel.tenant_id),
+            nexus_guest::spin::uuid(channel.id.as_str()),
+            text(from),
+            ParameterValue::Boolean(opt_out),
+        ],
+    )
+    .map(|found| found.filter(|found| !found.is_null()))
 }
 
 /// Acts on a keyword text from `from` (message `sid`): an opt-out suppresses the number for the
@@ -207,6 +234,8 @@ fn take_keyword(
         let tenant = ParameterValue::Int64(channel.tenant_id);
         let reply = match keyword {
             Keyword::OptOut => {
+                // The campaign message it answers, if any, is marked opted out.
+                campaign_answered(db, channel, from, true)?;
                 // A suppression of the number already there that runs out (or ran out) is made
                 // permanent (and, if it ran out, the texter's); one that holds for good is left
                 // as it is, and nothing is answered.
@@ -338,7 +367,7 @@ async fn run_job(req: &Request) -> ApiResult<Reply> {
 async fn run(job: &Value, origin: &str) -> ApiResult<Reply> {
     match job["kind"].as_str() {
         Some("keyword-reply") => send_keyword_reply(job).await,
-        Some("campaign-send") => send_campaign_record(job, origin).await,
+        Some("campaign-send") => send_campaign_records(job, origin).await,
         _ => send(job, origin).await,
     }
 }
@@ -507,18 +536,32 @@ impl SendOutcome {
     }
 }
 
-/// Sends one record of a campaign (a job `{payload: {campaignId, contactId}}`; see the module's
-/// description).
-async fn send_campaign_record(job: &Value, origin: &str) -> ApiResult<Reply> {
+/// Sends the records of a campaign a job names (`{payload: {campaignId, contactIds}}`), one
+/// after the other; see the module's description. A record another run of the job dealt with
+/// is skipped, so a job run again after its host died sends only what was not sent.
+async fn send_campaign_records(job: &Value, origin: &str) -> ApiResult<Reply> {
     let payload = &job["payload"];
-    let (Some(campaign), Some(contact)) = (
-        payload["campaignId"].as_str(),
-        payload["contactId"].as_i64(),
-    ) else {
+    let contacts: Vec<i64> = payload["contactIds"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let Some(campaign) = payload["campaignId"]
+        .as_str()
+        .filter(|_| !contacts.is_empty())
+    else {
         return Err(inbound::gone(
-            "a campaign-send job names payload.campaignId and payload.contactId",
+            "a campaign-send job names payload.campaignId and payload.contactIds",
         ));
     };
+    let mut outcomes = Vec::with_capacity(contacts.len());
+    for contact in contacts {
+        outcomes.push(send_campaign_record(campaign, contact, origin).await?);
+    }
+    Reply::ok(json!({ "records": outcomes }))
+}
+
+/// Sends record `contact` of `campaign`: what became of it.
+async fn send_campaign_record(campaign: &str, contact: i64, origin: &str) -> ApiResult<Value> {
     let (begun, channel) = {
         let db = Db::open()?;
         let begun = db
@@ -532,7 +575,7 @@ async fn send_campaign_record(job: &Value, origin: &str) -> ApiResult<Reply> {
             )?
             .unwrap_or_default();
         if begun["action"] != "send" {
-            return Reply::ok(json!({ "sent": false, "why": begun["why"] }));
+            return Ok(json!({ "contactId": contact, "sent": false, "why": begun["why"] }));
         }
         let channel_id = begun["channelId"].as_str().unwrap_or_default();
         (begun.clone(), channel(&db, channel_id)?)
@@ -561,9 +604,12 @@ async fn send_campaign_record(job: &Value, origin: &str) -> ApiResult<Reply> {
         .next()
         .and_then(|row| row.get::<String>("status"))
         .unwrap_or_default();
-    Reply::ok(
-        json!({ "sent": outcome.outcome == "sent", "status": status, "sid": outcome.provider_id }),
-    )
+    Ok(json!({
+        "contactId": contact,
+        "sent": outcome.outcome == "sent",
+        "status": status,
+        "sid": outcome.provider_id,
+    }))
 }
 
 /// Renders and sends the record `begun` describes (`nexus_campaign_send_begin`'s answer).
