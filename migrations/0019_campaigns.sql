@@ -81,6 +81,9 @@ CREATE INDEX campaign_records_due ON campaign_records (campaign_id, due_at)
     WHERE due_at IS NOT NULL;
 CREATE INDEX campaign_records_in_flight ON campaign_records (campaign_id)
     WHERE status = 'queued' AND due_at IS NULL;
+-- The records not settled yet: the pump completes a campaign when there are none.
+CREATE INDEX campaign_records_open ON campaign_records (campaign_id)
+    WHERE status IN ('pending', 'queued');
 CREATE INDEX campaign_records_provider ON campaign_records (provider_id)
     WHERE provider_id IS NOT NULL;
 CREATE INDEX campaign_records_address ON campaign_records (address, updated_at)

@@ -370,9 +370,16 @@ def prepare(case: Any, kwargs: dict[str, Any]) -> None:
                 case.path_parameters[name] = value
     realistic_values(case)
     # Long-polls.
+    # (Long-polls wait at most a second, well inside the fuzzer's read timeout; the value may come
+    # as a number or as its text.)
     for name in ("timeout", "wait"):
-        if isinstance(case.query, dict) and isinstance(case.query.get(name), int) and case.query[name] > 1:
+        value = case.query.get(name) if isinstance(case.query, dict) else None
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value > 1:
             case.query[name] = 1
+        elif isinstance(value, str) and value.strip().isdigit() and int(value) > 1:
+            case.query[name] = "1"
     # Signatures.
     if DOC == "messaging" and not is_job_endpoint(path):
         if header_present(case, "x-ccid"):

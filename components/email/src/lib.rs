@@ -16,10 +16,16 @@
 //! `Authorization: {apiKey}` and `{recipients: [{address: {email}}], content: {from, subject:
 //! "Re: <the customer's last subject>", text}, metadata: {interactionId, position}}`; the
 //! answer's `results.id` is kept. A 4xx is final; a 5xx, a 429 or no answer is retried.
+//!
+//! Campaigns: a `campaign-send` job sends its records' mails, one transmission each with the
+//! campaign's subject and text rendered for the record (`nexus_guest::campaign_send`), with the
+//! idempotency key `nexus:campaign:{campaign}:{contact}`. A mail back from a recipient marks the
+//! record `replied` and names the campaign in its conversation's `userData.campaign`.
 // The export macro of spin-sdk generates the unsafe ABI glue of the component.
 #![allow(unsafe_code)]
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::campaign_send::{Message, Outcome};
 use nexus_guest::inbound::{self, Inlet, Sender};
 use nexus_guest::spin::{
     Db, Live, Reply, arg, header, int_arg, now_unix, path_segments, reference_id, require_admin,
@@ -51,12 +57,12 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
             require_admin(req)?;
             let job: Value = serde_json::from_slice(req.body())
                 .map_err(|err| ApiError::bad_parameter(format!("a job is JSON: {err}")))?;
-            send(&job).await
+            run(&job).await
         }
         (Method::Post, ["jobs", "sweep"]) => {
             require_admin(req)?;
             Reply::ok(
-                nexus_guest::sweep::sweep("email", |job| async move { send(&job).await }).await?,
+                nexus_guest::sweep::sweep("email", |job| async move { run(&job).await }).await?,
             )
         }
         (Method::Post, [channel, "inbound"]) => inbound_mail(req, channel),
@@ -145,6 +151,11 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         .collect();
     let subject = field(&form, "subject").unwrap_or_default();
     let message_id = field(&form, "Message-Id").unwrap_or(token);
+    // A reply to a campaign's mail: its record is marked, and the agent sees which campaign and
+    // record the conversation answers (`userData.campaign`).
+    let answered =
+        nexus_guest::campaign_send::answered(&db, channel.tenant_id, &channel.id, &sender, false)?;
+    let user_data = answered.map(|campaign| json!({ "campaign": campaign }));
     let taken = inbound::take_text(
         &db,
         &Inlet {
@@ -152,7 +163,7 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
             channel_id: &channel.id,
             media: "email",
             securebox: None,
-            user_data: None,
+            user_data: user_data.as_ref(),
         },
         &Sender {
             kind: "email",
@@ -191,6 +202,89 @@ fn reply_subject(db: &Db, interaction: &str) -> ApiResult<String> {
     } else {
         format!("Re: {subject}")
     })
+}
+
+/// Runs one job of this component, by its kind.
+async fn run(job: &Value) -> ApiResult<Reply> {
+    match job["kind"].as_str() {
+        Some("campaign-send") => send_campaign_records(job).await,
+        _ => send(job).await,
+    }
+}
+
+/// Sends the records of a campaign a job names (`nexus_guest::campaign_send`): one
+/// transmission each, with the campaign's subject and text rendered for the record.
+async fn send_campaign_records(job: &Value) -> ApiResult<Reply> {
+    let mut channels: std::collections::HashMap<String, Option<Channel>> = Default::default();
+    let sent = nexus_guest::campaign_send::run(job, |message| {
+        let channel = match channels.get(&message.channel_id) {
+            Some(known) => Ok(known.clone()),
+            None => Db::open().and_then(|db| channel(&db, &message.channel_id)),
+        };
+        if let Ok(found) = &channel {
+            channels.insert(message.channel_id.clone(), found.clone());
+        }
+        async move {
+            match channel {
+                Ok(Some(channel)) => campaign_send(&channel, message).await,
+                Ok(None) => Outcome::failed("the channel is gone or disabled"),
+                Err(err) => Outcome::retry(err.message),
+            }
+        }
+    })
+    .await?;
+    Reply::ok(sent)
+}
+
+/// Sends one record's mail through the transmissions API.
+async fn campaign_send(channel: &Channel, message: Message) -> Outcome {
+    let (Some(from), Some(key)) = (
+        channel.setting("from"),
+        channel.credentials["apiKey"].as_str(),
+    ) else {
+        return Outcome::failed(
+            "an email channel needs settings.from and credentials.apiKey to send",
+        );
+    };
+    let api = channel
+        .setting("apiBaseUrl")
+        .unwrap_or(DEFAULT_API)
+        .trim_end_matches('/');
+    let body = match serde_json::to_vec(&json!({
+        "recipients": [{"address": {"email": message.to}}],
+        "content": {"from": from, "subject": message.subject, "text": message.body},
+        "metadata": {"idempotencyKey": message.idempotency_key},
+    })) {
+        Ok(body) => body,
+        Err(err) => return Outcome::failed(format!("the transmission: {err}")),
+    };
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(format!("{api}/api/v1/transmissions"))
+        .header("content-type", "application/json")
+        .header("content-length", body.len().to_string())
+        .header("authorization", key)
+        .header("idempotency-key", message.idempotency_key.as_str())
+        .body(body)
+        .build();
+    match spin_sdk::http::send::<_, spin_sdk::http::Response>(request).await {
+        // SparkPost's refusal: `{"errors": [{"message": "...", "code": "1902"}]}`.
+        Ok(response) => Outcome::of_answer(
+            &response,
+            |answer| answer["results"]["id"].as_str().map(str::to_owned),
+            |status, answer| {
+                let error = &answer["errors"][0];
+                format!(
+                    "the email provider answered {status} {} {}",
+                    error["code"].as_str().unwrap_or_default(),
+                    error["message"].as_str().unwrap_or_default()
+                )
+                .trim_end()
+                .to_owned()
+            },
+        ),
+        Err(err) => Outcome::retry(format!("cannot reach the email provider: {err}")),
+    }
 }
 
 /// Sends one message through the transmissions API (a job).

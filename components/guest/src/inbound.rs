@@ -17,6 +17,7 @@ use crate::spin::{Db, Live, opt_text, text, uuid};
 const NO_CHANNEL: &str = "00000000-0000-0000-0000-000000000000";
 
 /// A channel of a provider (an SMS aggregator, an email provider) as its component needs it.
+#[derive(Clone)]
 pub struct ProviderChannel {
     pub id: String,
     pub tenant_id: i64,

@@ -32,6 +32,8 @@ pub mod at_rest;
 #[cfg(target_arch = "wasm32")]
 pub mod bot_leg;
 #[cfg(target_arch = "wasm32")]
+pub mod campaign_send;
+#[cfg(target_arch = "wasm32")]
 pub mod chat_auth;
 #[cfg(target_arch = "wasm32")]
 pub mod conversation;

@@ -1,14 +1,18 @@
-//! A request body read as it arrives, for uploads larger than a component should hold at once
-//! (a contact list of a million lines). The Spin SDK's `Request` collects the whole body before
-//! the handler runs; a handler that takes the `IncomingRequest` instead gets the request's head
-//! as a `Request` with an empty body (`split`), and the body as a `std::io::Read` over the WASI
-//! input stream (`blocking-read`), which a CSV reader consumes line by line.
+//! Bodies streamed, for what is larger than a component should hold at once. In: a request body
+//! read as it arrives (a contact list of a million lines). The Spin SDK's `Request` collects the
+//! whole body before the handler runs; a handler that takes the `IncomingRequest` instead gets
+//! the request's head as a `Request` with an empty body (`split`), and the body as a
+//! `std::io::Read` over the WASI input stream (`blocking-read`), which a CSV reader consumes
+//! line by line. Out: a response body written as it is made ([`ResponseWriter`]: a campaign's
+//! results as CSV), and the ordinary buffered answer for every other response ([`send`]).
 
 use std::io::Read;
 
-use spin_sdk::http::{IncomingRequest, Request};
-use spin_sdk::wit::wasi::http0_2_0::types::{ErrorCode, IncomingBody, http_error_code};
-use wasi::io::streams::{InputStream, StreamError};
+use spin_sdk::http::{IncomingRequest, Request, Response, ResponseOutparam};
+use spin_sdk::wit::wasi::http0_2_0::types::{
+    ErrorCode, Fields, IncomingBody, OutgoingBody, OutgoingResponse, http_error_code,
+};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 use crate::api::{ApiError, ApiResult, Code};
 
@@ -115,5 +119,81 @@ impl BodyReader {
             ));
         }
         Ok(body)
+    }
+}
+
+/// Writes at most this many bytes per call, as `blocking-write-and-flush` requires.
+const WRITE_CHUNK: usize = 4096;
+
+/// Sends `response` whole through `out` (what the SDK's handler macro does for a handler that
+/// returns a response).
+pub async fn send(out: ResponseOutparam, mut response: Response) {
+    let body = std::mem::take(response.body_mut());
+    match OutgoingResponse::try_from(response) {
+        Ok(outgoing) => {
+            if let Err(err) = out.set_with_body(outgoing, body).await {
+                eprintln!("cannot send the response: {err}");
+            }
+        }
+        Err(err) => eprintln!("cannot convert the response: {err}"),
+    }
+}
+
+/// A 200 response whose body is written as it is made. Once it has started, a failure can no
+/// longer change the status: dropping the writer unfinished ends the body without its proper
+/// end, which the client sees as a broken transfer, never as a complete one.
+pub struct ResponseWriter {
+    // Declared before `body`: the stream is a child of the body and is dropped first.
+    stream: Option<OutputStream>,
+    body: Option<OutgoingBody>,
+}
+
+impl ResponseWriter {
+    /// Starts the response: status 200 and `headers`.
+    pub fn start(out: ResponseOutparam, headers: &[(&str, &str)]) -> ApiResult<ResponseWriter> {
+        let entries: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        let fields = Fields::from_list(&entries)
+            .map_err(|err| ApiError::internal("the response's headers", format!("{err:?}")))?;
+        let response = OutgoingResponse::new(fields);
+        let body = response
+            .body()
+            .map_err(|()| ApiError::internal("the response's body", "taken"))?;
+        let stream = body
+            .write()
+            .map_err(|()| ApiError::internal("the response's body", "no stream"))?;
+        spin_sdk::wit::wasi::http0_2_0::types::ResponseOutparam::set(
+            out.into_inner(),
+            Ok(response),
+        );
+        Ok(ResponseWriter {
+            stream: Some(stream),
+            body: Some(body),
+        })
+    }
+
+    /// Writes `bytes`; an error when the client has gone.
+    pub fn write(&mut self, bytes: &[u8]) -> ApiResult<()> {
+        let Some(stream) = &self.stream else {
+            return Err(ApiError::internal("write the response", "finished"));
+        };
+        for chunk in bytes.chunks(WRITE_CHUNK) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|err| ApiError::internal("write the response", format!("{err:?}")))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the body properly: the client has it all.
+    pub fn finish(mut self) -> ApiResult<()> {
+        drop(self.stream.take());
+        match self.body.take() {
+            Some(body) => OutgoingBody::finish(body, None)
+                .map_err(|err| ApiError::internal("finish the response", format!("{err:?}"))),
+            None => Ok(()),
+        }
     }
 }

@@ -1,7 +1,7 @@
-//! Campaigns (`/nexus/v3/outbound/campaigns`): a contact list messaged through one SMS channel
-//! with one template, on a schedule, within a contact-time window in each recipient's own time
-//! zone, at a pace (messages per second, burst, messages in flight), with attempts on transient
-//! failures and a validity after which an unsent record expires.
+//! Campaigns (`/nexus/v3/outbound/campaigns`): a contact list messaged through one SMS or email
+//! channel with one template, on a schedule, within a contact-time window in each recipient's
+//! own time zone, at a pace (messages per second, burst, messages in flight), with attempts on
+//! transient failures and a validity after which an unsent record expires.
 //!
 //! States: `draft → scheduled → running ⇄ paused → completed | cancelled`. Starting makes one
 //! record per contact (its address, zone and variables copied). The pump
@@ -364,9 +364,9 @@ pub fn create(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
             ))
         })?;
     let channel_type = channel["type"].as_str().unwrap_or_default().to_owned();
-    if channel_type != "sms" {
+    if !matches!(channel_type.as_str(), "sms" | "email") {
         return Err(ApiError::bad_parameter(format!(
-            "`channelId`: campaigns send through sms channels (email campaigns are not built yet), and this one is {channel_type}"
+            "`channelId`: campaigns send through sms and email channels, and this one is {channel_type}"
         )));
     }
     if !is_uuid(&list_id) {
@@ -490,20 +490,25 @@ pub fn act(db: &Db, tenant: i64, id: &str, action: &str) -> ApiResult<Reply> {
             ],
         )?;
         if moved == 1 && action == "start" {
-            // One record per contact, with the address the channel sends to; a contact
-            // without one fails at once, saying so.
+            // One record per contact, with the address the channel sends to (the phone number
+            // for SMS, the email address for email); a contact without one fails at once,
+            // saying so.
             db.execute(
                 "make the campaign's records",
                 "INSERT INTO campaign_records (campaign_id, contact_id, client_id, address, \
                    time_zone, variables, status, due_at, reason) \
-                 SELECT c.id, k.id, k.client_id, coalesce(k.phone, ''), \
+                 SELECT c.id, k.id, k.client_id, coalesce(a.address, ''), \
                    coalesce(k.time_zone, c.default_time_zone), \
                    k.variables || jsonb_strip_nulls(jsonb_build_object('clientId', k.client_id, \
                      'phone', k.phone, 'email', k.email)), \
-                   CASE WHEN k.phone IS NULL THEN 'failed' ELSE 'pending' END, \
-                   CASE WHEN k.phone IS NULL THEN NULL ELSE now() END, \
-                   CASE WHEN k.phone IS NULL THEN 'the contact has no phone number' END \
+                   CASE WHEN a.address IS NULL THEN 'failed' ELSE 'pending' END, \
+                   CASE WHEN a.address IS NULL THEN NULL ELSE now() END, \
+                   CASE WHEN a.address IS NULL THEN CASE c.channel_type \
+                     WHEN 'email' THEN 'the contact has no email address' \
+                     ELSE 'the contact has no phone number' END END \
                  FROM campaigns c JOIN list_contacts k ON k.list_id = c.list_id \
+                 CROSS JOIN LATERAL (SELECT CASE c.channel_type WHEN 'email' THEN k.email \
+                   ELSE k.phone END AS address) a \
                  WHERE c.id = $1",
                 &[uuid(id)],
             )?;
@@ -799,4 +804,134 @@ pub fn metrics(req: &Request) -> ApiResult<String> {
         counts["throttled"].as_i64().unwrap_or(0)
     ));
     Ok(text)
+}
+
+/// Records written per read of the export.
+const EXPORT_PAGE: i64 = 1_000;
+
+/// `GET /campaigns/{id}/records.csv`: the campaign's records as CSV (`clientId, address,
+/// timeZone, status, attempts, providerId, reason, updatedAt`), in contact order, maybe only
+/// those with `status`; written a page at a time as they are read.
+pub struct Export {
+    db: Db,
+    id: String,
+    status: Option<String>,
+    name: String,
+}
+
+impl Export {
+    /// Checks the key, the campaign and the filter: what fails here is an ordinary error
+    /// answer, before anything is written.
+    pub fn prepare(req: &Request, id: &str) -> ApiResult<Export> {
+        let db = Db::open()?;
+        let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
+        let campaign = campaign_json(&db, tenant, id)?;
+        let params = nexus_guest::spin::query(req)?;
+        let status = params.get("status").cloned();
+        if let Some(status) = &status
+            && !RECORD_STATUSES.contains(&status.as_str())
+        {
+            return Err(ApiError::bad_parameter(format!(
+                "`status` is a record status, not `{status}`"
+            )));
+        }
+        let name: String = campaign["name"]
+            .as_str()
+            .unwrap_or("campaign")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(Export {
+            db,
+            id: id.to_ascii_lowercase(),
+            status,
+            name,
+        })
+    }
+
+    /// Writes the CSV; a failure midway ends the body unfinished (see `ResponseWriter`).
+    pub fn write(self, out: spin_sdk::http::ResponseOutparam) {
+        let disposition = format!("attachment; filename=\"{}-records.csv\"", self.name);
+        let written = nexus_guest::streamed_body::ResponseWriter::start(
+            out,
+            &[
+                ("content-type", "text/csv; charset=utf-8"),
+                ("content-disposition", &disposition),
+            ],
+        )
+        .and_then(|mut writer| {
+            self.pages(&mut writer)?;
+            writer.finish()
+        });
+        if let Err(err) = written {
+            nexus_guest::spin::log_error("export the records", &err);
+        }
+    }
+
+    fn pages(&self, writer: &mut nexus_guest::streamed_body::ResponseWriter) -> ApiResult<()> {
+        let csv_error = |err: csv::Error| ApiError::internal("write the CSV", err);
+        let mut lines = csv::Writer::from_writer(Vec::new());
+        lines
+            .write_record([
+                "clientId",
+                "address",
+                "timeZone",
+                "status",
+                "attempts",
+                "providerId",
+                "reason",
+                "updatedAt",
+            ])
+            .map_err(csv_error)?;
+        let mut after = 0i64;
+        loop {
+            let rows = self.db.rows(
+                "export the records",
+                "SELECT contact_id, client_id, address, time_zone, status, attempts::text AS attempts, \
+                   coalesce(provider_id, '') AS provider_id, coalesce(reason, '') AS reason, \
+                   nexus_ts(updated_at) AS updated_at \
+                 FROM campaign_records WHERE campaign_id = $1 AND contact_id > $2 \
+                   AND ($3::text IS NULL OR status = $3) \
+                 ORDER BY contact_id LIMIT $4",
+                &[
+                    uuid(self.id.as_str()),
+                    ParameterValue::Int64(after),
+                    opt_text(self.status.clone()),
+                    ParameterValue::Int64(EXPORT_PAGE),
+                ],
+            )?;
+            let mut count = 0;
+            for row in rows.rows() {
+                count += 1;
+                after = row.get::<i64>("contact_id").unwrap_or(after);
+                let field = |name: &str| row.get::<String>(name).unwrap_or_default();
+                lines
+                    .write_record([
+                        field("client_id"),
+                        field("address"),
+                        field("time_zone"),
+                        field("status"),
+                        field("attempts"),
+                        field("provider_id"),
+                        field("reason"),
+                        field("updated_at"),
+                    ])
+                    .map_err(csv_error)?;
+            }
+            let page = lines
+                .into_inner()
+                .map_err(|err| ApiError::internal("write the CSV", err.to_string()))?;
+            writer.write(&page)?;
+            lines = csv::Writer::from_writer(Vec::new());
+            if count < EXPORT_PAGE {
+                return Ok(());
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@ use nexus_guest::spin::{
 use nexus_guest::streamed_body::BodyReader;
 use nexus_guest::template::Template;
 use serde_json::{Value, json};
-use spin_sdk::http::{IncomingRequest, Method, Request};
+use spin_sdk::http::{IncomingRequest, Method, Request, ResponseOutparam};
 use spin_sdk::http_component;
 use spin_sdk::pg4::ParameterValue;
 
@@ -64,23 +64,40 @@ const UPSERT: &str = "INSERT INTO suppressions AS s (tenant_id, address, channel
      RETURNING nexus_suppression_json(s)::text AS suppression, (xmax = 0) AS inserted";
 
 /// Serves `/nexus/v3/outbound/...`. It takes the request as it arrives: a contact list's upload
-/// is read from the body stream as the client sends it; every other body is read whole, up to
-/// the largest an operation takes.
+/// is read from the body stream as the client sends it, and a campaign's results are written as
+/// CSV as they are read; every other body is read whole, up to the largest an operation takes.
 #[http_component]
-fn outbound(incoming: IncomingRequest) -> spin_sdk::http::Response {
+async fn outbound(incoming: IncomingRequest, out: ResponseOutparam) {
     let (mut req, mut body) = nexus_guest::streamed_body::split(incoming);
     let reference = reference_id(&req);
-    if req.method() == &Method::Get && path_segments(&req) == ["metrics"] {
-        return match campaigns::metrics(&req) {
-            Ok(text) => spin_sdk::http::Response::builder()
-                .status(200)
-                .header("content-type", "text/plain; version=0.0.4")
-                .body(text)
-                .build(),
-            Err(err) => respond(&reference, Err(err)),
-        };
+    let path = path_segments(&req);
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, ["metrics"]) => {
+            let response = match campaigns::metrics(&req) {
+                Ok(text) => spin_sdk::http::Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(text)
+                    .build(),
+                Err(err) => respond(&reference, Err(err)),
+            };
+            nexus_guest::streamed_body::send(out, response).await;
+        }
+        // The results as CSV, written as they are read: any number of records.
+        (Method::Get, ["campaigns", id, "records.csv"]) => {
+            match campaigns::Export::prepare(&req, id) {
+                Ok(export) => export.write(out),
+                Err(err) => {
+                    nexus_guest::streamed_body::send(out, respond(&reference, Err(err))).await
+                }
+            }
+        }
+        _ => {
+            let response = respond(&reference, serve(&mut req, &mut body));
+            nexus_guest::streamed_body::send(out, response).await;
+        }
     }
-    respond(&reference, serve(&mut req, &mut body))
 }
 
 fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {

@@ -42,6 +42,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::campaign_send::{Message, Outcome};
 use nexus_guest::consent::{self, Keyword};
 use nexus_guest::inbound::{self, Inlet, Sender};
 use nexus_guest::spin::{
@@ -170,7 +171,8 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
     }
     // A reply to a campaign's message: its record is marked, and the agent sees which campaign
     // and record the conversation answers (`userData.campaign`).
-    let answered = campaign_answered(&db, &channel, &from, false)?;
+    let answered =
+        nexus_guest::campaign_send::answered(&db, channel.tenant_id, &channel.id, &from, false)?;
     let user_data = answered.map(|campaign| json!({ "campaign": campaign }));
     inbound::take_text(
         &db,
@@ -193,28 +195,6 @@ fn inbound_message(req: &Request, channel_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The campaign message a text from `from` answers (the last sent from this channel to that
-/// number in the past 30 days), marked `replied` (or `opted-out`): `{campaignId, campaignName,
-/// clientId}`.
-fn campaign_answered(
-    db: &Db,
-    channel: &Channel,
-    from: &str,
-    opt_out: bool,
-) -> ApiResult<Option<Value>> {
-    db.json_row(
-        "find the campaign answered",
-        "SELECT nexus_campaign_answered($1, $2::uuid, $3, $4)",
-        &[
-            ParameterValue::Int64(channel.tenant_id),
-            nexus_guest::spin::uuid(channel.id.as_str()),
-            text(from),
-            ParameterValue::Boolean(opt_out),
-        ],
-    )
-    .map(|found| found.filter(|found| !found.is_null()))
-}
-
 /// Acts on a keyword text from `from` (message `sid`): an opt-out suppresses the number for the
 /// whole tenant for good (`source` keyword), an opt-in lifts what opt-outs made, HELP asks for
 /// the help text. The answer goes out as a durable job, once: an opt-out only when the number
@@ -235,7 +215,7 @@ fn take_keyword(
         let reply = match keyword {
             Keyword::OptOut => {
                 // The campaign message it answers, if any, is marked opted out.
-                campaign_answered(db, channel, from, true)?;
+                nexus_guest::campaign_send::answered(db, channel.tenant_id, &channel.id, from, true)?;
                 // A suppression of the number already there that runs out (or ran out) is made
                 // permanent (and, if it ran out, the texter's); one that holds for good is left
                 // as it is, and nothing is answered.
@@ -517,119 +497,33 @@ async fn send_keyword_reply(job: &Value) -> ApiResult<Reply> {
     }
 }
 
-/// How a campaign send ended, for `nexus_campaign_send_end`.
-struct SendOutcome {
-    outcome: &'static str,
-    provider_id: Option<String>,
-    reason: Option<String>,
-    retry_seconds: Option<f64>,
-}
-
-impl SendOutcome {
-    fn new(outcome: &'static str, reason: Option<String>) -> SendOutcome {
-        SendOutcome {
-            outcome,
-            provider_id: None,
-            reason,
-            retry_seconds: None,
-        }
-    }
-}
-
-/// Sends the records of a campaign a job names (`{payload: {campaignId, contactIds}}`), one
-/// after the other; see the module's description. A record another run of the job dealt with
-/// is skipped, so a job run again after its host died sends only what was not sent.
+/// Sends the records of a campaign a job names (see the module's description and
+/// `nexus_guest::campaign_send`).
 async fn send_campaign_records(job: &Value, origin: &str) -> ApiResult<Reply> {
-    let payload = &job["payload"];
-    let contacts: Vec<i64> = payload["contactIds"]
-        .as_array()
-        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default();
-    let Some(campaign) = payload["campaignId"]
-        .as_str()
-        .filter(|_| !contacts.is_empty())
-    else {
-        return Err(inbound::gone(
-            "a campaign-send job names payload.campaignId and payload.contactIds",
-        ));
-    };
-    let mut outcomes = Vec::with_capacity(contacts.len());
-    for contact in contacts {
-        outcomes.push(send_campaign_record(campaign, contact, origin).await?);
-    }
-    Reply::ok(json!({ "records": outcomes }))
-}
-
-/// Sends record `contact` of `campaign`: what became of it.
-async fn send_campaign_record(campaign: &str, contact: i64, origin: &str) -> ApiResult<Value> {
-    let (begun, channel) = {
-        let db = Db::open()?;
-        let begun = db
-            .json_row(
-                "begin the campaign send",
-                "SELECT nexus_campaign_send_begin($1::uuid, $2)",
-                &[
-                    nexus_guest::spin::uuid(campaign),
-                    ParameterValue::Int64(contact),
-                ],
-            )?
-            .unwrap_or_default();
-        if begun["action"] != "send" {
-            return Ok(json!({ "contactId": contact, "sent": false, "why": begun["why"] }));
-        }
-        let channel_id = begun["channelId"].as_str().unwrap_or_default();
-        (begun.clone(), channel(&db, channel_id)?)
-    };
-    let outcome = match channel {
-        None => SendOutcome::new("failed", Some("the channel is gone or disabled".to_owned())),
-        Some(channel) => campaign_send(&begun, &channel, campaign, contact, origin).await,
-    };
-    let db = Db::open()?;
-    let status = db
-        .rows(
-            "end the campaign send",
-            "SELECT nexus_campaign_send_end($1::uuid, $2, $3, $4, $5, $6::float8) AS status",
-            &[
-                nexus_guest::spin::uuid(campaign),
-                ParameterValue::Int64(contact),
-                text(outcome.outcome),
-                nexus_guest::spin::opt_text(outcome.provider_id.clone()),
-                nexus_guest::spin::opt_text(outcome.reason.clone()),
-                outcome
-                    .retry_seconds
-                    .map_or(ParameterValue::DbNull, ParameterValue::Floating64),
-            ],
-        )?
-        .rows()
-        .next()
-        .and_then(|row| row.get::<String>("status"))
-        .unwrap_or_default();
-    Ok(json!({
-        "contactId": contact,
-        "sent": outcome.outcome == "sent",
-        "status": status,
-        "sid": outcome.provider_id,
-    }))
-}
-
-/// Renders and sends the record `begun` describes (`nexus_campaign_send_begin`'s answer).
-async fn campaign_send(
-    begun: &Value,
-    channel: &Channel,
-    campaign: &str,
-    contact: i64,
-    origin: &str,
-) -> SendOutcome {
-    let variables = begun["variables"].as_object().cloned().unwrap_or_default();
-    let lookup = |name: &str| variables.get(name).and_then(Value::as_str);
-    let body =
-        match nexus_guest::template::Template::parse(begun["body"].as_str().unwrap_or_default())
-            .and_then(|template| template.render(lookup))
-        {
-            Ok(body) => body,
-            Err(why) => return SendOutcome::new("failed", Some(why)),
+    let mut channels: std::collections::HashMap<String, Option<Channel>> = Default::default();
+    let sent = nexus_guest::campaign_send::run(job, |message| {
+        let channel_id = message.channel_id.clone();
+        let channel = match channels.get(&channel_id) {
+            Some(known) => Ok(known.clone()),
+            None => Db::open().and_then(|db| channel(&db, &channel_id)),
         };
-    let to = begun["to"].as_str().unwrap_or_default();
+        if let Ok(found) = &channel {
+            channels.insert(channel_id, found.clone());
+        }
+        async move {
+            match channel {
+                Ok(Some(channel)) => campaign_send(&channel, message, origin).await,
+                Ok(None) => Outcome::failed("the channel is gone or disabled"),
+                Err(err) => Outcome::retry(err.message),
+            }
+        }
+    })
+    .await?;
+    Reply::ok(sent)
+}
+
+/// Sends one record's message through the aggregator's API.
+async fn campaign_send(channel: &Channel, message: Message, origin: &str) -> Outcome {
     let callback = format!(
         "{}/nexus/v3/sms/{}/status",
         channel
@@ -639,44 +533,30 @@ async fn campaign_send(
             .trim_end_matches('/'),
         channel.id
     );
-    let key = format!("nexus:campaign:{campaign}:{contact}");
-    let Some(request) = messages_request(channel, to, &body, Some(&callback), &key) else {
-        return SendOutcome::new("failed", Some(NO_SENDER.to_owned()));
+    let Some(request) = messages_request(
+        channel,
+        &message.to,
+        &message.body,
+        Some(&callback),
+        &message.idempotency_key,
+    ) else {
+        return Outcome::failed(NO_SENDER);
     };
-    let response = match spin_sdk::http::send::<_, Response>(request).await {
-        Ok(response) => response,
-        Err(err) => {
-            return SendOutcome::new("retry", Some(format!("cannot reach the aggregator: {err}")));
-        }
-    };
-    let status = *response.status();
-    let answer: Value = serde_json::from_slice(response.body()).unwrap_or_default();
-    // Twilio's refusal: `{"code": 21211, "message": "The 'To' number ... is not valid"}`.
-    let provider_reason = || {
-        let message = answer["message"].as_str().unwrap_or_default();
-        match answer["code"].as_i64() {
-            Some(code) => format!("the aggregator answered {status}: {code} {message}"),
-            None => format!("the aggregator answered {status} {message}"),
-        }
-        .trim_end()
-        .to_owned()
-    };
-    match status {
-        200..=299 => SendOutcome {
-            outcome: "sent",
-            provider_id: answer["sid"].as_str().map(str::to_owned),
-            reason: None,
-            retry_seconds: None,
-        },
-        429 => SendOutcome {
-            outcome: "throttled",
-            provider_id: None,
-            reason: Some(provider_reason()),
-            retry_seconds: Some(
-                nexus_guest::spin::retry_after(&response).map_or(1.0, |seconds| seconds as f64),
-            ),
-        },
-        500..=599 => SendOutcome::new("retry", Some(provider_reason())),
-        _ => SendOutcome::new("failed", Some(provider_reason())),
+    match spin_sdk::http::send::<_, Response>(request).await {
+        // Twilio's refusal: `{"code": 21211, "message": "The 'To' number ... is not valid"}`.
+        Ok(response) => Outcome::of_answer(
+            &response,
+            |answer| answer["sid"].as_str().map(str::to_owned),
+            |status, answer| {
+                let message = answer["message"].as_str().unwrap_or_default();
+                match answer["code"].as_i64() {
+                    Some(code) => format!("the aggregator answered {status}: {code} {message}"),
+                    None => format!("the aggregator answered {status} {message}"),
+                }
+                .trim_end()
+                .to_owned()
+            },
+        ),
+        Err(err) => Outcome::retry(format!("cannot reach the aggregator: {err}")),
     }
 }
