@@ -56,6 +56,8 @@ bearer = "{{ admin_token }}"
 both_backends!(
     a_campaign_sends_each_record_once_within_its_window_and_consent,
     an_email_campaign_sends_each_contact_its_mail,
+    a_number_that_opts_out_mid_campaign_is_not_texted,
+    a_scheduled_campaign_starts_on_time_and_its_unsent_records_expire,
 );
 
 // Pacing, throttling and a host's death are measured on the real servers: the embedded
@@ -270,7 +272,8 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     let uploaded: Value = response.json().await.unwrap();
     assert_eq!(uploaded["data"]["added"], 7, "{uploaded}");
 
-    // Bob asked not to be texted; the aggregator refuses Eve's number; its first answer is a 429.
+    // Bob asked not to be texted; the aggregator refuses Eve's number; its first answer is a 429,
+    // its second a 503.
     let (status, _) = call(
         &nexus,
         "POST",
@@ -282,6 +285,7 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     assert_eq!(status, 201);
     aggregator.refuse_number("+14155550105");
     aggregator.throttle_next(1, 1);
+    aggregator.fail_next(1);
 
     // A draft names what the tenant has, and is checked.
     for (body, says) in [
@@ -437,6 +441,26 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     );
     let (_, repeats, throttled) = aggregator.counts();
     assert_eq!((repeats, throttled), (0, 1));
+    // The record that met the 503 was tried again, and no record failed of it; the 429 was no
+    // attempt.
+    let (_, all_records) = call(
+        &nexus,
+        "GET",
+        &format!("/campaigns/{id}/records"),
+        key,
+        None,
+    )
+    .await;
+    let all_records = all_records["records"].as_array().unwrap().clone();
+    let retried: Vec<&Value> = all_records.iter().filter(|r| r["attempts"] == 2).collect();
+    assert_eq!(retried.len(), 1, "{all_records:?}");
+    assert!(
+        all_records
+            .iter()
+            .all(|r| r["attempts"].as_u64().unwrap() <= 2
+                && !r["reason"].as_str().unwrap_or_default().contains("503")),
+        "{all_records:?}"
+    );
 
     // Receipts join back by the aggregator's ids, and only move forward.
     receipt(&nexus, &channel, &ann.sid, "delivered").await;
@@ -1037,4 +1061,119 @@ async fn an_email_campaign_sends_each_contact_its_mail(backends: Backends) {
     )
     .await;
     assert_eq!(sent_records["records"][0]["providerId"], "tx-1");
+}
+
+/// A contact list of `contacts` (`clientId,phone,timeZone` lines after the header): its id.
+async fn list_of(nexus: &Nexus, key: &str, contacts: &str) -> String {
+    let (_, list) = call(nexus, "POST", "/lists", key, Some(json!({"name": "few"}))).await;
+    let list = list["id"].as_str().unwrap().to_owned();
+    let response = client()
+        .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
+        .header("x-api-key", key)
+        .header("content-type", "text/csv")
+        .body(format!("clientId,phone,timeZone,first_name\n{contacts}"))
+        .send()
+        .await
+        .unwrap();
+    let uploaded: Value = response.json().await.unwrap();
+    assert_eq!(uploaded["data"]["failed"], 0, "{uploaded}");
+    list
+}
+
+async fn a_number_that_opts_out_mid_campaign_is_not_texted(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&nexus, &aggregator).await;
+    let key = key.as_str();
+    let list = list_of(
+        &nexus,
+        key,
+        "m-1,+14155550201,,Ann\nm-2,+14155550202,,Bob\nm-3,+14155550203,,Cy\n",
+    )
+    .await;
+    // One message a second: Cy's turn comes two seconds in.
+    let (_, campaign) = call(
+        &nexus,
+        "POST",
+        "/campaigns",
+        key,
+        Some(json!({"name": "slow", "channelId": channel, "listId": list,
+                    "template": "notice",
+                    "pacing": {"messagesPerSecond": 1, "burst": 1, "maxInFlight": 1}})),
+    )
+    .await;
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(&nexus, "POST", &format!("/campaigns/{id}/start"), key, None).await;
+    assert_eq!(status, 200);
+    delivered(&aggregator, 1, Duration::from_secs(30)).await;
+    // Cy texts STOP before his turn (the aggregator's answer to it is not a campaign message).
+    text_in(&nexus, &channel, "SMstop", "+14155550203", "STOP").await;
+    let campaign = completed(&nexus, key, &id).await;
+    assert_eq!(campaign["counts"], json!({"sent": 2, "suppressed": 1}));
+    let settled = records(&nexus, key, &id).await;
+    assert_eq!(settled["m-3"].0, "suppressed");
+    assert!(
+        aggregator
+            .deliveries()
+            .iter()
+            .filter(|d| d.to == "+14155550203")
+            .all(|d| !d.key.starts_with("nexus:campaign:")),
+        "Cy got a campaign message"
+    );
+}
+
+async fn a_scheduled_campaign_starts_on_time_and_its_unsent_records_expire(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&nexus, &aggregator).await;
+    let key = key.as_str();
+    let (open, closed) = zones_open_and_closed();
+    let list = list_of(
+        &nexus,
+        key,
+        &format!("x-1,+14155550301,{open},Ann\nx-2,+14155550302,{closed},Bob\n"),
+    )
+    .await;
+    // It starts in a second, and its records are valid for a second from then; at a hundredth
+    // of a message a second, none is sent before that.
+    let start_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let start_at = start_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (status, campaign) = call(
+        &nexus,
+        "POST",
+        "/campaigns",
+        key,
+        Some(
+            json!({"name": "later", "channelId": channel, "listId": list,
+                    "template": "notice", "schedule": {"startAt": start_at},
+                    "window": {"from": "10:00", "to": "15:00"}, "validitySeconds": 1,
+                    "pacing": {"messagesPerSecond": 0.01, "burst": 1}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let (_, started) = call(&nexus, "POST", &format!("/campaigns/{id}/start"), key, None).await;
+    assert_eq!(started["state"], "scheduled");
+    let campaign = completed(&nexus, key, &id).await;
+    assert_eq!(
+        campaign["counts"],
+        json!({"expired": 1, "outside-window": 1})
+    );
+    let rfc3339 = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(rfc3339(campaign["startedAt"].as_str().unwrap()) >= rfc3339(&start_at));
+    let (_, events) = call(&nexus, "GET", &format!("/campaigns/{id}/events"), key, None).await;
+    let types: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types[..2], ["campaign.scheduled", "campaign.running"]);
+    assert_eq!(types.last(), Some(&"campaign.completed"));
+    assert!(aggregator.deliveries().is_empty());
 }

@@ -52,6 +52,8 @@ struct State {
     throttled: usize,
     /// The next this many requests are answered 429.
     throttle_next: usize,
+    /// The next this many requests are answered 503 (a provider's passing failure).
+    fail_next: usize,
     retry_after_seconds: u64,
     /// Numbers refused with a 400.
     invalid: Vec<String>,
@@ -124,6 +126,14 @@ impl Aggregator {
                                                 .to_owned(),
                                             Some(state.retry_after_seconds),
                                         )
+                                    } else if state.fail_next > 0 {
+                                        state.fail_next -= 1;
+                                        (
+                                            503,
+                                            r#"{"code":20503,"message":"Service Unavailable"}"#
+                                                .to_owned(),
+                                            None,
+                                        )
                                     } else if state.invalid.contains(&to) {
                                         (
                                             400,
@@ -191,6 +201,11 @@ impl Aggregator {
         let mut state = self.state.lock().expect("the aggregator");
         state.throttle_next += count;
         state.retry_after_seconds = seconds;
+    }
+
+    /// The next `count` requests are answered 503 (after any 429s told first).
+    pub fn fail_next(&self, count: usize) {
+        self.state.lock().expect("the aggregator").fail_next += count;
     }
 
     /// Messages to `number` are refused with a 400 from now on.
