@@ -653,14 +653,18 @@ pub fn events(
 }
 
 /// `POST /campaigns/pump` (the admin token; the host's timer every 100 ms, or a cron under
-/// Spin): one turn of every live campaign's pump.
+/// Spin): one turn of the pump of each campaign that is running or due to start, up to
+/// `PUMP_BATCH` a call, those turned longest ago first (a turn sets `tokens_at`), so that every
+/// live campaign gets its turns however many there are.
 pub fn pump(db: &Db, req: &Request) -> ApiResult<Reply> {
     require_admin(req)?;
     let turns = db.json_rows(
         "pump the campaigns",
         "SELECT jsonb_build_object('id', id, 'turn', nexus_campaign_pump(id)) \
-         FROM (SELECT id FROM campaigns WHERE state IN ('scheduled', 'running') \
-               ORDER BY updated_at LIMIT $1) live",
+         FROM (SELECT id FROM campaigns \
+               WHERE state = 'running' \
+                  OR (state = 'scheduled' AND (starts_at IS NULL OR starts_at <= now())) \
+               ORDER BY tokens_at NULLS FIRST LIMIT $1) live",
         &[ParameterValue::Int64(PUMP_BATCH)],
     )?;
     let published = publish(db);
