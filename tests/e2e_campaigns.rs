@@ -58,6 +58,8 @@ both_backends!(
     an_email_campaign_sends_each_contact_its_mail,
     a_number_that_opts_out_mid_campaign_is_not_texted,
     a_scheduled_campaign_starts_on_time_and_its_unsent_records_expire,
+    receipts_that_beat_their_sends_are_joined_and_a_waiting_poll_is_woken,
+    the_email_providers_events_mark_mails_and_suppress_who_unsubscribes,
 );
 
 // Pacing, throttling and a host's death are measured on the real servers: the embedded
@@ -145,23 +147,11 @@ fn zones_open_and_closed() -> (String, String) {
 
 /// Posts `params` to `path` as the aggregator does, signed; it must be taken (200).
 async fn aggregator_post(nexus: &Nexus, path: &str, params: &[(&str, &str)]) {
-    let url = nexus.url(path);
-    let response = client()
-        .post(&url)
-        .header(
-            "x-twilio-signature",
-            support::aggregator::twilio_signature(AUTH_TOKEN, &url, params),
-        )
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(params.iter())
-                .finish(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{path}");
+    let (status, body) =
+        support::aggregator::post_signed(AUTH_TOKEN, &nexus.url(path), params, None)
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
 }
 
 /// The aggregator's status callback for message `sid`.
@@ -242,15 +232,6 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
     )
     .await;
     let (open, closed) = zones_open_and_closed();
-    let (_, list) = call(
-        &nexus,
-        "POST",
-        "/lists",
-        key,
-        Some(json!({"name": "spring"})),
-    )
-    .await;
-    let list = list["id"].as_str().unwrap().to_owned();
     let csv = format!(
         "clientId,phone,email,timeZone,first_name\n\
          c-1,+14155550101,,{open},Ann\n\
@@ -261,16 +242,8 @@ async fn a_campaign_sends_each_record_once_within_its_window_and_consent(backend
          c-6,+14155550106,,{open},Fay\n\
          c-7,,gus@example.com,{open},Gus\n"
     );
-    let response = client()
-        .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
-        .header("x-api-key", key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    let uploaded: Value = response.json().await.unwrap();
-    assert_eq!(uploaded["data"]["added"], 7, "{uploaded}");
+    let (list, uploaded) = uploaded_list(&nexus, key, "spring", &csv).await;
+    assert_eq!(uploaded["added"], 7, "{uploaded}");
 
     // Bob asked not to be texted; the aggregator refuses Eve's number; its first answer is a 429,
     // its second a 503.
@@ -745,22 +718,12 @@ async fn started_campaign(
     count: usize,
     pacing: Value,
 ) -> String {
-    let (_, list) = call(nexus, "POST", "/lists", key, Some(json!({"name": "many"}))).await;
-    let list = list["id"].as_str().unwrap().to_owned();
     let mut csv = String::from("clientId,phone,first_name\n");
     for n in 0..count {
         csv.push_str(&format!("c-{n},+1415{n:07},Name {n}\n"));
     }
-    let response = client()
-        .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
-        .header("x-api-key", key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    let uploaded: Value = response.json().await.unwrap();
-    assert_eq!(uploaded["data"]["added"], count, "{uploaded}");
+    let (list, uploaded) = uploaded_list(nexus, key, "many", &csv).await;
+    assert_eq!(uploaded["added"], count, "{uploaded}");
     let (status, campaign) = call(
         nexus,
         "POST",
@@ -920,58 +883,19 @@ async fn an_email_campaign_sends_each_contact_its_mail(backends: Backends) {
     // The email provider's transmissions API, which answers each with its id.
     let provider = Receiver::start().await;
     provider.reply_with(r#"{"results": {"id": "tx-1", "total_accepted_recipients": 1}}"#);
-    let channel = admin_ok(
-        &nexus,
-        "POST",
-        "/tenants/acme/channels",
-        Some(
-            json!({"type": "email", "name": "mail", "secret": "signing-key",
-                    "credentials": {"apiKey": "provider-key"},
-                    "settings": {"from": "news@acme.example",
-                                 "apiBaseUrl": format!("http://{}", provider.addr)}}),
-        ),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, _) = call(
-        &nexus,
-        "PUT",
-        "/templates/receipt",
-        key,
-        Some(
-            json!({"channel": "email", "subject": "Your order {{order}}",
-                    "body": "Thanks, {{first_name|friend}}."}),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let channel = email_channel(&nexus, key, &provider).await;
     // An SMS template does not go through an email channel.
-    let (_, list) = call(
+    let (list, _) = uploaded_list(
         &nexus,
-        "POST",
-        "/lists",
         key,
-        Some(json!({"name": "buyers"})),
+        "buyers",
+        "clientId,email,phone,first_name,order\n\
+         b-1,ann@example.com,,Ann,A-1\n\
+         b-2,bob@example.com,,,A-2\n\
+         b-3,,+14155550101,Cy,A-3\n\
+         b-4,dee@example.com,,Dee,A-4\n",
     )
     .await;
-    let list = list["id"].as_str().unwrap().to_owned();
-    let response = client()
-        .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
-        .header("x-api-key", key)
-        .header("content-type", "text/csv")
-        .body(
-            "clientId,email,phone,first_name,order\n\
-             b-1,ann@example.com,,Ann,A-1\n\
-             b-2,bob@example.com,,,A-2\n\
-             b-3,,+14155550101,Cy,A-3\n\
-             b-4,dee@example.com,,Dee,A-4\n",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
     let (status, _) = call(
         &nexus,
         "POST",
@@ -1065,19 +989,28 @@ async fn an_email_campaign_sends_each_contact_its_mail(backends: Backends) {
 
 /// A contact list of `contacts` (`clientId,phone,timeZone` lines after the header): its id.
 async fn list_of(nexus: &Nexus, key: &str, contacts: &str) -> String {
-    let (_, list) = call(nexus, "POST", "/lists", key, Some(json!({"name": "few"}))).await;
+    let csv = format!("clientId,phone,timeZone,first_name\n{contacts}");
+    let (list, uploaded) = uploaded_list(nexus, key, "few", &csv).await;
+    assert_eq!(uploaded["failed"], 0, "{uploaded}");
+    list
+}
+
+/// A new contact list `name` with the contacts of `csv` (its header line first): its id, and
+/// the upload's answer.
+async fn uploaded_list(nexus: &Nexus, key: &str, name: &str, csv: &str) -> (String, Value) {
+    let (_, list) = call(nexus, "POST", "/lists", key, Some(json!({ "name": name }))).await;
     let list = list["id"].as_str().unwrap().to_owned();
     let response = client()
         .post(nexus.url(&format!("/nexus/v3/outbound/lists/{list}/contacts")))
         .header("x-api-key", key)
         .header("content-type", "text/csv")
-        .body(format!("clientId,phone,timeZone,first_name\n{contacts}"))
+        .body(csv.to_owned())
         .send()
         .await
         .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
     let uploaded: Value = response.json().await.unwrap();
-    assert_eq!(uploaded["data"]["failed"], 0, "{uploaded}");
-    list
+    (list, uploaded["data"].clone())
 }
 
 async fn a_number_that_opts_out_mid_campaign_is_not_texted(backends: Backends) {
@@ -1176,4 +1109,311 @@ async fn a_scheduled_campaign_starts_on_time_and_its_unsent_records_expire(backe
     assert_eq!(types[..2], ["campaign.scheduled", "campaign.running"]);
     assert_eq!(types.last(), Some(&"campaign.completed"));
     assert!(aggregator.deliveries().is_empty());
+}
+
+/// The value of the metric line that starts with `name` (labels included), if any.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// A campaign tool long-polls the events of a campaign not started yet: the poll waits parked
+/// (no instance held) and the start wakes it. The aggregator reports each message before it
+/// answers its send (its status callback wins the race with its answer): the receipts are kept
+/// and joined to their records when the sids are recorded, a failure with its reason.
+async fn receipts_that_beat_their_sends_are_joined_and_a_waiting_poll_is_woken(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (channel, key) = set_up(&nexus, &aggregator).await;
+    let key = key.as_str();
+    aggregator.report_first(AUTH_TOKEN, &["+14155550302"]);
+    let list = list_of(
+        &nexus,
+        key,
+        "r-1,+14155550301,,Ann\nr-2,+14155550302,,Bob\n",
+    )
+    .await;
+    let (status, campaign) = call(
+        &nexus,
+        "POST",
+        "/campaigns",
+        key,
+        Some(
+            json!({"name": "raced", "channelId": channel, "listId": list,
+                    "template": "notice"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_str().unwrap().to_owned();
+
+    let poll = {
+        let url = nexus.url(&format!(
+            "/nexus/v3/outbound/campaigns/{id}/events?after=0&wait=30"
+        ));
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let response = client()
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            response.json::<Value>().await.unwrap()
+        })
+    };
+    support::until("the poll to park", || async {
+        (metric(&nexus.metrics().await, "nexus_parked_requests") == Some(1.0)).then_some(())
+    })
+    .await;
+    let (status, _) = call(&nexus, "POST", &format!("/campaigns/{id}/start"), key, None).await;
+    assert_eq!(status, 200);
+    let polled = poll.await.unwrap();
+    Api::load("outbound").check(
+        "GET",
+        &format!("/nexus/v3/outbound/campaigns/{id}/events"),
+        200,
+        &polled,
+    );
+    assert_eq!(polled["data"]["events"][0]["type"], "campaign.running");
+    // Woken by the start's event, not by its deadline.
+    let page = nexus.metrics().await;
+    assert_eq!(
+        metric(&page, "nexus_parked_wakes_total{reason=\"published\"}"),
+        Some(1.0),
+        "{page}"
+    );
+
+    let campaign = completed(&nexus, key, &id).await;
+    assert_eq!(campaign["counts"], json!({"delivered": 1, "failed": 1}));
+    let settled = records(&nexus, key, &id).await;
+    assert_eq!(settled["r-1"], ("delivered".to_owned(), String::new()));
+    assert_eq!(
+        settled["r-2"],
+        (
+            "failed".to_owned(),
+            "the aggregator reported undelivered (error 30003)".to_owned()
+        )
+    );
+    // Both reports came first, and were kept until the sends' answers named their sids.
+    let reports = aggregator.reports();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for (sid, status, body) in &reports {
+        assert_eq!(*status, 200, "{sid}: {body}");
+        let answer: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(answer["data"]["pending"], true, "{sid}: {body}");
+    }
+    let (_, events) = call(&nexus, "GET", &format!("/campaigns/{id}/events"), key, None).await;
+    let of = |client: &str| -> Vec<String> {
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["clientId"] == client)
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        of("r-1"),
+        ["record.queued", "record.sent", "record.delivered"]
+    );
+    assert_eq!(of("r-2"), ["record.queued", "record.sent", "record.failed"]);
+}
+
+/// An email channel of tenant `acme` sending through `provider` (its secret `signing-key`), and
+/// its email template `receipt`: the channel's id.
+async fn email_channel(nexus: &Nexus, key: &str, provider: &Receiver) -> String {
+    let channel = admin_ok(
+        nexus,
+        "POST",
+        "/tenants/acme/channels",
+        Some(
+            json!({"type": "email", "name": "mail", "secret": "signing-key",
+                    "credentials": {"apiKey": "provider-key"},
+                    "settings": {"from": "news@acme.example",
+                                 "apiBaseUrl": format!("http://{}", provider.addr)}}),
+        ),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(
+        nexus,
+        "PUT",
+        "/templates/receipt",
+        key,
+        Some(
+            json!({"channel": "email", "subject": "Your order {{order}}",
+                    "body": "Thanks, {{first_name|friend}}."}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201);
+    channel
+}
+
+/// Posts a batch of the email provider's events to channel `channel`, with HTTP Basic
+/// credentials whose password is `password`: the status and the answer.
+async fn provider_events(
+    nexus: &Nexus,
+    channel: &str,
+    password: Option<&str>,
+    batch: &Value,
+) -> (u16, Value) {
+    let path = format!("/nexus/v3/email/{channel}/events");
+    let mut request = client().post(nexus.url(&path)).json(batch);
+    if let Some(password) = password {
+        request = request.basic_auth("sparkpost", Some(password));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    Api::load("email").check("POST", &path, status, &answer);
+    (status, answer)
+}
+
+/// The email provider reports what became of a campaign's mails, in its event webhook's
+/// batches: a delivery, a bounce (with the receiving server's words), a list-unsubscribe (the
+/// recipient suppressed, as their source, and the record opted out); opens and pings are
+/// ignored; the same batch again changes nothing; a batch without the channel's credentials is
+/// refused.
+async fn the_email_providers_events_mark_mails_and_suppress_who_unsubscribes(backends: Backends) {
+    let nexus = Nexus::start(&manifest(), backends).await;
+    let aggregator = Aggregator::start().await;
+    let (_, key) = set_up(&nexus, &aggregator).await;
+    let key = key.as_str();
+    let provider = Receiver::start().await;
+    provider.reply_with(r#"{"results": {"id": "tx-{n}", "total_accepted_recipients": 1}}"#);
+    let channel = email_channel(&nexus, key, &provider).await;
+    let (list, _) = uploaded_list(
+        &nexus,
+        key,
+        "mail",
+        "clientId,email,first_name,order\n\
+         e-1,ann@example.com,Ann,A-1\n\
+         e-2,bob@example.com,Bob,A-2\n\
+         e-3,cy@example.com,Cy,A-3\n",
+    )
+    .await;
+    let (status, campaign) = call(
+        &nexus,
+        "POST",
+        "/campaigns",
+        key,
+        Some(json!({"name": "mails", "channelId": channel, "listId": list, "template": "receipt"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(&nexus, "POST", &format!("/campaigns/{id}/start"), key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        completed(&nexus, key, &id).await["counts"],
+        json!({"sent": 3})
+    );
+    // The provider answered its n-th transmission with the id `tx-n`.
+    let transmission_of = |email: &str| -> String {
+        let n = provider
+            .received()
+            .iter()
+            .position(|r| {
+                let mail: Value = serde_json::from_slice(&r.body).unwrap();
+                mail["recipients"][0]["address"]["email"] == email
+            })
+            .unwrap();
+        format!("tx-{}", n + 1)
+    };
+    let (ann, bob, cy) = (
+        transmission_of("ann@example.com"),
+        transmission_of("bob@example.com"),
+        transmission_of("cy@example.com"),
+    );
+    let event = |kind: &str, fields: Value| {
+        let mut event = fields;
+        event["type"] = json!(kind);
+        let envelope = if kind.ends_with("_unsubscribe") {
+            "unsubscribe_event"
+        } else if kind == "open" {
+            "track_event"
+        } else {
+            "message_event"
+        };
+        json!({"msys": {envelope: event}})
+    };
+    let batch = json!([
+        {"msys": {}},
+        event("delivery", json!({"transmission_id": ann, "rcpt_to": "ann@example.com"})),
+        event(
+            "bounce",
+            json!({"transmission_id": bob, "rcpt_to": "bob@example.com", "bounce_class": "10",
+                   "raw_reason": "550 5.1.1 <bob@example.com>: user unknown"})
+        ),
+        event("delivery", json!({"transmission_id": cy, "rcpt_to": "cy@example.com"})),
+        event("list_unsubscribe", json!({"transmission_id": cy, "rcpt_to": "Cy@Example.com"})),
+        event("open", json!({"transmission_id": ann, "rcpt_to": "ann@example.com"})),
+    ]);
+
+    for password in [None, Some("not-the-secret")] {
+        let (status, refused) = provider_events(&nexus, &channel, password, &batch).await;
+        assert_eq!(status, 401, "{refused}");
+    }
+    assert_eq!(records(&nexus, key, &id).await["e-1"].0, "sent");
+    let (status, taken) = provider_events(&nexus, &channel, Some("signing-key"), &batch).await;
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(taken["data"], json!({"events": 6, "recorded": 4}));
+    // The provider sends a batch again when it got no answer: nothing changes.
+    let (_, again) = provider_events(&nexus, &channel, Some("signing-key"), &batch).await;
+    assert_eq!(again["data"], json!({"events": 6, "recorded": 0}));
+
+    let settled = records(&nexus, key, &id).await;
+    assert_eq!(settled["e-1"], ("delivered".to_owned(), String::new()));
+    assert_eq!(
+        settled["e-2"],
+        (
+            "failed".to_owned(),
+            "the provider reported bounce (bounce class 10): 550 5.1.1 <bob@example.com>: user unknown"
+                .to_owned()
+        )
+    );
+    assert_eq!(settled["e-3"].0, "opted-out");
+    let (_, events) = call(&nexus, "GET", &format!("/campaigns/{id}/events"), key, None).await;
+    let cy_events: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["clientId"] == "e-3")
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cy_events,
+        [
+            "record.queued",
+            "record.sent",
+            "record.delivered",
+            "record.opted-out"
+        ]
+    );
+    // Cy is suppressed for the tenant, as theirs: the tenant's own list does not take it over.
+    let (status, suppressed) =
+        call(&nexus, "GET", "/suppressions?source=unsubscribe", key, None).await;
+    assert_eq!(status, 200, "{suppressed}");
+    let suppressions = suppressed["suppressions"].as_array().unwrap();
+    assert_eq!(suppressions.len(), 1, "{suppressed}");
+    assert_eq!(suppressions[0]["address"], "cy@example.com");
+    assert_eq!(
+        suppressions[0]["reason"],
+        "the recipient unsubscribed (List-Unsubscribe)"
+    );
+    let (_, readded) = call(
+        &nexus,
+        "POST",
+        "/suppressions",
+        key,
+        Some(json!({"address": "cy@example.com", "reason": "on our list too"})),
+    )
+    .await;
+    assert_eq!(readded["source"], "unsubscribe", "{readded}");
 }

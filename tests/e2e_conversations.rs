@@ -1493,6 +1493,62 @@ async fn live_state_is_rebuilt_after_redis_loses_it(backends: Backends) {
     assert_eq!(info["data"]["state"], "active");
 }
 
+/// A host commits a customer's message and dies before it announces it (the row is written
+/// here as that host would have, with nothing in Redis); the customer, who got no answer, sends
+/// it again with its `messageId`: it is not stored twice, and from then on it is the end of the
+/// transcript the customer reads, not a message only the sockets were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_whose_host_died_before_announcing_it_is_read_once_resent() {
+    let nexus = Nexus::start(MANIFEST, Backends::Real).await;
+    let api = Client::new(&nexus);
+    let tenant = api.provision("resent").await;
+    let session = api.start_chat(&tenant, &[("data[nickname]", "r")]).await;
+    let first = api.say(&session, "announced").await;
+    let db = nexus.database.as_ref().unwrap().client().await;
+    let committed = db
+        .execute(
+            "WITH slot AS ( \
+               UPDATE interactions SET next_position = next_position + 1 \
+               WHERE id = $1::text::uuid RETURNING id, tenant_id, next_position - 1 AS position) \
+             INSERT INTO messages (interaction_id, position, tenant_id, type, participant_id, \
+               sender_kind, nickname, text, visibility, client_message_id) \
+             SELECT slot.id, slot.position, slot.tenant_id, 'Text', m.participant_id, \
+               m.sender_kind, m.nickname, 'committed, never announced', 'All', 'lost-answer' \
+             FROM slot JOIN messages m ON m.interaction_id = slot.id AND m.position = $2",
+            &[&session.id, &(first["position"].as_i64().unwrap() as i32)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(committed, 1);
+    let after = first["position"].as_i64().unwrap();
+
+    let (status, again) = api
+        .on_session(
+            &session,
+            "POST",
+            "/messages",
+            Body::Json(json!({
+                "type": "Text", "text": "committed, never announced", "messageId": "lost-answer"
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["message"]["position"], after + 1);
+
+    let read = api.read(&session, after).await;
+    assert_eq!(texts(&read["messages"]), ["committed, never announced"]);
+    assert_eq!(read["nextPosition"], after + 1);
+    // The next message follows it, and the whole transcript has each once.
+    api.say(&session, "next").await;
+    let transcript = api.read(&session, 0).await;
+    assert_eq!(
+        texts(&transcript["messages"]),
+        ["announced", "committed, never announced", "next"]
+    );
+    assert_eq!(positions(&transcript["messages"]), [1, 2, 3, 4]);
+}
+
 /// More messages than the Redis tail keeps, sent by eight senders at once: positions are gapless,
 /// and reading from the start pages through PostgreSQL (where the tail does not reach back) and
 /// then Redis, with nothing missing or repeated.

@@ -81,25 +81,10 @@ async fn aggregator_post(
     params: &[(&str, &str)],
     signature: Option<&str>,
 ) -> (u16, String) {
-    let url = nexus.url(path);
-    let signature = signature.map_or_else(
-        || support::aggregator::twilio_signature(AUTH_TOKEN, &url, params),
-        str::to_owned,
-    );
-    let response = client()
-        .post(&url)
-        .header("x-twilio-signature", signature)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(params.iter())
-                .finish(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap();
+    let (status, body) =
+        support::aggregator::post_signed(AUTH_TOKEN, &nexus.url(path), params, signature)
+            .await
+            .unwrap();
     if status != 200 || path.ends_with("/status") {
         let answer: Value = serde_json::from_str(&body).unwrap();
         Api::load("sms").check("POST", path, status, &answer);

@@ -15,6 +15,8 @@ Right before each request (`before_call`) the hooks
   (messaging, JSON and multipart alike, computed by a requests auth hook on the prepared request),
   `X-Twilio-Signature` over the URL and the form (sms), the form's `signature` over `timestamp`
   and `token` (email); most timestamps are set to now, so that the replay window lets them in;
+  most of the email provider's event batches get HTTP Basic credentials with the channel's
+  secret;
 - cap the long-polls' `timeout` query parameter at 1 s, so that a bounded run stays bounded.
 
 After a call that ended what later cases need (the live chat session, the agent's interaction,
@@ -396,6 +398,8 @@ def prepare(case: Any, kwargs: dict[str, Any]) -> None:
             kwargs["auth"] = TwilioSignature(MAIN["sms"]["secret"])
     elif DOC == "email" and path.endswith("/inbound"):
         sign_email_form(case)
+    elif DOC == "email" and path.endswith("/events") and chosen(case, "credentials"):
+        kwargs["auth"] = ("sparkpost", MAIN["email"]["secret"])
 
 
 @schemathesis.hook

@@ -3,8 +3,9 @@
 //! per message, and honours the `Idempotency-Key` header as an aggregator that honours one
 //! does: a request with a key it has seen answers the first one's sid and sends nothing more. It
 //! can be told to refuse the next requests with 429 and a `Retry-After`, or to refuse one number
-//! with a 400 as Twilio refuses an invalid `To`. What it delivered is what a campaign test
-//! counts: each key once, with when it arrived.
+//! with a 400 as Twilio refuses an invalid `To`, or to post each message's status callback
+//! before it answers the send. What it delivered is what a campaign test counts: each key once,
+//! with when it arrived.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +33,51 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(&str, &str)]) ->
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
+/// Posts `params` to `url` as a form, as the aggregator does, with `X-Twilio-Signature`:
+/// `signature`, or the right one for `auth_token`. The status and the body of the answer.
+pub async fn post_signed(
+    auth_token: &str,
+    url: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> Result<(u16, String), reqwest::Error> {
+    let signature =
+        signature.map_or_else(|| twilio_signature(auth_token, url, params), str::to_owned);
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish();
+    let response = super::client()
+        .post(url)
+        .header("x-twilio-signature", signature)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// Posts message `sid`'s status callback to `url`, signed as Twilio signs it; its answer.
+async fn report_status(
+    auth_token: &str,
+    url: &str,
+    sid: &str,
+    status: &str,
+) -> (String, u16, String) {
+    let mut params = vec![
+        ("MessageSid", sid),
+        ("MessageStatus", status),
+        ("AccountSid", "AC1"),
+    ];
+    if status == "undelivered" {
+        params.push(("ErrorCode", "30003"));
+    }
+    match post_signed(auth_token, url, &params, None).await {
+        Ok((code, body)) => (sid.to_owned(), code, body),
+        Err(err) => (sid.to_owned(), 0, err.to_string()),
+    }
+}
+
 /// A message the aggregator took (the first request with its idempotency key).
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -57,6 +103,18 @@ struct State {
     retry_after_seconds: u64,
     /// Numbers refused with a 400.
     invalid: Vec<String>,
+    /// Report each message's status before answering its send (see [`Aggregator::report_first`]).
+    report_first: Option<ReportFirst>,
+    /// The answers to those reports: (sid, HTTP status, body).
+    reports: Vec<(String, u16, String)>,
+}
+
+/// How the aggregator reports a message before it answers the send.
+#[derive(Clone)]
+struct ReportFirst {
+    auth_token: String,
+    /// Numbers whose message is reported `undelivered` (error 30003); the others `delivered`.
+    undelivered: Vec<String>,
 }
 
 pub struct Aggregator {
@@ -106,6 +164,7 @@ impl Aggregator {
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
                                 let fields = form(&body);
+                                let mut report = None;
                                 let (status, answer, retry_after) = {
                                     let mut state = state.lock().expect("the aggregator");
                                     state.requests += 1;
@@ -144,6 +203,21 @@ impl Aggregator {
                                         )
                                     } else {
                                         let sid = format!("SM{:032x}", state.deliveries.len() + 1);
+                                        if let (Some(first), Some(callback)) =
+                                            (&state.report_first, fields.get("StatusCallback"))
+                                        {
+                                            let status = if first.undelivered.contains(&to) {
+                                                "undelivered"
+                                            } else {
+                                                "delivered"
+                                            };
+                                            report = Some((
+                                                first.auth_token.clone(),
+                                                callback.clone(),
+                                                sid.clone(),
+                                                status,
+                                            ));
+                                        }
                                         state.by_key.insert(key.clone(), sid.clone());
                                         state.deliveries.push(Delivery {
                                             to,
@@ -159,6 +233,11 @@ impl Aggregator {
                                         )
                                     }
                                 };
+                                if let Some((auth_token, url, sid, status)) = report {
+                                    let reported =
+                                        report_status(&auth_token, &url, &sid, status).await;
+                                    state.lock().expect("the aggregator").reports.push(reported);
+                                }
                                 changed.send_modify(|n| *n += 1);
                                 let mut response =
                                     http::Response::new(Full::new(Bytes::from(answer)));
@@ -215,6 +294,21 @@ impl Aggregator {
             .expect("the aggregator")
             .invalid
             .push(number.to_owned());
+    }
+
+    /// From now on, each message's status callback (`delivered`, or `undelivered` with error
+    /// 30003 for the `undelivered` numbers) is posted, signed with `auth_token`, and answered
+    /// before the send is: the race a real aggregator's callback may win.
+    pub fn report_first(&self, auth_token: &str, undelivered: &[&str]) {
+        self.state.lock().expect("the aggregator").report_first = Some(ReportFirst {
+            auth_token: auth_token.to_owned(),
+            undelivered: undelivered.iter().map(|n| (*n).to_owned()).collect(),
+        });
+    }
+
+    /// The answers to the reports posted before their sends: (sid, HTTP status, body).
+    pub fn reports(&self) -> Vec<(String, u16, String)> {
+        self.state.lock().expect("the aggregator").reports.clone()
     }
 
     /// What it delivered, in order.

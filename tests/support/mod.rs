@@ -702,12 +702,17 @@ impl Receiver {
                                     .expect("the receiver's answers")
                                     .pop_front()
                                     .unwrap_or(200);
-                                recorded.lock().expect("the receiver's log").push(Received {
-                                    method: parts.method.to_string(),
-                                    path: parts.uri.path().to_owned(),
-                                    headers: parts.headers,
-                                    body,
-                                });
+                                let number = {
+                                    let mut log = recorded.lock().expect("the receiver's log");
+                                    log.push(Received {
+                                        method: parts.method.to_string(),
+                                        path: parts.uri.path().to_owned(),
+                                        headers: parts.headers,
+                                        body,
+                                    });
+                                    log.len()
+                                };
+                                let reply = numbered(reply, number);
                                 counting.send_modify(|count| *count += 1);
                                 tokio::time::sleep(delay).await;
                                 let _ = hold.wait_for(|held| !held).await;
@@ -815,7 +820,8 @@ impl Receiver {
         self.held.send_replace(false);
     }
 
-    /// From now on, answers carry this body.
+    /// From now on, answers carry this body; `{n}` in it stands for the request's number (1 for
+    /// the first), as a far side that gives each request an id of its own.
     pub fn reply_with(&self, body: &str) {
         *self.reply.lock().expect("the receiver's reply") = Bytes::from(body.to_owned());
     }
@@ -831,6 +837,14 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.requests.lock().expect("the receiver's log").clone()
+    }
+}
+
+/// `reply` with `{n}` replaced by `number`.
+fn numbered(reply: Bytes, number: usize) -> Bytes {
+    match std::str::from_utf8(&reply) {
+        Ok(text) if text.contains("{n}") => Bytes::from(text.replace("{n}", &number.to_string())),
+        _ => reply,
     }
 }
 

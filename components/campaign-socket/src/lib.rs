@@ -21,7 +21,7 @@ wit_bindgen::generate!({
 use exports::nexus::websocket::handler::{Guest, Refusal};
 use nexus::websocket::connections;
 use nexus::websocket::types::{Frame, UpgradeRequest};
-use nexus_guest::api::ApiError;
+use nexus_guest::socket::query_value;
 use nexus_guest::spin::{Db, is_uuid, uuid};
 use serde_json::{Value, json};
 use spin_sdk::pg4::ParameterValue;
@@ -31,28 +31,7 @@ const REPLAY_BATCH: i64 = 500;
 
 struct CampaignSocket;
 
-fn refuse(status: u16, code: &str, message: &str) -> Refusal {
-    Refusal {
-        status,
-        content_type: "application/json".into(),
-        body: json!({"status": {"code": code, "message": message}})
-            .to_string()
-            .into_bytes(),
-    }
-}
-
-fn refusal(err: &ApiError) -> Refusal {
-    refuse(err.http_status, err.code.as_str(), &err.message)
-}
-
-fn query_value(request: &UpgradeRequest, key: &str) -> Option<String> {
-    let query = request.path_with_query.split_once('?').map(|(_, q)| q)?;
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
-}
+nexus_guest::socket_helpers!();
 
 /// The campaign id of the socket's path (`.../campaigns/<id>/socket`).
 fn campaign_of(request: &UpgradeRequest) -> Option<String> {
@@ -68,10 +47,6 @@ fn campaign_of(request: &UpgradeRequest) -> Option<String> {
 fn follow(connection: &str, topic: &str, after: i64) -> Result<(), Refusal> {
     connections::subscribe_in_sequence(connection, topic, "seq", after.max(0).unsigned_abs())
         .map_err(|err| refuse(503, "UNAVAILABLE", &format!("cannot subscribe: {err:?}")))
-}
-
-fn send(connection: &str, event: &Value) {
-    let _ = connections::send(connection, &Frame::Text(event.to_string()));
 }
 
 impl Guest for CampaignSocket {
@@ -99,7 +74,7 @@ impl Guest for CampaignSocket {
             .ok_or_else(missing)?;
         let last = campaign["last"].as_i64().unwrap_or(0);
         // An `after` past the last number logged starts from the last one.
-        let after = query_value(&request, "after")
+        let after = query_value(&request.path_with_query, "after")
             .and_then(|a| a.parse::<i64>().ok())
             .unwrap_or(0)
             .clamp(0, last);

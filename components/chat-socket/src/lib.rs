@@ -44,36 +44,13 @@ const MORE_TO_REPLAY: u16 = 4001;
 
 struct ChatSocket;
 
-fn refusal(err: &ApiError) -> Refusal {
-    Refusal {
-        status: err.http_status,
-        content_type: "application/json".into(),
-        body: json!({"status": {"code": err.code.as_str(), "message": err.message}})
-            .to_string()
-            .into_bytes(),
-    }
-}
-
-/// The decoded values of the upgrade request's query.
-fn query(request: &UpgradeRequest) -> Vec<(String, String)> {
-    let query = request
-        .path_with_query
-        .split_once('?')
-        .map_or("", |(_, q)| q);
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
+nexus_guest::socket_helpers!();
 
 /// The session id of `/nexus/v3/chat/sessions/{id}/socket`.
 fn session_id(request: &UpgradeRequest) -> Option<String> {
     let path = request.path_with_query.split('?').next()?;
     let id = path.strip_suffix("/socket")?.rsplit('/').next()?.to_owned();
     nexus_guest::spin::is_uuid(&id).then_some(id)
-}
-
-fn send(connection: &str, event: &Value) {
-    let _ = connections::send(connection, &Frame::Text(event.to_string()));
 }
 
 /// Takes the session's topic in sequence, the socket having every position up to `after`.
@@ -90,7 +67,7 @@ fn follow(connection: &str, topic: &str, after: u64) -> ApiResult<()> {
 fn connect(connection: &str, request: &UpgradeRequest) -> ApiResult<String> {
     let id = session_id(request)
         .ok_or_else(|| ApiError::new(404, Code::InvalidSession, "no such session"))?;
-    let params = query(request);
+    let params = nexus_guest::socket::query_pairs(&request.path_with_query);
     let param = |name: &str| {
         params
             .iter()

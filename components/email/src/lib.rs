@@ -1,6 +1,7 @@
 //! Email (`/nexus/v3/email/...`) on a channel of type `email` whose `secret` is the inbound
-//! provider's webhook signing key, whose settings are `{from, apiBaseUrl (default
-//! https://api.sparkpost.com)}` and whose write-only credentials are `{apiKey}` for sending.
+//! provider's webhook signing key (and the events webhook's password), whose settings are
+//! `{from, apiBaseUrl (default https://api.sparkpost.com)}` and whose write-only credentials
+//! are `{apiKey}` for sending.
 //!
 //! In: `POST email/{channelId}/inbound`, an inbound-parse post in Mailgun's form
 //! (`application/x-www-form-urlencoded`: `sender`, `recipient`, `subject`, `body-plain`,
@@ -16,6 +17,11 @@
 //! `Authorization: {apiKey}` and `{recipients: [{address: {email}}], content: {from, subject:
 //! "Re: <the customer's last subject>", text}, metadata: {interactionId, position}}`; the
 //! answer's `results.id` is kept. A 4xx is final; a 5xx, a 429 or no answer is retried.
+//!
+//! Events: `POST email/{channelId}/events`, the provider's event webhook (SparkPost's batches,
+//! authenticated with HTTP Basic credentials whose password is the channel's `secret`):
+//! deliveries and failures are joined to their mails by `transmission_id`; unsubscribes and
+//! spam complaints suppress the recipient (see [`provider_events`]).
 //!
 //! Campaigns: a `campaign-send` job sends its records' mails, one transmission each with the
 //! campaign's subject and text rendered for the record (`nexus_guest::campaign_send`), with the
@@ -41,6 +47,12 @@ const REPLAY_WINDOW_SECONDS: u64 = 300;
 const TOKEN_MEMORY_SECONDS: i64 = 2 * REPLAY_WINDOW_SECONDS as i64;
 const MAX_TEXT_CHARS: usize = 64 * 1024;
 const DEFAULT_API: &str = "https://api.sparkpost.com";
+/// The most events one batch of the provider's may carry.
+const MAX_EVENTS: usize = 10_000;
+/// The longest transmission id taken from an event.
+const MAX_PROVIDER_ID_CHARS: usize = 200;
+/// The longest reason a failure keeps (as `suppressions.reason` and a campaign record's).
+const MAX_REASON_CHARS: usize = 500;
 
 #[http_component]
 async fn email(req: Request) -> impl IntoResponse {
@@ -66,6 +78,7 @@ async fn serve(req: &Request) -> ApiResult<Reply> {
             )
         }
         (Method::Post, [channel, "inbound"]) => inbound_mail(req, channel),
+        (Method::Post, [channel, "events"]) => provider_events(req, channel),
         _ => Err(ApiError::not_found("no such operation")),
     }
 }
@@ -181,6 +194,149 @@ fn inbound_mail(req: &Request, channel_id: &str) -> ApiResult<Reply> {
     }))
 }
 
+/// `POST email/{channelId}/events`: a batch of the provider's events (SparkPost's event
+/// webhook: a JSON array of `{"msys": {"message_event" | "unsubscribe_event" | ...: {...}}}`),
+/// authenticated with HTTP Basic credentials whose password is the channel's secret (the
+/// provider signs nothing). Each message event is joined to the mail it is about by its
+/// `transmission_id` (the id the send's answer gave): `delivery` marks it delivered; `bounce`,
+/// `out_of_band`, `policy_rejection`, `generation_failure` and `generation_rejection` failed,
+/// with the provider's reason. A `list_unsubscribe`, a `link_unsubscribe` or a `spam_complaint`
+/// suppresses the recipient for the whole tenant (source `unsubscribe`) and marks the campaign
+/// mail they answer `opted-out`. Other events (injection, delay, opens, clicks, relays) are
+/// taken and ignored. A batch sent again changes nothing more: statuses only move forward.
+fn provider_events(req: &Request, channel_id: &str) -> ApiResult<Reply> {
+    let refused = |why: &str| {
+        ApiError::new(
+            401,
+            Code::AuthenticationRequired,
+            format!("the batch does not carry the channel's credentials: {why}"),
+        )
+    };
+    let db = Db::open()?;
+    let channel = channel(&db, channel_id)?.ok_or_else(|| refused("no such email channel"))?;
+    let authorization = header(req, "authorization").unwrap_or_default();
+    if !webhook_signature::basic_password_matches(&authorization, &channel.secret) {
+        return Err(refused(
+            "HTTP Basic, with the channel's secret as the password, is required",
+        ));
+    }
+    let batch: Vec<Value> = serde_json::from_slice(req.body()).map_err(|err| {
+        ApiError::bad_parameter(format!("a batch of events is a JSON array: {err}"))
+    })?;
+    if batch.len() > MAX_EVENTS {
+        return Err(ApiError::bad_parameter(format!(
+            "a batch carries at most {MAX_EVENTS} events"
+        )));
+    }
+    let mut recorded = 0;
+    for item in &batch {
+        let msys = &item["msys"];
+        let event = msys
+            .get("message_event")
+            .or_else(|| msys.get("unsubscribe_event"));
+        let Some(event) = event else {
+            continue;
+        };
+        let kind = event["type"].as_str().unwrap_or_default();
+        let changed = match kind {
+            "delivery" => mail_receipt(&db, &channel, event, "delivered", None)?,
+            "bounce"
+            | "out_of_band"
+            | "policy_rejection"
+            | "generation_failure"
+            | "generation_rejection" => {
+                let reason = failure_reason(kind, event);
+                mail_receipt(&db, &channel, event, "failed", Some(&reason))?
+            }
+            "list_unsubscribe" | "link_unsubscribe" | "spam_complaint" => {
+                unsubscribe(&db, &channel, event, kind)?
+            }
+            _ => false,
+        };
+        recorded += usize::from(changed);
+    }
+    Reply::ok(json!({ "events": batch.len(), "recorded": recorded }))
+}
+
+/// Records what the provider said of the mail an event names (`transmission_id`): whether it
+/// moved a message or a campaign record forward (one not known yet is kept, see
+/// `inbound::record_receipt`).
+fn mail_receipt(
+    db: &Db,
+    channel: &Channel,
+    event: &Value,
+    status: &str,
+    reason: Option<&str>,
+) -> ApiResult<bool> {
+    let Some(transmission) = event["transmission_id"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= MAX_PROVIDER_ID_CHARS && !id.contains('\0'))
+    else {
+        return Ok(false);
+    };
+    let receipt = inbound::record_receipt(
+        db,
+        channel.tenant_id,
+        &channel.id,
+        transmission,
+        status,
+        reason,
+    )?;
+    Ok(matches!(
+        receipt,
+        inbound::Receipt::Applied(_) | inbound::Receipt::Campaign { moved: true }
+    ))
+}
+
+/// A failure event's reason, as a campaign record keeps it: the event, its bounce class, and
+/// what the receiving server said.
+fn failure_reason(kind: &str, event: &Value) -> String {
+    let class = event["bounce_class"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| event["bounce_class"].as_i64().map(|c| c.to_string()));
+    let said = event["raw_reason"]
+        .as_str()
+        .or_else(|| event["reason"].as_str())
+        .filter(|said| !said.trim().is_empty());
+    let mut reason = format!("the provider reported {kind}");
+    if let Some(class) = class {
+        reason.push_str(&format!(" (bounce class {class})"));
+    }
+    if let Some(said) = said {
+        reason.push_str(": ");
+        reason.push_str(said.trim());
+    }
+    // PostgreSQL's text holds no NUL.
+    reason
+        .chars()
+        .filter(|c| *c != '\0')
+        .take(MAX_REASON_CHARS)
+        .collect()
+}
+
+/// The recipient an unsubscribe or complaint names (`rcpt_to`) opts out: suppressed for the
+/// whole tenant, and the campaign mail they answer marked `opted-out`, together. Whether a
+/// suppression was made (a recipient suppressed for good already changes nothing).
+fn unsubscribe(db: &Db, channel: &Channel, event: &Value, kind: &str) -> ApiResult<bool> {
+    let Some(address) = event["rcpt_to"]
+        .as_str()
+        .filter(|address| address.contains('@'))
+        .and_then(|address| nexus_guest::consent::address(address).ok())
+    else {
+        return Ok(false);
+    };
+    let reason = match kind {
+        "spam_complaint" => "the recipient reported the mail as spam",
+        "link_unsubscribe" => "the recipient unsubscribed with the mail's link",
+        _ => "the recipient unsubscribed (List-Unsubscribe)",
+    };
+    db.transaction(|db| {
+        nexus_guest::campaign_send::answered(db, channel.tenant_id, &channel.id, &address, true)?;
+        inbound::opt_out(db, channel.tenant_id, &address, reason, "unsubscribe")
+    })
+}
+
 /// The subject of the customer's latest mail in the conversation, answered with `Re: `.
 fn reply_subject(db: &Db, interaction: &str) -> ApiResult<String> {
     let subject = db
@@ -215,22 +371,8 @@ async fn run(job: &Value) -> ApiResult<Reply> {
 /// Sends the records of a campaign a job names (`nexus_guest::campaign_send`): one
 /// transmission each, with the campaign's subject and text rendered for the record.
 async fn send_campaign_records(job: &Value) -> ApiResult<Reply> {
-    let mut channels: std::collections::HashMap<String, Option<Channel>> = Default::default();
-    let sent = nexus_guest::campaign_send::run(job, |message| {
-        let channel = match channels.get(&message.channel_id) {
-            Some(known) => Ok(known.clone()),
-            None => Db::open().and_then(|db| channel(&db, &message.channel_id)),
-        };
-        if let Ok(found) = &channel {
-            channels.insert(message.channel_id.clone(), found.clone());
-        }
-        async move {
-            match channel {
-                Ok(Some(channel)) => campaign_send(&channel, message).await,
-                Ok(None) => Outcome::failed("the channel is gone or disabled"),
-                Err(err) => Outcome::retry(err.message),
-            }
-        }
+    let sent = nexus_guest::campaign_send::run(job, "email", |channel, message| async move {
+        campaign_send(&channel, message).await
     })
     .await?;
     Reply::ok(sent)

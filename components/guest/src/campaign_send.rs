@@ -8,18 +8,19 @@
 //! with is skipped, so a job run again after its host died sends only what was not sent. The
 //! job itself succeeds: the campaign, not the queue, decides what is tried again.
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 use spin_sdk::http::Response;
 use spin_sdk::pg4::ParameterValue;
 
 use crate::api::{ApiError, ApiResult, Code};
+use crate::inbound::{ProviderChannel, provider_channel};
 use crate::spin::{Db, opt_text, text, uuid};
 use crate::template::Template;
 
 /// A record's message, rendered.
 pub struct Message {
-    /// The campaign's channel.
-    pub channel_id: String,
     pub to: String,
     /// For email.
     pub subject: Option<String>,
@@ -92,13 +93,16 @@ impl Outcome {
     }
 }
 
-/// Runs a `campaign-send` job: each record's message is handed to `send`, which sends it
-/// through the channel and says how that went.
-pub async fn run<F, Fut>(job: &Value, mut send: F) -> ApiResult<Value>
+/// Runs a `campaign-send` job: each record's message is handed to `send` with the campaign's
+/// channel (of type `kind`), which sends it and says how that went. A record whose channel is
+/// gone or disabled fails without `send`.
+pub async fn run<F, Fut>(job: &Value, kind: &str, mut send: F) -> ApiResult<Value>
 where
-    F: FnMut(Message) -> Fut,
+    F: FnMut(ProviderChannel, Message) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
+    // Every record of a job has its campaign's channel: looked up once.
+    let mut channels: HashMap<String, Option<ProviderChannel>> = HashMap::new();
     let payload = &job["payload"];
     let contacts: Vec<i64> = payload["contactIds"]
         .as_array()
@@ -127,18 +131,27 @@ where
             records.push(json!({ "contactId": contact, "sent": false, "why": begun["why"] }));
             continue;
         }
-        let outcome = match render(&begun) {
-            Ok((subject, body)) => {
-                send(Message {
-                    channel_id: begun["channelId"].as_str().unwrap_or_default().to_owned(),
+        let channel_id = begun["channelId"].as_str().unwrap_or_default();
+        let channel = match channels.get(channel_id) {
+            Some(known) => Ok(known.clone()),
+            None => Db::open().and_then(|db| provider_channel(&db, channel_id, kind)),
+        };
+        if let Ok(found) = &channel {
+            channels.insert(channel_id.to_owned(), found.clone());
+        }
+        let outcome = match (render(&begun), channel) {
+            (Err(why), _) => Outcome::failed(why),
+            (_, Err(err)) => Outcome::retry(err.message),
+            (_, Ok(None)) => Outcome::failed("the channel is gone or disabled"),
+            (Ok((subject, body)), Ok(Some(channel))) => {
+                let message = Message {
                     to: begun["to"].as_str().unwrap_or_default().to_owned(),
                     subject,
                     body,
                     idempotency_key: format!("nexus:campaign:{campaign}:{contact}"),
-                })
-                .await
+                };
+                send(channel, message).await
             }
-            Err(why) => Outcome::failed(why),
         };
         let status = Db::open()?
             .rows(

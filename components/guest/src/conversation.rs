@@ -219,12 +219,18 @@ pub fn publish(live: &Live, interaction_id: &str, messages: &[Value], state: &st
 /// A message sent again with its `messageId` (stored once) is announced again: the client
 /// retries because it got no answer, which may be because its host died after the commit and
 /// before the announcement. Its session's sockets and the agents get it once more; each keeps a
-/// message once by its position. (The live tail is left alone: a read that finds the position
-/// missing there reads PostgreSQL.)
+/// message once by its position. It goes into the live tail again too: a read finds a position
+/// missing in the middle of the tail and asks PostgreSQL, but one missing at the end looks like
+/// nothing newer, and the transcript would end short of what the sockets were sent.
 pub fn announce_again(live: &Live, interaction_id: &str, message: &Value) {
     let live_state = LiveState::new(live, interaction_id);
     let agents = match live_state.load() {
-        Ok(Some(session)) => session.agents,
+        Ok(Some(session)) => {
+            // Only into a tail the session still has (one gone is rebuilt from PostgreSQL); the
+            // same message is the same member, so a tail that had it is unchanged.
+            let _ = live_state.restore(message, &session.state);
+            session.agents
+        }
         _ => Vec::new(),
     };
     if message["visibility"] == "All" {

@@ -9,6 +9,8 @@ pub fn normalise_email(email: &str) -> ApiResult<String> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 320
         && !email.contains(char::is_whitespace)
+        // No control characters: PostgreSQL's text takes no NUL, and no address has one.
+        && !email.contains(char::is_control)
         && email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
@@ -50,7 +52,15 @@ mod identity_tests {
             normalise_email(" Ada@Example.COM ").unwrap(),
             "ada@example.com"
         );
-        for bad in ["", "ada", "@example.com", "ada@example", "a da@example.com"] {
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "a\0@example.com",
+            "a\u{7f}@example.com",
+        ] {
             assert!(normalise_email(bad).is_err(), "{bad}");
         }
     }

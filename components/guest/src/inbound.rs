@@ -366,6 +366,9 @@ const EARLY_RECEIPTS_PER_CHANNEL: i64 = 10_000;
 pub enum Receipt {
     /// It moved the message forward (or found it further on already): the message as it is.
     Applied(Value),
+    /// The message is a campaign's (`migrations/0020_receipts_and_unsubscribes.sql`): whether it
+    /// moved its record forward.
+    Campaign { moved: bool },
     /// No message has that far-side id yet: it is kept, and applied when the send that the id
     /// belongs to records it (the far side called back before its answer to the send arrived).
     Pending,
@@ -385,18 +388,34 @@ fn lock_far_id(db: &Db, channel_id: &str, far_id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Moves the message the far side knows as `far_id` on channel `channel_id` forward to
-/// `status` (sent, delivered, read, failed), or keeps the receipt until that message's id is
-/// recorded.
+/// Moves the message the far side knows as `far_id` on channel `channel_id` (a conversation's,
+/// or a campaign's record) forward to `status` (sent, delivered, read, failed, with the far
+/// side's `reason` for a failure), or keeps the receipt until that message's id is recorded.
 pub fn record_receipt(
     db: &Db,
     tenant_id: i64,
     channel_id: &str,
     far_id: &str,
     status: &str,
+    reason: Option<&str>,
 ) -> ApiResult<Receipt> {
     db.transaction(|db| {
         lock_far_id(db, channel_id, far_id)?;
+        let campaign = db
+            .rows(
+                "record the campaign receipt",
+                "SELECT nexus_campaign_receipt($1::uuid, $2, $3, $4) AS moved",
+                &[uuid(channel_id), text(far_id), text(status), opt_text(reason)],
+            )?
+            .rows()
+            .next()
+            .and_then(|row| row.get::<i32>("moved"))
+            .unwrap_or(-1);
+        if campaign >= 0 {
+            return Ok(Receipt::Campaign {
+                moved: campaign > 0,
+            });
+        }
         let applied = db.json_row(
             "record the receipt",
             "UPDATE messages m SET delivery_status = CASE \
@@ -423,18 +442,21 @@ pub fn record_receipt(
         )?;
         let kept = db.execute(
             "keep the early receipt",
-            "INSERT INTO early_receipts AS e (channel_id, far_id, tenant_id, status) \
-             SELECT $1::uuid, $2::text, $3::bigint, $4::text \
+            "INSERT INTO early_receipts AS e (channel_id, far_id, tenant_id, status, reason) \
+             SELECT $1::uuid, $2::text, $3::bigint, $4::text, $6::text \
              WHERE (SELECT count(*) FROM early_receipts WHERE channel_id = $1::uuid) < $5::bigint \
-             ON CONFLICT (channel_id, far_id) DO UPDATE SET status = CASE \
-               WHEN nexus_delivery_rank(e.status) < nexus_delivery_rank(EXCLUDED.status) \
-               THEN EXCLUDED.status ELSE e.status END",
+             ON CONFLICT (channel_id, far_id) DO UPDATE SET \
+               status = CASE WHEN nexus_delivery_rank(e.status) \
+                 < nexus_delivery_rank(EXCLUDED.status) THEN EXCLUDED.status ELSE e.status END, \
+               reason = CASE WHEN nexus_delivery_rank(e.status) \
+                 < nexus_delivery_rank(EXCLUDED.status) THEN EXCLUDED.reason ELSE e.reason END",
             &[
                 uuid(channel_id),
                 text(far_id),
                 ParameterValue::Int64(tenant_id),
                 text(status),
                 ParameterValue::Int64(EARLY_RECEIPTS_PER_CHANNEL),
+                opt_text(reason),
             ],
         )?;
         Ok(if kept > 0 {
@@ -577,6 +599,39 @@ pub fn set_delivery(
         )?;
         Ok(())
     })
+}
+
+/// The recipient at `address` opted out (`source`: `keyword` for a texter's STOP, `unsubscribe`
+/// for an email provider's unsubscribe or complaint): suppressed for every sender of the tenant,
+/// for good. A suppression of the address already there that runs out (or ran out) is made
+/// permanent (and, if it ran out, the recipient's); one that holds for good is left as it is.
+/// Whether it made or changed one.
+pub fn opt_out(
+    db: &Db,
+    tenant_id: i64,
+    address: &str,
+    reason: &str,
+    source: &str,
+) -> ApiResult<bool> {
+    let added = db.rows(
+        "record the opt-out",
+        "INSERT INTO suppressions AS s (tenant_id, address, reason, source) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, address, \
+           coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
+         DO UPDATE SET expires_at = NULL, \
+           source = CASE WHEN s.expires_at <= now() THEN EXCLUDED.source ELSE s.source END, \
+           reason = CASE WHEN s.expires_at <= now() THEN EXCLUDED.reason ELSE s.reason END \
+         WHERE s.expires_at IS NOT NULL \
+         RETURNING s.id",
+        &[
+            ParameterValue::Int64(tenant_id),
+            text(address),
+            text(reason),
+            text(source),
+        ],
+    )?;
+    Ok(added.rows().next().is_some())
 }
 
 /// A job that retrying cannot help: dead-lettered at once (422).

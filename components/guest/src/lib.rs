@@ -19,6 +19,7 @@ pub mod phone_zones;
 pub mod private_address;
 pub mod sealed;
 pub mod secrets;
+pub mod socket;
 pub mod template;
 pub mod tenant_contract;
 pub mod timestamp;

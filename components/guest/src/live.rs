@@ -312,6 +312,13 @@ impl<'a> LiveState<'a> {
         Ok(())
     }
 
+    /// Puts a committed message back into the tail without announcing it (see
+    /// [`crate::conversation::announce_again`]), keeping the tail's time to live.
+    pub fn restore(&self, message: &Value, state: &str) -> ApiResult<()> {
+        self.add_to_tail(std::slice::from_ref(message))?;
+        self.expire(state)
+    }
+
     /// Publishes an event on the session's topic.
     pub fn publish(&self, event: &Value) -> ApiResult<()> {
         self.live.publish(

@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use spin_sdk::http::{OutgoingResponse, Response, ResponseOutparam};
+use spin_sdk::http::{Response, ResponseOutparam};
 
 /// Exports `nexus:platform/parking` from the calling component, backed by this module. The
 /// component depends on `wit-bindgen` and lives in `components/<name>` (the WIT is found at
@@ -144,17 +144,9 @@ pub fn now_ms() -> u64 {
 
 /// Sends `response` through `out`, unless the handler parked the request: then `out` is dropped
 /// unset, which tells the host to ask what it parked on.
-pub async fn respond(out: ResponseOutparam, mut response: Response) {
+pub async fn respond(out: ResponseOutparam, response: Response) {
     if is_parked() {
         return;
     }
-    let body = std::mem::take(response.body_mut());
-    match OutgoingResponse::try_from(response) {
-        Ok(outgoing) => {
-            if let Err(err) = out.set_with_body(outgoing, body).await {
-                eprintln!("cannot send the response: {err}");
-            }
-        }
-        Err(err) => eprintln!("cannot convert the response: {err}"),
-    }
+    crate::streamed_body::send(out, response).await;
 }

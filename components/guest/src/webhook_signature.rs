@@ -136,9 +136,55 @@ pub fn mailgun_matches(presented: &str, signing_key: &str, timestamp: &str, toke
     crate::secrets::secrets_equal(presented.trim(), &mailgun(signing_key, timestamp, token))
 }
 
+/// Whether an `Authorization` header is HTTP Basic (RFC 7617) with `secret` as its password,
+/// compared in constant time; the user name is not checked. For providers that authenticate
+/// their webhooks with credentials rather than a signature (SparkPost's event webhooks).
+pub fn basic_password_matches(authorization: &str, secret: &str) -> bool {
+    let Some(encoded) = authorization
+        .trim()
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, encoded)| encoded.trim())
+    else {
+        return false;
+    };
+    let Some(credentials) = STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+    else {
+        return false;
+    };
+    match credentials.split_once(':') {
+        Some((_, password)) => {
+            !secret.is_empty() && crate::secrets::secrets_equal(password, secret)
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_credentials_match_on_the_password() {
+        let header = |credentials: &str| format!("Basic {}", STANDARD.encode(credentials));
+        assert!(basic_password_matches(&header("nexus:s3cret"), "s3cret"));
+        assert!(basic_password_matches(&header(":s3cret"), "s3cret"));
+        // A password may hold a colon; the user name may not.
+        assert!(basic_password_matches(&header("u:a:b"), "a:b"));
+        assert!(basic_password_matches(
+            &format!("basic  {}", STANDARD.encode("u:s3cret")),
+            "s3cret"
+        ));
+        assert!(!basic_password_matches(&header("nexus:wrong"), "s3cret"));
+        assert!(!basic_password_matches(&header("s3cret"), "s3cret"));
+        assert!(!basic_password_matches(&header("u:"), ""));
+        assert!(!basic_password_matches("Bearer s3cret", "s3cret"));
+        assert!(!basic_password_matches("Basic not base64!", "s3cret"));
+        assert!(!basic_password_matches("", "s3cret"));
+    }
 
     /// The example of the Standard Webhooks specification and its reference libraries.
     #[test]

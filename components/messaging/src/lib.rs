@@ -235,8 +235,17 @@ fn receipt(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         .ok_or_else(|| ApiError::bad_parameter("`status` is delivered, read or failed"))?;
     // The client may send a receipt before its answer to the delivery (with the messageId)
     // reached nexus: kept, and applied when the delivery records the id.
-    match inbound::record_receipt(&db, channel.tenant_id, &channel.id, message_id, status)? {
+    match inbound::record_receipt(
+        &db,
+        channel.tenant_id,
+        &channel.id,
+        message_id,
+        status,
+        None,
+    )? {
         inbound::Receipt::Applied(message) => Reply::ok(json!({ "message": message })),
+        // Campaigns send through SMS and email channels, never this one's.
+        inbound::Receipt::Campaign { .. } => Reply::ok(json!({ "message": null })),
         inbound::Receipt::Pending => Ok(Reply {
             status: 202,
             data: json!({ "message": null, "pending": true }),

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use nexus_guest::api::{ApiError, ApiResult, Code};
+use nexus_guest::parking;
 use nexus_guest::spin::{
     Db, Live, Reply, header, is_uuid, jsonb, opt_text, require_admin, text, uuid,
 };
@@ -29,8 +30,10 @@ const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const PUMP_BATCH: i64 = 50;
 /// The longest long-poll of the events, in seconds.
 const MAX_WAIT_SECONDS: i64 = 30;
-/// How often a long-poll of the events looks again.
+/// How often a long-poll of the events looks again, under Spin.
 const LONG_POLL_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long past its deadline a waiting poll is still said to wait: a poll called again late.
+const POLLER_MARGIN_MS: u64 = 2_000;
 /// Events published per campaign per call.
 const PUBLISH_BATCH: i64 = 2_000;
 
@@ -51,7 +54,7 @@ const CAMPAIGN_JSON: &str = "jsonb_build_object(\
         'throttledUntil', nexus_ts(CASE WHEN c.throttled_until > now() THEN c.throttled_until END)), \
     'attempts', jsonb_build_object('max', c.max_attempts, 'backoffSeconds', c.backoff_seconds), \
     'validitySeconds', c.validity_seconds, \
-    'counts', nexus_campaign_counts(c.id), \
+    'counts', c.record_counts, \
     'createdAt', nexus_ts(c.created_at), 'startedAt', nexus_ts(c.started_at), \
     'finishedAt', nexus_ts(c.finished_at))";
 
@@ -614,7 +617,13 @@ pub fn records(
 /// `GET /campaigns/{id}/events?after=N&wait=S`: what happened to the campaign and its records
 /// after event `after`, in order, up to `limit`; with `wait`, a long-poll: when there is nothing
 /// yet, it answers as soon as something comes, or empty after `wait` seconds (at most 30). The
-/// WebSocket (`campaign-socket`) pushes the same events under nexus; this is for Spin.
+/// WebSocket (`campaign-socket`) pushes the same events under nexus; this is for a tool that
+/// polls, and for Spin.
+///
+/// Under the nexus host a poll with nothing to answer parks on the campaign's topic (no
+/// instance, no connection held) and the host calls again when the pump publishes or at the
+/// deadline; its memo is the deadline. Under Spin it looks again every [`LONG_POLL_CHECK`],
+/// holding no database connection between looks.
 pub fn events(
     db: Db,
     tenant: i64,
@@ -625,7 +634,23 @@ pub fn events(
     let limit = nexus_guest::body::int_param(params, "limit", 1, 1000, 200)?;
     let after = nexus_guest::body::int_param(params, "after", 0, i64::MAX, 0)?;
     let wait = nexus_guest::body::int_param(params, "wait", 0, MAX_WAIT_SECONDS, 0)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait.unsigned_abs());
+    let parked_call = parking::call();
+    let deadline_ms = parked_call
+        .as_ref()
+        .and_then(|call| call.memo.as_deref())
+        .and_then(|memo| memo.parse::<u64>().ok())
+        .unwrap_or_else(|| parking::now_ms().saturating_add(wait.unsigned_abs() * 1000));
+    // The host's call at the deadline answers whatever there is.
+    let waits = parking::now_ms() < deadline_ms
+        && parked_call
+            .as_ref()
+            .is_none_or(|call| call.wake != parking::Wake::Deadline);
+    let parks = waits && parked_call.is_some();
+    if parks {
+        // Before the log is read: the pump, which publishes only where someone listens, then
+        // either publishes what this read misses or logged it before this read began.
+        mark_poller(id, deadline_ms)?;
+    }
     let read = |db: &Db| {
         db.json_rows(
             "read the events",
@@ -639,9 +664,13 @@ pub fn events(
         )
     };
     let mut events = read(&db)?;
-    // A waiting poll holds no database connection between its looks.
     drop(db);
-    while events.is_empty() && std::time::Instant::now() < deadline {
+    if events.is_empty() && parks {
+        parking::park(vec![topic(id)], deadline_ms, deadline_ms.to_string());
+        // Nothing is sent for a parked request.
+        return Reply::ok(Value::Null);
+    }
+    while events.is_empty() && parking::now_ms() < deadline_ms {
         std::thread::sleep(LONG_POLL_CHECK);
         events = read(&Db::open()?)?;
     }
@@ -650,6 +679,30 @@ pub fn events(
         .and_then(|event| event["seq"].as_i64())
         .unwrap_or(after);
     Reply::ok(json!({ "events": events, "last": last }))
+}
+
+/// Says, until `deadline_ms`, that a poll waits on campaign `id`'s events: the pump publishes
+/// them to its topic then, as it does for a socket.
+fn mark_poller(id: &str, deadline_ms: u64) -> ApiResult<()> {
+    let live = Live::open()?;
+    let for_ms = deadline_ms
+        .saturating_sub(parking::now_ms())
+        .saturating_add(POLLER_MARGIN_MS);
+    live.cmd(
+        "SET",
+        &[
+            nexus_guest::spin::arg(poller_key(&live, id)),
+            nexus_guest::spin::arg("1"),
+            nexus_guest::spin::arg("PX"),
+            nexus_guest::spin::int_arg(i64::try_from(for_ms).unwrap_or(i64::MAX)),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The key that says a poll waits on campaign `id`'s events.
+fn poller_key(live: &Live, id: &str) -> String {
+    live.key(&format!("campaign:{id}:polled"))
 }
 
 /// `POST /campaigns/pump` (the admin token; the host's timer every 100 ms, or a cron under
@@ -698,9 +751,10 @@ fn publish(db: &Db) -> u64 {
                 continue;
             };
             let channel = live.key(&format!("ws:topic:{}", topic(id)));
-            // No socket listens (asked after `logged` was read): a socket that subscribes from
-            // now on replays the log past it, so those events need no publishing.
-            if !has_subscribers(&live, &channel) {
+            // No socket listens and no poll waits (asked after `logged` was read): a socket that
+            // subscribes from now on replays the log past it, and a poll reads it, so those
+            // events need no publishing.
+            if !has_subscribers(&live, &channel) && !is_polled(&live, id) {
                 db.execute(
                     "record what needs no publishing",
                     "UPDATE campaigns SET published_seq = greatest(published_seq, $2) \
@@ -753,7 +807,16 @@ fn has_subscribers(live: &Live, channel: &str) -> bool {
     }
 }
 
-/// The topic of campaign `id`'s sockets.
+/// Whether a long-poll waits on campaign `id`'s events (see [`mark_poller`]); true when Redis
+/// cannot say.
+fn is_polled(live: &Live, id: &str) -> bool {
+    match live.cmd("EXISTS", &[nexus_guest::spin::arg(poller_key(live, id))]) {
+        Ok(reply) => !matches!(reply.first(), Some(spin_sdk::redis::RedisResult::Int64(0))),
+        Err(_) => true,
+    }
+}
+
+/// The topic of campaign `id`'s sockets and parked polls.
 pub fn topic(id: &str) -> String {
     format!("campaign:{id}")
 }
@@ -771,9 +834,9 @@ pub fn metrics(req: &Request) -> ApiResult<String> {
                'states', (SELECT coalesce(jsonb_object_agg(state, n), '{}') FROM \
                  (SELECT state, count(*) AS n FROM campaigns GROUP BY state) s), \
                'records', (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM \
-                 (SELECT r.status, count(*) AS n FROM campaign_records r \
-                   JOIN campaigns c ON c.id = r.campaign_id \
-                  WHERE c.state IN ('scheduled', 'running', 'paused') GROUP BY r.status) r), \
+                 (SELECT counted.key AS status, sum(counted.value::bigint) AS n FROM campaigns c \
+                   CROSS JOIN LATERAL jsonb_each_text(c.record_counts) counted \
+                  WHERE c.state IN ('scheduled', 'running', 'paused') GROUP BY counted.key) r), \
                'throttled', (SELECT count(*) FROM campaigns \
                  WHERE state = 'running' AND throttled_until > now()))",
             &[],

@@ -3,10 +3,11 @@
 //!
 //! A suppression names a phone number (E.164) or an email address and holds for every sender
 //! of the tenant, or for one channel (`channelId`), until it is deleted or `expiresAt` passes.
-//! Texters make them with STOP (source `keyword`, which their START lifts: the sms component);
-//! the tenant makes them here, one at a time (`api`) or from a CSV file (`import`). Adding one
-//! that exists (the same address and scope) replaces its reason and expiry; one a texter made
-//! stays theirs to lift.
+//! Texters make them with STOP (source `keyword`, which their START lifts: the sms component),
+//! and mail recipients by unsubscribing or complaining through the email provider (source
+//! `unsubscribe`: the email component); the tenant makes them here, one at a time (`api`) or
+//! from a CSV file (`import`). Adding one that exists (the same address and scope) replaces its
+//! reason and expiry; one a recipient made stays theirs.
 //!
 //! Templates are the campaigns' messages: a body (and for email a subject) with placeholders
 //! (`{{first_name}}`, `{{first_name|there}}`; `nexus_guest::template`), checked when saved, and
@@ -37,6 +38,9 @@ use spin_sdk::pg4::ParameterValue;
 mod campaigns;
 mod lists;
 
+// A long-poll of a campaign's events parks under the nexus host (`campaigns::events`).
+nexus_guest::export_parking!();
+
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -53,14 +57,15 @@ const DEFAULT_REASON: &str = "added by the tenant";
 const DEFAULT_IMPORT_REASON: &str = "imported by the tenant";
 
 /// The upsert of suppressions (`$2`: a JSON array of rows) by address and scope, for tenant `$1`;
-/// `$3` is their source, but one a texter made stays `keyword`. Answers each suppression and
-/// whether it is new.
+/// `$3` is their source, but one a recipient made stays `keyword` or `unsubscribe`. Answers each
+/// suppression and whether it is new.
 const UPSERT: &str = "INSERT INTO suppressions AS s (tenant_id, address, channel_id, reason, source, expires_at) \
      SELECT $1::bigint, r.address, r.channel_id::uuid, r.reason, $3::text, r.expires_at::timestamptz \
      FROM jsonb_to_recordset($2::jsonb) AS r(address text, channel_id text, reason text, expires_at text) \
      ON CONFLICT (tenant_id, address, coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
      DO UPDATE SET reason = EXCLUDED.reason, expires_at = EXCLUDED.expires_at, \
-       source = CASE WHEN s.source = 'keyword' THEN 'keyword' ELSE EXCLUDED.source END \
+       source = CASE WHEN s.source IN ('keyword', 'unsubscribe') THEN s.source \
+         ELSE EXCLUDED.source END \
      RETURNING nexus_suppression_json(s)::text AS suppression, (xmax = 0) AS inserted";
 
 /// Serves `/nexus/v3/outbound/...`. It takes the request as it arrives: a contact list's upload
@@ -95,7 +100,8 @@ async fn outbound(incoming: IncomingRequest, out: ResponseOutparam) {
         }
         _ => {
             let response = respond(&reference, serve(&mut req, &mut body));
-            nexus_guest::streamed_body::send(out, response).await;
+            // A long-poll of a campaign's events may have parked: then nothing is sent.
+            nexus_guest::parking::respond(out, response).await;
         }
     }
 }
@@ -249,10 +255,10 @@ fn list(db: &Db, tenant: i64, params: &BTreeMap<String, String>) -> ApiResult<Re
     };
     let source = match params.get("source").map(String::as_str) {
         None => None,
-        Some(source @ ("keyword" | "api" | "import")) => Some(source.to_owned()),
+        Some(source @ ("keyword" | "unsubscribe" | "api" | "import")) => Some(source.to_owned()),
         Some(other) => {
             return Err(ApiError::bad_parameter(format!(
-                "`source` is keyword, api or import, not `{other}`"
+                "`source` is keyword, unsubscribe, api or import, not `{other}`"
             )));
         }
     };

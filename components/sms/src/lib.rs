@@ -215,28 +215,22 @@ fn take_keyword(
         let reply = match keyword {
             Keyword::OptOut => {
                 // The campaign message it answers, if any, is marked opted out.
-                nexus_guest::campaign_send::answered(db, channel.tenant_id, &channel.id, from, true)?;
-                // A suppression of the number already there that runs out (or ran out) is made
-                // permanent (and, if it ran out, the texter's); one that holds for good is left
-                // as it is, and nothing is answered.
-                let added = db.rows(
-                    "record the opt-out",
-                    "INSERT INTO suppressions AS s (tenant_id, address, reason, source) \
-                     VALUES ($1, $2, $3, 'keyword') \
-                     ON CONFLICT (tenant_id, address, \
-                       coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
-                     DO UPDATE SET expires_at = NULL, \
-                       source = CASE WHEN s.expires_at <= now() THEN 'keyword' ELSE s.source END, \
-                       reason = CASE WHEN s.expires_at <= now() THEN EXCLUDED.reason ELSE s.reason END \
-                     WHERE s.expires_at IS NOT NULL \
-                     RETURNING s.id",
-                    &[
-                        tenant,
-                        text(from),
-                        text(format!("the texter sent {word} to channel {}", channel.id)),
-                    ],
+                nexus_guest::campaign_send::answered(
+                    db,
+                    channel.tenant_id,
+                    &channel.id,
+                    from,
+                    true,
                 )?;
-                added.rows().next().is_some().then(|| {
+                let added = inbound::opt_out(
+                    db,
+                    channel.tenant_id,
+                    from,
+                    &format!("the texter sent {word} to channel {}", channel.id),
+                    "keyword",
+                )?;
+                // Nothing is answered when the number was suppressed for good already.
+                added.then(|| {
                     channel
                         .setting("optOutReply")
                         .unwrap_or(consent::DEFAULT_OPT_OUT_REPLY)
@@ -297,41 +291,28 @@ fn status_callback(req: &Request, channel_id: &str) -> ApiResult<Reply> {
         // accepted, queued, sending, scheduled...: nothing to record yet.
         _ => return Reply::ok(json!({ "recorded": false, "pending": false })),
     };
-    // A campaign's message: its record moves forward (`read` counts as delivered).
-    let campaign_status = if status == "read" {
-        "delivered"
-    } else {
-        status
-    };
-    let reason = field(&form, "ErrorCode").map(|code| {
-        format!(
-            "the aggregator reported {} (error {code})",
-            field(&form, "MessageStatus").unwrap_or_default()
-        )
-    });
-    if campaign_status != "sent" {
-        let moved = db
-            .rows(
-                "record the campaign receipt",
-                "SELECT nexus_campaign_receipt($1, $2, $3) AS moved",
-                &[
-                    text(sid),
-                    text(campaign_status),
-                    nexus_guest::spin::opt_text(reason.filter(|_| campaign_status == "failed")),
-                ],
-            )?
-            .rows()
-            .next()
-            .and_then(|row| row.get::<i32>("moved"))
-            .unwrap_or(-1);
-        if moved >= 0 {
-            return Reply::ok(json!({ "recorded": moved > 0, "pending": false }));
+    let reason = (status == "failed").then(|| {
+        let reported = field(&form, "MessageStatus").unwrap_or_default();
+        match field(&form, "ErrorCode") {
+            Some(code) => format!("the aggregator reported {reported} (error {code})"),
+            None => format!("the aggregator reported {reported}"),
         }
-    }
-    // A callback may come before the send's answer gave nexus the sid: kept until then.
-    let receipt = inbound::record_receipt(&db, channel.tenant_id, &channel.id, sid, status)?;
+    });
+    // A conversation's message or a campaign's record; a callback may come before the send's
+    // answer gave nexus the sid: kept until then.
+    let receipt = inbound::record_receipt(
+        &db,
+        channel.tenant_id,
+        &channel.id,
+        sid,
+        status,
+        reason.as_deref(),
+    )?;
     Reply::ok(json!({
-        "recorded": matches!(receipt, inbound::Receipt::Applied(_)),
+        "recorded": matches!(
+            receipt,
+            inbound::Receipt::Applied(_) | inbound::Receipt::Campaign { moved: true }
+        ),
         "pending": matches!(receipt, inbound::Receipt::Pending),
     }))
 }
@@ -382,15 +363,7 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
         };
         (out, channel)
     };
-    let callback = format!(
-        "{}/nexus/v3/sms/{}/status",
-        channel
-            .setting("webhookBaseUrl")
-            .map(str::to_owned)
-            .unwrap_or_else(|| origin.to_owned())
-            .trim_end_matches('/'),
-        channel.id
-    );
+    let callback = status_callback_url(&channel, origin);
     let text = out.message["text"].as_str().unwrap_or_default();
     // The same key on every attempt: an API that takes one sends a retried message once.
     let key = format!("nexus:{interaction}:{position}");
@@ -408,6 +381,19 @@ async fn send(job: &Value, origin: &str) -> ApiResult<Reply> {
     )
     .await?;
     Reply::ok(json!({ "sent": true, "sid": sid }))
+}
+
+/// Where the aggregator reports a message's status: under the channel's `webhookBaseUrl`, or
+/// `origin` (where nexus was reached) when it does not say.
+fn status_callback_url(channel: &Channel, origin: &str) -> String {
+    format!(
+        "{}/nexus/v3/sms/{}/status",
+        channel
+            .setting("webhookBaseUrl")
+            .unwrap_or(origin)
+            .trim_end_matches('/'),
+        channel.id
+    )
 }
 
 const NO_SENDER: &str = "an sms channel needs settings.accountSid and settings.from to send";
@@ -500,23 +486,8 @@ async fn send_keyword_reply(job: &Value) -> ApiResult<Reply> {
 /// Sends the records of a campaign a job names (see the module's description and
 /// `nexus_guest::campaign_send`).
 async fn send_campaign_records(job: &Value, origin: &str) -> ApiResult<Reply> {
-    let mut channels: std::collections::HashMap<String, Option<Channel>> = Default::default();
-    let sent = nexus_guest::campaign_send::run(job, |message| {
-        let channel_id = message.channel_id.clone();
-        let channel = match channels.get(&channel_id) {
-            Some(known) => Ok(known.clone()),
-            None => Db::open().and_then(|db| channel(&db, &channel_id)),
-        };
-        if let Ok(found) = &channel {
-            channels.insert(channel_id, found.clone());
-        }
-        async move {
-            match channel {
-                Ok(Some(channel)) => campaign_send(&channel, message, origin).await,
-                Ok(None) => Outcome::failed("the channel is gone or disabled"),
-                Err(err) => Outcome::retry(err.message),
-            }
-        }
+    let sent = nexus_guest::campaign_send::run(job, "sms", |channel, message| async move {
+        campaign_send(&channel, message, origin).await
     })
     .await?;
     Reply::ok(sent)
@@ -524,20 +495,11 @@ async fn send_campaign_records(job: &Value, origin: &str) -> ApiResult<Reply> {
 
 /// Sends one record's message through the aggregator's API.
 async fn campaign_send(channel: &Channel, message: Message, origin: &str) -> Outcome {
-    let callback = format!(
-        "{}/nexus/v3/sms/{}/status",
-        channel
-            .setting("webhookBaseUrl")
-            .map(str::to_owned)
-            .unwrap_or_else(|| origin.to_owned())
-            .trim_end_matches('/'),
-        channel.id
-    );
     let Some(request) = messages_request(
         channel,
         &message.to,
         &message.body,
-        Some(&callback),
+        Some(&status_callback_url(channel, origin)),
         &message.idempotency_key,
     ) else {
         return Outcome::failed(NO_SENDER);

@@ -25,6 +25,7 @@ wit_bindgen::generate!({
 use exports::nexus::websocket::handler::{Guest, Refusal};
 use nexus::websocket::connections;
 use nexus::websocket::types::{Frame, UpgradeRequest};
+use nexus_guest::socket::query_value;
 use nexus_guest::spin::{Db, Live};
 use serde_json::{Value, json};
 
@@ -33,36 +34,11 @@ const REPLAY_BATCH: i64 = 200;
 
 struct WorkspaceSocket;
 
-fn refuse(status: u16, code: &str, message: &str) -> Refusal {
-    Refusal {
-        status,
-        content_type: "application/json".into(),
-        body: json!({"status": {"code": code, "message": message}})
-            .to_string()
-            .into_bytes(),
-    }
-}
-
-fn query_value(request: &UpgradeRequest, key: &str) -> Option<String> {
-    let query = request.path_with_query.split_once('?').map(|(_, q)| q)?;
-    form_value(query, key)
-}
-
-fn form_value(query: &str, key: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_owned())
-}
+nexus_guest::socket_helpers!();
 
 fn follow(connection: &str, topic: &str, after: i64) -> Result<(), Refusal> {
     connections::subscribe_in_sequence(connection, topic, "seq", after.max(0).unsigned_abs())
         .map_err(|err| refuse(503, "UNAVAILABLE", &format!("cannot subscribe: {err:?}")))
-}
-
-fn send(connection: &str, event: &Value) {
-    let _ = connections::send(connection, &Frame::Text(event.to_string()));
 }
 
 impl Guest for WorkspaceSocket {
@@ -72,9 +48,9 @@ impl Guest for WorkspaceSocket {
             .iter()
             .find(|(name, _)| name == "authorization")
             .and_then(|(_, value)| value.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
-            .or_else(|| query_value(&request, "access_token"))
+            .or_else(|| query_value(&request.path_with_query, "access_token"))
             .ok_or_else(|| refuse(401, "AUTHENTICATION_REQUIRED", "send the agent token"))?;
-        let after = query_value(&request, "after")
+        let after = query_value(&request.path_with_query, "after")
             .and_then(|a| a.parse::<i64>().ok())
             .unwrap_or(0)
             .max(0);
