@@ -9,7 +9,8 @@ resources), the manifests must agree with spin.toml, which they are written for:
   - every Secret key a workload reads is in the Secret, where the overlay makes the Secret;
   - every container runs as non-root with a read-only root filesystem, except where listed;
   - every metric the Grafana dashboard (deploy/grafana/nexus.json) queries is one the host
-    registers (host/src/metrics.rs), with the labels it has.
+    registers (host/src/metrics.rs) or the outbound component writes
+    (components/outbound/src/campaigns.rs), with the labels it has.
 
     python check.py SPIN_TOML OPENAPI_DIR RENDERED.yaml...
 """
@@ -87,8 +88,19 @@ def registered_metrics():
     return exposed
 
 
+def campaign_metrics():
+    """The campaign metrics the outbound component writes in Prometheus's text format (name ->
+    label names), read from components/outbound/src/campaigns.rs: each `# TYPE name gauge`,
+    and the labels its lines carry (`name{{label=...`, as a Rust format string writes them)."""
+    source = (ROOT / "components/outbound/src/campaigns.rs").read_text()
+    exposed = {}
+    for name in re.findall(r"# TYPE (nexus_\w+) gauge", source):
+        exposed[name] = set(re.findall(name + r"\{\{(\w+)=", source))
+    return exposed
+
+
 def check_dashboard(failures):
-    exposed = registered_metrics()
+    exposed = registered_metrics() | campaign_metrics()
     dashboard = json.loads((ROOT / "deploy/grafana/nexus.json").read_text())
     expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     expressions += [
@@ -211,7 +223,7 @@ def main(spin_toml, openapi_dir, rendered):
     queried = check_dashboard(failures)
     for failure in failures:
         print(f"FAIL {failure}")
-    print(f"deploy-check: the dashboard's {queried} metric references are metrics of the host")
+    print(f"deploy-check: the dashboard's {queried} metric references are metrics nexus serves")
     print(f"deploy-check: {checked} workloads and apps checked against spin.toml, {len(failures)} failures")
     return 1 if failures else 0
 

@@ -46,10 +46,13 @@ const MAX_PAGE: i64 = 200;
 const MAX_BODY_BYTES: usize = 16 * 1024;
 /// A template's body and subject: up to 10,000 characters each, in UTF-8.
 const MAX_TEMPLATE_BODY_BYTES: usize = 128 * 1024;
-/// The largest CSV import: about 100,000 lines of address, reason and expiry.
-const MAX_IMPORT_BYTES: usize = 8 * 1024 * 1024;
+/// The largest body read whole (every operation's but the uploads, which are read as they
+/// arrive, and each operation checks its own limit after).
+const MAX_WHOLE_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Rows written per statement of an import.
 const IMPORT_BATCH: usize = 500;
+/// The CSV reader's buffer for an import.
+const IMPORT_READ_BUFFER: usize = 64 * 1024;
 /// The bad lines an import reports one by one (it counts them all).
 const MAX_REPORTED_ERRORS: usize = 1000;
 const MAX_REASON_CHARS: usize = 500;
@@ -114,15 +117,19 @@ fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {
         return campaigns::pump(&db, req);
     }
     let tenant = nexus_guest::api_key::authorize(req, &db, "outbound")?;
-    if let (Method::Post, ["lists", id, "contacts"]) = (req.method(), segments.as_slice()) {
-        return lists::upload(&db, tenant, id, req, body);
+    match (req.method(), segments.as_slice()) {
+        (Method::Post, ["lists", id, "contacts"]) => {
+            return lists::upload(&db, tenant, id, req, body);
+        }
+        (Method::Post, ["suppressions", "import"]) => return import(&db, tenant, req, body),
+        _ => {}
     }
     if let (Method::Get, ["campaigns", id, "events"]) = (req.method(), segments.as_slice()) {
         // A long-poll: it lets go of the database while it waits.
         let params = query(req)?;
         return campaigns::events(db, tenant, id, &params);
     }
-    *req.body_mut() = body.read_all(MAX_IMPORT_BYTES)?;
+    *req.body_mut() = body.read_all(MAX_WHOLE_BODY_BYTES)?;
     let req = &*req;
     let method = req.method();
     match (method, segments.as_slice()) {
@@ -152,7 +159,6 @@ fn serve(req: &mut Request, body: &mut BodyReader) -> ApiResult<Reply> {
         (Method::Get, ["suppressions"]) => list(&db, tenant, &query(req)?),
         (Method::Post, ["suppressions"]) => add(&db, tenant, req),
         (Method::Get, ["suppressions", "check"]) => check(&db, tenant, &query(req)?),
-        (Method::Post, ["suppressions", "import"]) => import(&db, tenant, req),
         (Method::Get, ["suppressions", id]) => Reply::ok(one(&db, tenant, id)?),
         (Method::Delete, ["suppressions", id]) => delete(&db, tenant, id),
         (Method::Get, ["templates"]) => templates(&db, tenant),
@@ -447,99 +453,163 @@ impl Columns {
     }
 }
 
-/// Imports a CSV file (`text/csv`, UTF-8, a header line naming the columns): each good line
-/// adds or replaces a suppression (source `import`); each bad one is reported by its line
-/// number with the reason, and never stops the rest.
-fn import(db: &Db, tenant: i64, req: &Request) -> ApiResult<Reply> {
-    let media_type = header(req, "content-type")
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if media_type != "text/csv" {
-        return Err(ApiError::new(
-            415,
-            Code::InvalidParameter,
-            "an import is a CSV file: send it as text/csv",
-        ));
-    }
-    let body = req.body();
-    if body.len() > MAX_IMPORT_BYTES {
-        return Err(ApiError::new(
-            413,
-            Code::LimitBodySize,
-            format!(
-                "the file is {} bytes; an import takes at most {MAX_IMPORT_BYTES}",
-                body.len()
-            ),
-        ));
-    }
-    // A spreadsheet's byte order mark is not part of the first column's name.
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let (counting, lines) = nexus_guest::csv_lines::count_lines(body);
+/// Imports a CSV file (`text/csv`, UTF-8, a header line naming the columns), read as it
+/// arrives: each good line adds or replaces a suppression (source `import`); each bad one is
+/// reported by its line number with the reason, and never stops the rest. A line with the
+/// address and scope of an earlier line is a bad one: within a batch a map finds the earlier
+/// line, across batches the suppression the import wrote (`import_id`, `import_line`).
+fn import(db: &Db, tenant: i64, req: &Request, body: &mut BodyReader) -> ApiResult<Reply> {
+    lists::require_utf8_csv(req, "an import")?;
+    let (counting, lines) =
+        nexus_guest::csv_lines::count_lines(nexus_guest::csv_lines::SkipBom::new(&mut *body));
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
+        .buffer_capacity(IMPORT_READ_BUFFER)
         .from_reader(counting);
-    let columns = Columns::of(
-        reader
-            .byte_headers()
-            .map_err(|err| ApiError::bad_parameter(format!("the header line: {err}")))?,
-    )?;
+    let columns = match reader.byte_headers() {
+        Ok(header_line) => Columns::of(header_line)?,
+        Err(err) => return Err(lists::read_failure(&err, "the header line")),
+    };
     let channels = channels(db, tenant)?;
-    let mut imported = Imported::default();
-    let mut seen: HashMap<(String, Option<String>), u64> = HashMap::new();
-    let mut batch = Vec::with_capacity(IMPORT_BATCH);
-    for record in reader.byte_records() {
-        let record = match record {
-            Ok(record) => record,
-            Err(err) => {
-                let line = err.position().map_or(0, |at| lines.line(at.byte()));
-                if matches!(err.kind(), csv::ErrorKind::Io(_)) {
-                    return Err(ApiError::bad_parameter(format!("line {line}: {err}")));
-                }
-                imported.fail(line, err.to_string());
-                continue;
-            }
-        };
-        let line = record.position().map_or(0, |at| lines.line(at.byte()));
-        match import_row(&record, &columns, &channels) {
-            Ok(row) => {
-                let key = (row.0.clone(), row.1.clone());
-                if let Some(first) = seen.get(&key) {
-                    imported.fail(
-                        line,
-                        format!("the same address and channel as line {first}"),
-                    );
-                    continue;
-                }
-                seen.insert(key, line);
-                batch.push(json!({
-                    "address": row.0, "channel_id": row.1, "reason": row.2, "expires_at": row.3,
-                }));
-                if batch.len() == IMPORT_BATCH {
-                    write_batch(db, tenant, &mut batch, &mut imported)?;
+    let mut import = Import {
+        id: nexus_guest::secrets::new_id(),
+        tenant,
+        ..Import::default()
+    };
+    let cut =
+        nexus_guest::csv_lines::each_record(&mut reader, &lines, |line, record| {
+            match record.and_then(|record| import_row(record, &columns, &channels)) {
+                Ok(row) => import.push(db, line, row),
+                Err(why) => {
+                    import.done.fail(line, why);
+                    Ok(())
                 }
             }
-            Err(reason) => imported.fail(line, reason),
-        }
+        })?;
+    if let Some((line, io)) = cut {
+        // What was read is kept; sending the same file again imports it whole.
+        import.write(db)?;
+        let mut failure = nexus_guest::streamed_body::failure(&io);
+        failure.message = format!(
+            "{} (line {line}; {} suppressions were added and {} replaced before it)",
+            failure.message, import.done.added, import.done.updated
+        );
+        return Err(failure);
     }
-    write_batch(db, tenant, &mut batch, &mut imported)?;
+    import.write(db)?;
+    let mut done = import.done;
+    done.errors.sort_by_key(|error| error["line"].as_u64());
     Reply::ok(json!({
-        "added": imported.added,
-        "updated": imported.updated,
-        "failed": imported.failed,
-        "errors": imported.errors,
+        "added": done.added,
+        "updated": done.updated,
+        "failed": done.failed,
+        "errors": done.errors,
     }))
 }
+
+/// An import under way: its pending batch, and what became of the lines so far.
+#[derive(Default)]
+struct Import {
+    /// Marks the suppressions it writes, so that a later batch knows an earlier line's.
+    id: String,
+    tenant: i64,
+    /// The pending rows, each with its line.
+    batch: Vec<Value>,
+    /// The line of each pending row's address and scope.
+    in_batch: HashMap<(String, Option<String>), u64>,
+    done: Imported,
+}
+
+impl Import {
+    /// Adds a good line's row, writing the batch when it is full.
+    fn push(&mut self, db: &Db, line: u64, row: ImportRow) -> ApiResult<()> {
+        let (address, channel_id, reason, expires_at) = row;
+        let key = (address, channel_id);
+        if let Some(first) = self.in_batch.get(&key) {
+            self.done.fail(
+                line,
+                format!("the same address and channel as line {first}"),
+            );
+            return Ok(());
+        }
+        self.batch.push(json!({
+            "line": line, "address": key.0, "channel_id": key.1, "reason": reason,
+            "expires_at": expires_at,
+        }));
+        self.in_batch.insert(key, line);
+        if self.batch.len() == IMPORT_BATCH {
+            self.write(db)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending rows, counting the new and the replaced, and failing those whose
+    /// address and scope an earlier batch of this import wrote.
+    fn write(&mut self, db: &Db) -> ApiResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.in_batch.clear();
+        let rows = db.rows(
+            "import the suppressions",
+            IMPORT_UPSERT,
+            &[
+                ParameterValue::Int64(self.tenant),
+                jsonb(&Value::Array(std::mem::take(&mut self.batch))),
+                uuid(self.id.as_str()),
+            ],
+        )?;
+        for row in rows.rows() {
+            match (row.get::<i64>("line"), row.get::<i64>("earlier")) {
+                (Some(line), Some(earlier)) => self.done.fail(
+                    line.unsigned_abs(),
+                    format!("the same address and channel as line {earlier}"),
+                ),
+                _ if row.get::<bool>("inserted") == Some(true) => self.done.added += 1,
+                _ => self.done.updated += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A good line of an import: its address, channel, reason and expiry.
+type ImportRow = (String, Option<String>, String, Option<String>);
+
+/// An import's batch (`$2`: rows with their `line`) written for tenant `$1` by import `$3`: a
+/// row whose address and scope this import wrote before answers that line (`earlier`); the
+/// others are upserted as [`UPSERT`] does, marked with the import and their line.
+const IMPORT_UPSERT: &str = "WITH input AS ( \
+       SELECT * FROM jsonb_to_recordset($2::jsonb) \
+         AS r(line bigint, address text, channel_id text, reason text, expires_at text)), \
+     earlier AS ( \
+       SELECT i.line, s.import_line FROM input i JOIN suppressions s \
+         ON s.tenant_id = $1 AND s.address = i.address \
+        AND coalesce(s.channel_id, '00000000-0000-0000-0000-000000000000'::uuid) \
+          = coalesce(i.channel_id::uuid, '00000000-0000-0000-0000-000000000000'::uuid) \
+        AND s.import_id = $3::uuid), \
+     written AS ( \
+       INSERT INTO suppressions AS s (tenant_id, address, channel_id, reason, source, \
+         expires_at, import_id, import_line) \
+       SELECT $1::bigint, i.address, i.channel_id::uuid, i.reason, 'import', \
+         i.expires_at::timestamptz, $3::uuid, i.line \
+       FROM input i WHERE i.line NOT IN (SELECT line FROM earlier) \
+       ON CONFLICT (tenant_id, address, \
+         coalesce(channel_id, '00000000-0000-0000-0000-000000000000'::uuid)) \
+       DO UPDATE SET reason = EXCLUDED.reason, expires_at = EXCLUDED.expires_at, \
+         import_id = EXCLUDED.import_id, import_line = EXCLUDED.import_line, \
+         source = CASE WHEN s.source IN ('keyword', 'unsubscribe') THEN s.source \
+           ELSE EXCLUDED.source END \
+       RETURNING (xmax = 0) AS inserted) \
+     SELECT NULL::bigint AS line, NULL::bigint AS earlier, inserted FROM written \
+     UNION ALL SELECT line, import_line, NULL FROM earlier";
 
 /// One line of an import: address, channel, reason and expiry, or why it cannot be taken.
 fn import_row(
     record: &csv::ByteRecord,
     columns: &Columns,
     channels: &HashSet<String>,
-) -> Result<(String, Option<String>, String, Option<String>), String> {
+) -> Result<ImportRow, String> {
     if record.len() != columns.count {
         return Err(format!(
             "{} fields where the header has {}",
@@ -577,35 +647,6 @@ fn import_row(
         .map(|at| nexus_guest::timestamp::parse("expiresAt", at).map_err(|err| err.message))
         .transpose()?;
     Ok((address, channel, reason, expires_at))
-}
-
-/// Writes the import's pending rows, counting the new and the replaced.
-fn write_batch(
-    db: &Db,
-    tenant: i64,
-    batch: &mut Vec<Value>,
-    imported: &mut Imported,
-) -> ApiResult<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let rows = db.rows(
-        "import the suppressions",
-        UPSERT,
-        &[
-            ParameterValue::Int64(tenant),
-            jsonb(&Value::Array(std::mem::take(batch))),
-            text("import"),
-        ],
-    )?;
-    for row in rows.rows() {
-        if row.get::<bool>("inserted") == Some(true) {
-            imported.added += 1;
-        } else {
-            imported.updated += 1;
-        }
-    }
-    Ok(())
 }
 
 /// A stored template.

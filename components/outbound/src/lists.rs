@@ -283,22 +283,10 @@ pub fn upload(
     body: &mut BodyReader,
 ) -> ApiResult<Reply> {
     let list = list_json(db, tenant, id)?;
-    let content_type = header(req, "content-type").unwrap_or_default();
-    let mut parts = content_type.split(';');
-    let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-    let charset = parts
-        .filter_map(|part| part.trim().split_once('='))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
-        .map(|(_, value)| value.trim().trim_matches('"').to_ascii_lowercase());
-    if media_type != "text/csv" || charset.is_some_and(|charset| charset != "utf-8") {
-        return Err(ApiError::new(
-            415,
-            Code::InvalidParameter,
-            "a contact list is a CSV file in UTF-8: send it as text/csv",
-        ));
-    }
+    require_utf8_csv(req, "a contact list")?;
     let calling_code = list["defaultCallingCode"].as_str().map(str::to_owned);
-    let (counting, lines) = nexus_guest::csv_lines::count_lines(SkipBom::new(&mut *body));
+    let (counting, lines) =
+        nexus_guest::csv_lines::count_lines(nexus_guest::csv_lines::SkipBom::new(&mut *body));
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .buffer_capacity(READ_BUFFER)
@@ -313,48 +301,29 @@ pub fn upload(
     let columns = Columns::of(&header_line).map_err(ApiError::bad_parameter)?;
     let mut uploaded = Uploaded::default();
     let mut batch = Batch::default();
-    let mut record = csv::ByteRecord::new();
-    loop {
-        let line = lines.line(reader.position().byte());
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(err) => {
-                if let csv::ErrorKind::Io(io) = err.kind() {
-                    // What was read is kept; the answer says how far it got, and the same file
-                    // sent again adds the rest.
-                    write(db, id, &columns, &mut batch, &mut uploaded)?;
-                    let mut failure = nexus_guest::streamed_body::failure(io);
-                    failure.message = format!(
-                        "{} (line {line}; {} contacts were added before it)",
-                        failure.message, uploaded.added
-                    );
-                    return Err(failure);
-                }
-                let at = err.position().map_or(line, |at| lines.line(at.byte()));
-                uploaded.fail(at, err.to_string());
-                continue;
+    let cut = nexus_guest::csv_lines::each_record(&mut reader, &lines, |line, record| {
+        let contact = record.and_then(|record| columns.contact(record, calling_code.as_deref()));
+        match contact.and_then(|contact| batch.push(contact, line)) {
+            Ok(()) if batch.rows.len() == UPLOAD_BATCH => {
+                write(db, id, &columns, &mut batch, &mut uploaded)
             }
-        }
-        let line = record.position().map_or(line, |at| lines.line(at.byte()));
-        // A blank line (the one a spreadsheet leaves at the end) is no contact.
-        if record.len() == 1 && record.get(0).is_some_and(<[u8]>::is_empty) {
-            continue;
-        }
-        let contact = match columns.contact(&record, calling_code.as_deref()) {
-            Ok(contact) => contact,
+            Ok(()) => Ok(()),
             Err(why) => {
                 uploaded.fail(line, why);
-                continue;
+                Ok(())
             }
-        };
-        if let Err(why) = batch.push(contact, line) {
-            uploaded.fail(line, why);
-            continue;
         }
-        if batch.rows.len() == UPLOAD_BATCH {
-            write(db, id, &columns, &mut batch, &mut uploaded)?;
-        }
+    })?;
+    if let Some((line, io)) = cut {
+        // What was read is kept; the answer says how far it got, and the same file sent again
+        // adds the rest.
+        write(db, id, &columns, &mut batch, &mut uploaded)?;
+        let mut failure = nexus_guest::streamed_body::failure(&io);
+        failure.message = format!(
+            "{} (line {line}; {} contacts were added before it)",
+            failure.message, uploaded.added
+        );
+        return Err(failure);
     }
     write(db, id, &columns, &mut batch, &mut uploaded)?;
     uploaded.errors.sort_by_key(|(line, _)| *line);
@@ -370,9 +339,28 @@ pub fn upload(
     }))
 }
 
-/// The answer to a CSV error before the first contact: the body's failure (413 past the size
+/// Refuses (415) a body that is not `text/csv` in UTF-8 (`what` names it in the answer).
+pub(crate) fn require_utf8_csv(req: &Request, what: &str) -> ApiResult<()> {
+    let content_type = header(req, "content-type").unwrap_or_default();
+    let mut parts = content_type.split(';');
+    let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let charset = parts
+        .filter_map(|part| part.trim().split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, value)| value.trim().trim_matches('"').to_ascii_lowercase());
+    if media_type != "text/csv" || charset.is_some_and(|charset| charset != "utf-8") {
+        return Err(ApiError::new(
+            415,
+            Code::InvalidParameter,
+            format!("{what} is a CSV file in UTF-8: send it as text/csv"),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a CSV error before the first line: the body's failure (413 past the size
 /// limit), or a 400 naming what is wrong.
-fn read_failure(err: &csv::Error, what: &str) -> ApiError {
+pub(crate) fn read_failure(err: &csv::Error, what: &str) -> ApiError {
     match err.kind() {
         csv::ErrorKind::Io(io) => nexus_guest::streamed_body::failure(io),
         _ => ApiError::bad_parameter(format!("{what}: {err}")),
@@ -446,48 +434,3 @@ LEFT JOIN LATERAL ( \
    LIMIT 1) c ON true \
 WHERE i.client_id NOT IN (SELECT client_id FROM added) \
 ORDER BY 1 NULLS FIRST";
-
-/// A reader that drops a spreadsheet's UTF-8 byte order mark from the start of a stream.
-struct SkipBom<R> {
-    inner: R,
-    start: Vec<u8>,
-    checked: bool,
-}
-
-impl<R: std::io::Read> SkipBom<R> {
-    fn new(inner: R) -> SkipBom<R> {
-        SkipBom {
-            inner,
-            start: Vec::new(),
-            checked: false,
-        }
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for SkipBom<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !self.checked {
-            // The first three bytes, however the stream cuts them.
-            while self.start.len() < 3 {
-                let mut byte = [0u8; 3];
-                let want = 3 - self.start.len();
-                let got = self.inner.read(&mut byte[..want])?;
-                if got == 0 {
-                    break;
-                }
-                self.start.extend_from_slice(&byte[..got]);
-            }
-            if self.start == b"\xEF\xBB\xBF" {
-                self.start.clear();
-            }
-            self.checked = true;
-        }
-        if !self.start.is_empty() {
-            let n = self.start.len().min(buf.len());
-            buf[..n].copy_from_slice(&self.start[..n]);
-            self.start.drain(..n);
-            return Ok(n);
-        }
-        self.inner.read(buf)
-    }
-}
