@@ -55,9 +55,11 @@ pub fn address(text: &str) -> Result<String, String> {
 }
 
 /// The keyword `text` is, if it is one: the word alone, in any case, with surrounding spaces
-/// and a final `.` or `!`.
+/// and a final `.` or `!`, written in ASCII or in the fullwidth forms a phone's East Asian
+/// keyboard writes (`ＳＴＯＰ`).
 pub fn keyword(text: &str) -> Option<(Keyword, String)> {
-    let word = text
+    let ascii: String = text.chars().map(halfwidth).collect();
+    let word = ascii
         .trim()
         .trim_end_matches(['.', '!'])
         .trim()
@@ -72,6 +74,14 @@ pub fn keyword(text: &str) -> Option<(Keyword, String)> {
         return None;
     };
     Some((kind, word))
+}
+
+/// The ASCII character a fullwidth form (U+FF01 to U+FF5E) stands for; any other as it is.
+fn halfwidth(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(u32::from(c) - 0xFEE0).unwrap_or(c),
+        _ => c,
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +103,9 @@ mod tests {
             ("Unstop", Keyword::OptIn, "UNSTOP"),
             ("help", Keyword::Help, "HELP"),
             ("Info", Keyword::Help, "INFO"),
+            ("ＳＴＯＰ", Keyword::OptOut, "STOP"),
+            ("\u{3000}ｓｔｏｐ！", Keyword::OptOut, "STOP"),
+            ("ＳＴＡＲＴ", Keyword::OptIn, "START"),
         ] {
             assert_eq!(keyword(text), Some((kind, word.to_owned())), "{text:?}");
         }
