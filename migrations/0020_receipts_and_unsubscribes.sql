@@ -20,9 +20,12 @@ ALTER TABLE suppressions ADD CONSTRAINT suppressions_source_check
 
 -- The lock that orders a receipt for message `p_far_id` of channel `p_channel` with the
 -- recording of that id (the same key as `inbound.rs`'s `lock_far_id`).
+-- (PL/pgSQL: it runs for every message sent, and its plan is kept.)
 CREATE FUNCTION nexus_receipt_lock(p_channel UUID, p_far_id TEXT) RETURNS VOID
-LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('receipt/' || p_channel::text || '/' || p_far_id, 0))
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('receipt/' || p_channel::text || '/' || p_far_id, 0));
+END
 $$;
 
 -- A provider's receipt for message `p_provider_id` of a campaign of channel `p_channel`:

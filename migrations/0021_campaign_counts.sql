@@ -8,14 +8,22 @@ ALTER TABLE campaigns ADD COLUMN record_counts JSONB NOT NULL DEFAULT '{}'::json
 UPDATE campaigns c SET record_counts = nexus_campaign_counts(c.id);
 
 -- `p_counts` with `p_by` added to status `p_status` (a status whose count reaches 0 is left out).
+-- PL/pgSQL, not SQL: it runs for every record's every move, and a SQL function that is not
+-- inlined is planned again on each call.
 CREATE FUNCTION nexus_count_add(p_counts JSONB, p_status TEXT, p_by BIGINT) RETURNS JSONB
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN p_status IS NULL OR p_by = 0 THEN p_counts
-        WHEN coalesce((p_counts ->> p_status)::bigint, 0) + p_by <= 0 THEN p_counts - p_status
-        ELSE jsonb_set(p_counts, ARRAY[p_status],
-                       to_jsonb(coalesce((p_counts ->> p_status)::bigint, 0) + p_by))
-    END
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    n BIGINT;
+BEGIN
+    IF p_status IS NULL OR p_by = 0 THEN
+        RETURN p_counts;
+    END IF;
+    n := coalesce((p_counts ->> p_status)::bigint, 0) + p_by;
+    IF n <= 0 THEN
+        RETURN p_counts - p_status;
+    END IF;
+    RETURN jsonb_set(p_counts, ARRAY[p_status], to_jsonb(n));
+END
 $$;
 
 -- `nexus_campaign_log` (as in `0019_campaigns.sql`), for a record that moved from status
