@@ -751,7 +751,7 @@ async fn started_campaign(
 async fn delivered(aggregator: &Aggregator, count: usize, limit: Duration) {
     aggregator
         .wait_until(&format!("{count} messages"), limit, |a| {
-            a.deliveries().len() >= count
+            a.delivered_count() >= count
         })
         .await;
 }

@@ -311,6 +311,11 @@ impl Aggregator {
         self.state.lock().expect("the aggregator").reports.clone()
     }
 
+    /// How many messages it delivered (without copying them: a wait looks on every request).
+    pub fn delivered_count(&self) -> usize {
+        self.state.lock().expect("the aggregator").deliveries.len()
+    }
+
     /// What it delivered, in order.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.state
@@ -350,7 +355,7 @@ impl Aggregator {
         if waited.is_err() {
             panic!(
                 "the aggregator never saw {what}: {} deliveries, counts {:?}",
-                self.deliveries().len(),
+                self.delivered_count(),
                 self.counts()
             );
         }
